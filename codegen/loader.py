@@ -1,0 +1,90 @@
+"""Load a spec directory: read each file with lines, validate it, resolve it into the model."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from codegen.errors import SpecError, SpecProblem
+from codegen.model import Spec, SpecFile
+from codegen.resolve import resolve
+from codegen.yaml_source import SourceDocument, load_document
+
+SPEC_FILES = ("kernels", "encoding", "api", "registers", "psci", "smccc", "rules")
+SCHEMA_FILE = Path("schema") / "kvm-fwspec.schema.yaml"
+
+
+def default_spec_dir() -> Path:
+    """The spec/ beside the packages in a checkout, or the copy bundled into a wheel."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "spec", package / "bundled_spec"):
+        if (candidate / SCHEMA_FILE).is_file():
+            return candidate
+    return package.parent / "spec"
+
+
+@cache
+def _schema(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        schema: dict[str, Any] = yaml.safe_load(handle)
+    return schema
+
+
+def _validate(document: SourceDocument, schema: dict[str, Any], stem: str) -> list[SpecProblem]:
+    file_schema = {**schema, "$ref": f"#/$defs/{stem}-file"}
+    validator = jsonschema.Draft202012Validator(file_schema)
+    problems = []
+    for error in validator.iter_errors(document.data):
+        # A oneOf/anyOf failure is clearer reported by its most specific sub-error.
+        best = jsonschema.exceptions.best_match([error])
+        problems.append(document.problem(tuple(best.absolute_path), best.message))
+    return problems
+
+
+def read_documents(spec_dir: Path) -> dict[str, SourceDocument]:
+    """Read and schema-check every spec file; raise SpecError listing every problem found."""
+    if not spec_dir.is_dir():
+        raise SpecError([SpecProblem(spec_dir, 1, "", "spec directory does not exist")])
+    schema_path = spec_dir / SCHEMA_FILE
+    if not schema_path.is_file():
+        raise SpecError([SpecProblem(schema_path, 1, "", "schema file is missing")])
+    problems: list[SpecProblem] = []
+    expected = {f"{stem}.yaml" for stem in SPEC_FILES}
+    for extra in sorted(p for p in spec_dir.glob("*.yaml") if p.name not in expected):
+        problems.append(
+            SpecProblem(extra, 1, "", f"unknown spec file; expected only {sorted(expected)}")
+        )
+    documents: dict[str, SourceDocument] = {}
+    for stem in SPEC_FILES:
+        path = spec_dir / f"{stem}.yaml"
+        if not path.is_file():
+            problems.append(SpecProblem(path, 1, "", "spec file is missing"))
+            continue
+        try:
+            documents[stem] = load_document(path)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        problems.extend(_validate(documents[stem], _schema(schema_path), stem))
+    if problems:
+        raise SpecError(problems)
+    return documents
+
+
+def load_spec(spec_dir: Path | None = None) -> Spec:
+    """The resolved spec in `spec_dir` (default: the project's own spec/)."""
+    spec_dir = spec_dir or default_spec_dir()
+    documents = read_documents(spec_dir)
+    files = tuple(
+        SpecFile(
+            f"spec/{stem}.yaml",
+            hashlib.sha256(documents[stem].path.read_bytes()).hexdigest(),
+        )
+        for stem in SPEC_FILES
+    )
+    return resolve(documents, files)

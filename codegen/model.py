@@ -1,0 +1,394 @@
+"""The resolved, typed spec: the one object model every generator and the reference reads.
+
+Raw YAML never leaves the loader. Everything here is frozen, ids are already composed from
+their fields, and cross references are resolved to the objects they name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import total_ordering
+from typing import Literal
+
+from codegen.rule_language import Expr
+
+
+@total_ordering
+@dataclass(frozen=True)
+class Release:
+    """A Linux release such as 6.1, ordered numerically (5.10 comes after 5.9)."""
+
+    major: int
+    minor: int
+
+    @classmethod
+    def parse(cls, text: str) -> Release:
+        major, minor = text.split(".")
+        return cls(int(major), int(minor))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Release):
+            return NotImplemented
+        return (self.major, self.minor) < (other.major, other.minor)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a fact comes from, and the real kernels it was confirmed on."""
+
+    file: str
+    note: str = ""
+    confirmed_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelDocs:
+    """A place where the kernel's documentation and its code disagree."""
+
+    file: str
+    says: str
+    code_does: str
+    real_kvm_follows: str
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """The releases in which a thing exists: [since, until), plus stable backports."""
+
+    since: Release
+    until: Release | None = None
+    backports: tuple[Release, ...] = ()
+
+    def covers(self, release: Release) -> bool:
+        return self.since <= release and (self.until is None or release < self.until)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A run of bits [low, high] inside a layout, optionally with named values."""
+
+    name: str
+    doc: str
+    high: int
+    low: int
+    reserved: bool = False
+    c_mask: str | None = None
+    c_shift: str | None = None
+    values: tuple[FieldValue, ...] = ()
+
+    @property
+    def width(self) -> int:
+        return self.high - self.low + 1
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.low
+
+    def extract(self, word: int) -> int:
+        return (word & self.mask) >> self.low
+
+    def value_named(self, name: str) -> FieldValue:
+        return next(v for v in self.values if v.name == name)
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    """A named value of a field, e.g. the arch field's `arm64` or the class field's `fw`."""
+
+    name: str
+    doc: str
+    value: int
+    lifetime: Lifetime
+    c_name: str | None = None
+    c_reg_macro: str | None = None
+    architectures: tuple[str, ...] = ()
+    firmware: bool = False
+    index_fields: tuple[Field, ...] = ()
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A fixed-width word made of fields that cover every bit exactly once."""
+
+    name: str
+    doc: str
+    width: int
+    fields: tuple[Field, ...]
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    def compose(self, **values: int) -> int:
+        """The word whose fields hold `values` (every other field zero)."""
+        word = 0
+        for name, value in values.items():
+            f = self.field(name.replace("_", "-"))
+            word |= (value << f.low) & f.mask
+        return word
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: Literal["arm64", "arm"]
+    doc: str
+    reg_arch: FieldValue
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True)
+class NamedValue:
+    """A value a register can hold, with its uapi name."""
+
+    name: str
+    c_name: str
+    value: int
+    doc: str
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True)
+class RegisterBit:
+    """One bit of a register: a feature-bitmap service or a flag such as WA2's ENABLED."""
+
+    name: str
+    c_name: str
+    bit: int
+    doc: str
+    lifetime: Lifetime
+    service: Service | None = None
+
+    @property
+    def mask(self) -> int:
+        return 1 << self.bit
+
+
+@dataclass(frozen=True)
+class Register:
+    """A firmware pseudo-register: its id on each architecture and what its value means."""
+
+    name: str
+    c_name: str
+    doc: str
+    register_class: FieldValue
+    index: int
+    kind: Literal["psci-version", "level", "bitmap"]
+    architectures: tuple[Architecture, ...]
+    lifetime: Lifetime
+    storage: Literal["vm", "none"]
+    layout: tuple[Field, ...]
+    values: tuple[NamedValue, ...]
+    bits: tuple[RegisterBit, ...]
+    ids: dict[str, int] = field(hash=False, compare=False)
+    source: Source
+    reset: Expr | None = None
+    reset_text: str | None = None
+    kernel_docs: tuple[KernelDocs, ...] = ()
+
+    def exists_on(self, arch: str, release: Release) -> bool:
+        return any(
+            a.name == arch and a.lifetime.covers(release) for a in self.architectures
+        ) and self.lifetime.covers(release)
+
+    def known_bits(self, release: Release) -> int:
+        """The bits a bitmap register accepts in `release`."""
+        mask = 0
+        for bit in self.bits:
+            if bit.lifetime.covers(release):
+                mask |= bit.mask
+        return mask
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """A host's mitigation state, as the level each workaround register reports."""
+
+    name: str
+    doc: str
+    levels: dict[str, NamedValue] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Errno:
+    name: str
+    value: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class VcpuFeature:
+    name: str
+    doc: str
+    c_name: str
+    bits: dict[str, int] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    doc: str
+    c_name: str
+    value: int
+
+
+@dataclass(frozen=True)
+class StateVariable:
+    name: str
+    doc: str
+    type: Literal["bool", "int"]
+
+
+@dataclass(frozen=True)
+class PsciVersion:
+    """A PSCI revision, encoded as major << 16 | minor."""
+
+    name: str
+    major: int
+    minor: int
+    doc: str
+    lifetime: Lifetime
+    c_name: str | None
+    encoded: int
+
+
+@dataclass(frozen=True)
+class PsciFunction:
+    """A PSCI function with its SMC32 and/or SMC64 function ids."""
+
+    name: str
+    number: int
+    psci: PsciVersion
+    doc: str
+    ids: dict[str, int] = field(hash=False)
+    c_names: dict[str, str] = field(hash=False)
+    header_since: Release | None = None
+    kvm_since: Release | None = None
+
+
+@dataclass(frozen=True)
+class KvmPsci01Function:
+    """A function of KVM's pre-standard PSCI 0.1, whose ids KVM chose itself."""
+
+    name: str
+    offset: int
+    c_name: str
+    handled: bool
+    doc: str
+    function_id: int
+
+
+@dataclass(frozen=True)
+class Constant:
+    name: str
+    c_name: str
+    value: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class ConstantGroup:
+    name: str
+    doc: str
+    constants: tuple[Constant, ...]
+
+
+@dataclass(frozen=True)
+class LatestPsci:
+    lifetime: Lifetime
+    version: PsciVersion
+
+
+@dataclass(frozen=True)
+class Service:
+    """A hypercall service a guest can discover and call."""
+
+    name: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class SmcccFunction:
+    name: str
+    c_name: str
+    owner: str
+    convention: str
+    number: int
+    service: Service
+    doc: str
+    lifetime: Lifetime
+    function_id: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of a GET/SET/list decision table, with its condition and outcome typed."""
+
+    id: str
+    doc: str
+    op: Literal["get", "set", "list"]
+    register: Register | None
+    register_class: FieldValue | None
+    when: Expr | None
+    when_text: str | None
+    errno: Errno | None
+    value: Expr | None
+    value_text: str | None
+    store: Expr | None
+    store_text: str | None
+    listed: bool | None
+    undefined: str | None
+    lifetime: Lifetime
+    architectures: tuple[str, ...]
+    source: Source
+    deprecated: str | None = None
+    kernel_docs: KernelDocs | None = None
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A spec file's path relative to the spec directory and the sha256 of its bytes."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The whole resolved spec."""
+
+    files: tuple[SpecFile, ...]
+    releases: tuple[Release, ...]
+    architectures: tuple[Architecture, ...]
+    layouts: tuple[Layout, ...]
+    errnos: tuple[Errno, ...]
+    vcpu_features: tuple[VcpuFeature, ...]
+    capabilities: tuple[Capability, ...]
+    state: tuple[StateVariable, ...]
+    registers: tuple[Register, ...]
+    host_profiles: tuple[HostProfile, ...]
+    psci_versions: tuple[PsciVersion, ...]
+    psci_latest: tuple[LatestPsci, ...]
+    psci_functions: tuple[PsciFunction, ...]
+    kvm_psci_01_base: int
+    kvm_psci_01_c_base: str
+    kvm_psci_01_functions: tuple[KvmPsci01Function, ...]
+    psci_return_codes: tuple[Constant, ...]
+    psci_constant_groups: tuple[ConstantGroup, ...]
+    services: tuple[Service, ...]
+    smccc_functions: tuple[SmcccFunction, ...]
+    rules: tuple[Rule, ...]
+
+    def layout(self, name: str) -> Layout:
+        return next(lay for lay in self.layouts if lay.name == name)
+
+    def register(self, name: str) -> Register:
+        return next(r for r in self.registers if r.name == name)
+
+    def psci_latest_in(self, release: Release) -> PsciVersion:
+        return next(p.version for p in self.psci_latest if p.lifetime.covers(release))
+
+    def psci_versions_in(self, release: Release) -> tuple[PsciVersion, ...]:
+        return tuple(v for v in self.psci_versions if v.lifetime.covers(release))
