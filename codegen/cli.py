@@ -25,7 +25,7 @@ def _summary(spec: Spec) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    print(_summary(load_spec(args.spec_dir)))
+    print(_summary(load_spec(args.spec_path or args.spec_dir)))
     return 0
 
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spec-dir", type=Path, default=None, help="spec directory (default: the project's spec/)")
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check the spec and print a summary")
-    validate.add_argument("spec_dir", nargs="?", type=Path, default=None)
+    validate.add_argument("spec_path", nargs="?", type=Path, default=None, metavar="SPEC_DIR")
     validate.set_defaults(handler=_validate)
     gen = sub.add_parser("generate", help="write every generated file (or --check them)")
     gen.add_argument("--check", action="store_true", help="fail, naming each stale file and why")

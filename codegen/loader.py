@@ -42,7 +42,13 @@ def _validate(document: SourceDocument, schema: dict[str, Any], stem: str) -> li
     for error in validator.iter_errors(document.data):
         # A oneOf/anyOf failure is clearer reported by its most specific sub-error.
         best = jsonschema.exceptions.best_match([error])
-        problems.append(document.problem(tuple(best.absolute_path), best.message))
+        path = tuple(best.absolute_path)
+        if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+            # Point at the first unexpected key's own line rather than its parent's.
+            known = best.schema.get("properties", {})
+            extra = next((k for k in best.instance if k not in known), None)
+            path = (*path, extra) if extra is not None else path
+        problems.append(document.problem(path, best.message))
     return problems
 
 

@@ -137,14 +137,17 @@ class _Resolver:
         """Fields of a `width`-bit word starting at bit `low`; they must tile it exactly."""
         fields = []
         owner = [""] * width
+        misplaced = False
         for i, raw in enumerate(raws):
             fpath = (*path, i)
             high_bit, low_bit = raw["bits"]
             if high_bit < low_bit:
                 self.error(stem, (*fpath, "bits"), f"bits [{high_bit}, {low_bit}] must be [high, low]")
+                misplaced = True
                 continue
             if high_bit >= low + width or low_bit < low:
                 self.error(stem, (*fpath, "bits"), f"bits [{high_bit}, {low_bit}] fall outside the {width}-bit word")
+                misplaced = True
                 continue
             for bit in range(low_bit, high_bit + 1):
                 if owner[bit - low]:
@@ -159,7 +162,7 @@ class _Resolver:
                 )
             )
         missing = [low + b for b, name in enumerate(owner) if not name]
-        if missing:
+        if missing and not misplaced:  # a misplaced field already explains the gap
             self.error(stem, path, f"bits {_ranges(missing)} are not accounted for by any field")
         self.unique(stem, path, raws, "name", "field name")
         return tuple(fields)
@@ -194,8 +197,8 @@ class _Resolver:
             if required not in names:
                 self.error("encoding", ("layouts",), f"layout '{required}' is required")
                 continue
-            layout = next(lay for lay in layouts if lay.name == required)
-            absent = fields_needed - {f.name for f in layout.fields}
+            index = next(i for i, lay in enumerate(layouts) if lay.name == required)
+            absent = fields_needed - {f["name"] for f in self.data("encoding")["layouts"][index]["fields"]}
             if absent:
                 self.error("encoding", ("layouts",), f"layout '{required}' lacks fields {sorted(absent)}")
         if self.problems:
@@ -461,6 +464,7 @@ class _Resolver:
 
     def resolve_rules(self, spec_parts: _RuleContext) -> tuple[Rule, ...]:
         raws = self.data("rules")["rules"]
+        spec_parts.rule_index = {raw["id"]: i for i, raw in enumerate(raws)}
         rules = []
         for i, raw in enumerate(raws):
             rule = self.resolve_rule(("rules", i), raw, spec_parts)
@@ -545,7 +549,8 @@ class _Resolver:
                             and (r.register is register or r.register_class is register.register_class)
                         ]
                         if not table or table[-1].when is not None:
-                            self.error("rules", ("rules",), f"{register.name}/{op} on {arch.name} {release}: the last applicable rule must have no 'when' (a default)")
+                            where = ("rules", ctx.rule_index[table[-1].id]) if table else ("rules",)
+                            self.error("rules", where, f"{register.name}/{op} on {arch.name} {release}: the last applicable rule must have no 'when' (a default)")
                             return
 
 
@@ -557,6 +562,7 @@ class _RuleContext:
         self.registers = registers
         self.classes = classes
         self.errnos = errnos
+        self.rule_index: dict[str, int] = {}
         types = {"bool": rl.Type.BOOL, "int": rl.Type.INT}
         self.common: dict[str, rl.Type] = {s.name: types[s.type] for s in spec_state}
         self.common.update({
