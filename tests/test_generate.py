@@ -87,3 +87,16 @@ def test_every_output_carries_banner_and_marker() -> None:
         assert "DO NOT EDIT" in head, path
         assert all(f"{f.name} sha256:{f.sha256}" in head for f in spec.files), path
         assert "kvm-fwspec-generated:" in head, path
+
+
+def test_json_model_validates_against_its_published_schema() -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "codegen/schemas/kvm-fwspec-model.schema.json").read_text())
+    document = json.loads((ROOT / "codegen/generated/json/kvm-fwspec.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(document)
+    broken = {**document, "registers": [{**document["registers"][0], "index": "zero"}]}
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken))
