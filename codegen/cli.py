@@ -58,7 +58,9 @@ def _decode(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvm-fwspec", description=__doc__)
-    parser.add_argument("--spec-dir", type=Path, default=None, help="spec directory (default: the project's spec/)")
+    parser.add_argument(
+        "--spec-dir", type=Path, default=None, help="spec directory (default: the project's spec/)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check the spec and print a summary")
     validate.add_argument("spec_path", nargs="?", type=Path, default=None, metavar="SPEC_DIR")

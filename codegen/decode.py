@@ -12,7 +12,9 @@ def parse_id(text: str) -> int:
     try:
         value = int(cleaned, 16)
     except ValueError:
-        raise UsageError(f"'{text}' is not a register id (expected hex such as 0x6030000000140000)") from None
+        raise UsageError(
+            f"'{text}' is not a register id (expected hex such as 0x6030000000140000)"
+        ) from None
     if not 0 <= value < 1 << 64:
         raise UsageError(f"'{text}' does not fit in 64 bits")
     return value
@@ -30,10 +32,19 @@ def describe_id(spec: Spec, reg_id: int) -> list[str]:
     arch = next((v for v in layout.field("arch").values if v.value == arch_value), None)
     for field in layout.fields:
         raw = field.extract(reg_id)
-        named = next((v for v in field.values if v.value == raw and (arch is None or arch.name in v.architectures)), None)
+        named = next(
+            (
+                v
+                for v in field.values
+                if v.value == raw and (arch is None or arch.name in v.architectures)
+            ),
+            None,
+        )
         label = f" {named.name}" + (f" ({named.c_name})" if named.c_name else "") if named else ""
         problem = "  <- must be zero" if field.reserved and raw else ""
-        lines.append(f"  {field.name:<9} bits {field.high:>2}-{field.low:<2} = {raw:#x}{label}{problem}")
+        lines.append(
+            f"  {field.name:<9} bits {field.high:>2}-{field.low:<2} = {raw:#x}{label}{problem}"
+        )
         if named and named.index_fields:
             index = layout.field("index").extract(reg_id)
             parts = ", ".join(f"{f.name}={f.extract(index)}" for f in named.index_fields)
@@ -57,9 +68,17 @@ def describe_register(spec: Spec, register: Register) -> list[str]:
         if arch.lifetime.until:
             history += f"; {arch.name} hosts until {arch.lifetime.until}"
     lines.append(f"  history: {history}")
-    lines.append(f"  kind: {register.kind}; storage: {register.storage}" + (f"; reset: {register.reset_text}" if register.reset_text else ""))
-    lines += [f"  value {v.name} = {v.value} ({v.c_name}), since {v.lifetime.since}" for v in register.values]
-    lines += [f"  bit {b.bit} {b.name} ({b.c_name}), since {b.lifetime.since}" for b in register.bits]
+    lines.append(
+        f"  kind: {register.kind}; storage: {register.storage}"
+        + (f"; reset: {register.reset_text}" if register.reset_text else "")
+    )
+    lines += [
+        f"  value {v.name} = {v.value} ({v.c_name}), since {v.lifetime.since}"
+        for v in register.values
+    ]
+    lines += [
+        f"  bit {b.bit} {b.name} ({b.c_name}), since {b.lifetime.since}" for b in register.bits
+    ]
     if register.kind == "psci-version":
         latest = ", ".join(f"{p.version.name} from {p.lifetime.since}" for p in spec.psci_latest)
         lines.append(f"  default (KVM_ARM_PSCI_LATEST): {latest}")
@@ -68,5 +87,7 @@ def describe_register(spec: Spec, register: Register) -> list[str]:
     lines.append(f"  source: {register.source.file}")
     for doc in register.kernel_docs:
         lines.append(f"  kernel docs ({doc.file}) say: {doc.says.strip()}")
-        lines.append(f"    code does: {doc.code_does.strip()} Real KVM follows: {doc.real_kvm_follows}.")
+        lines.append(
+            f"    code does: {doc.code_does.strip()} Real KVM follows: {doc.real_kvm_follows}."
+        )
     return lines

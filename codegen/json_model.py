@@ -25,12 +25,20 @@ def _source(source: Source | None) -> dict[str, Any] | None:
 
 def _field(f: Field) -> dict[str, Any]:
     return {
-        "name": f.name, "doc": f.doc, "bits": [f.high, f.low], "mask": f.mask,
+        "name": f.name,
+        "doc": f.doc,
+        "bits": [f.high, f.low],
+        "mask": f.mask,
         "reserved": f.reserved,
         "values": [
-            {"name": v.name, "value": v.value, "c-name": v.c_name, **_lifetime(v.lifetime),
-             "architectures": list(v.architectures),
-             "index-fields": [_field(i) for i in v.index_fields]}
+            {
+                "name": v.name,
+                "value": v.value,
+                "c-name": v.c_name,
+                **_lifetime(v.lifetime),
+                "architectures": list(v.architectures),
+                "index-fields": [_field(i) for i in v.index_fields],
+            }
             for v in f.values
         ],
     }
@@ -49,73 +57,137 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             for a in spec.architectures
         ],
         "layouts": [
-            {"name": lay.name, "doc": lay.doc, "width": lay.width, "fields": [_field(f) for f in lay.fields]}
+            {
+                "name": lay.name,
+                "doc": lay.doc,
+                "width": lay.width,
+                "fields": [_field(f) for f in lay.fields],
+            }
             for lay in spec.layouts
         ],
         "errnos": [{"name": e.name, "value": e.value, "doc": e.doc} for e in spec.errnos],
-        "vcpu-features": [{"name": f.name, "c-name": f.c_name, "bit": dict(sorted(f.bits.items()))} for f in spec.vcpu_features],
-        "capabilities": [{"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.capabilities],
+        "vcpu-features": [
+            {"name": f.name, "c-name": f.c_name, "bit": dict(sorted(f.bits.items()))}
+            for f in spec.vcpu_features
+        ],
+        "capabilities": [
+            {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.capabilities
+        ],
         "state": [{"name": s.name, "doc": s.doc, "type": s.type} for s in spec.state],
         "registers": [
             {
-                "name": r.name, "c-name": r.c_name, "doc": r.doc, "class": r.register_class.name,
-                "index": r.index, "kind": r.kind, "storage": r.storage,
-                "ids": dict(sorted(r.ids.items())), **_lifetime(r.lifetime),
+                "name": r.name,
+                "c-name": r.c_name,
+                "doc": r.doc,
+                "class": r.register_class.name,
+                "index": r.index,
+                "kind": r.kind,
+                "storage": r.storage,
+                "ids": dict(sorted(r.ids.items())),
+                **_lifetime(r.lifetime),
                 "reset": _expr(r.reset_text, r.reset),
                 "layout": [_field(f) for f in r.layout],
-                "values": [{"name": v.name, "c-name": v.c_name, "value": v.value, **_lifetime(v.lifetime)} for v in r.values],
+                "values": [
+                    {"name": v.name, "c-name": v.c_name, "value": v.value, **_lifetime(v.lifetime)}
+                    for v in r.values
+                ],
                 "bits": [
-                    {"name": b.name, "c-name": b.c_name, "bit": b.bit, **_lifetime(b.lifetime),
-                     "service": b.service.name if b.service else None}
+                    {
+                        "name": b.name,
+                        "c-name": b.c_name,
+                        "bit": b.bit,
+                        **_lifetime(b.lifetime),
+                        "service": b.service.name if b.service else None,
+                    }
                     for b in r.bits
                 ],
                 "source": _source(r.source),
                 "kernel-docs": [
-                    {"file": k.file, "says": k.says, "code-does": k.code_does, "real-kvm-follows": k.real_kvm_follows}
+                    {
+                        "file": k.file,
+                        "says": k.says,
+                        "code-does": k.code_does,
+                        "real-kvm-follows": k.real_kvm_follows,
+                    }
                     for k in r.kernel_docs
                 ],
             }
             for r in spec.registers
         ],
         "host-profiles": [
-            {"name": h.name, "doc": h.doc, "levels": {k: v.name for k, v in sorted(h.levels.items())}}
+            {
+                "name": h.name,
+                "doc": h.doc,
+                "levels": {k: v.name for k, v in sorted(h.levels.items())},
+            }
             for h in spec.host_profiles
         ],
         "psci": {
-            "versions": [{"name": v.name, "encoded": v.encoded, "c-name": v.c_name, **_lifetime(v.lifetime)} for v in spec.psci_versions],
-            "latest": [{"version": p.version.name, **_lifetime(p.lifetime)} for p in spec.psci_latest],
+            "versions": [
+                {"name": v.name, "encoded": v.encoded, "c-name": v.c_name, **_lifetime(v.lifetime)}
+                for v in spec.psci_versions
+            ],
+            "latest": [
+                {"version": p.version.name, **_lifetime(p.lifetime)} for p in spec.psci_latest
+            ],
             "functions": [
-                {"name": f.name, "number": f.number, "psci": f.psci.name, "ids": dict(sorted(f.ids.items())),
-                 "c-names": dict(sorted(f.c_names.items())),
-                 "header-since": str(f.header_since) if f.header_since else None,
-                 "kvm-since": str(f.kvm_since) if f.kvm_since else None}
+                {
+                    "name": f.name,
+                    "number": f.number,
+                    "psci": f.psci.name,
+                    "ids": dict(sorted(f.ids.items())),
+                    "c-names": dict(sorted(f.c_names.items())),
+                    "header-since": str(f.header_since) if f.header_since else None,
+                    "kvm-since": str(f.kvm_since) if f.kvm_since else None,
+                }
                 for f in spec.psci_functions
             ],
             "kvm-psci-0.1": [
-                {"name": f.name, "function-id": f.function_id, "c-name": f.c_name, "handled": f.handled}
+                {
+                    "name": f.name,
+                    "function-id": f.function_id,
+                    "c-name": f.c_name,
+                    "handled": f.handled,
+                }
                 for f in spec.kvm_psci_01_functions
             ],
-            "return-codes": [{"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.psci_return_codes],
+            "return-codes": [
+                {"name": c.name, "c-name": c.c_name, "value": c.value}
+                for c in spec.psci_return_codes
+            ],
         },
         "smccc": {
             "services": [{"name": s.name, "doc": s.doc} for s in spec.services],
             "functions": [
-                {"name": f.name, "c-name": f.c_name, "function-id": f.function_id, "service": f.service.name, **_lifetime(f.lifetime)}
+                {
+                    "name": f.name,
+                    "c-name": f.c_name,
+                    "function-id": f.function_id,
+                    "service": f.service.name,
+                    **_lifetime(f.lifetime),
+                }
                 for f in spec.smccc_functions
             ],
         },
         "rules": [
             {
-                "id": r.id, "doc": r.doc, "op": r.op,
+                "id": r.id,
+                "doc": r.doc,
+                "op": r.op,
                 "register": r.register.name if r.register else None,
                 "class": r.register_class.name if r.register_class else None,
-                "architectures": list(r.architectures), **_lifetime(r.lifetime),
+                "architectures": list(r.architectures),
+                **_lifetime(r.lifetime),
                 "when": _expr(r.when_text, r.when),
                 "result": {
                     "errno": r.errno.name if r.errno else None,
                     "value": _expr(r.value_text, r.value),
                     "store": _expr(r.store_text, r.store),
-                    "ok": r.errno is None and r.value is None and r.store is None and r.listed is None and r.undefined is None,
+                    "ok": r.errno is None
+                    and r.value is None
+                    and r.store is None
+                    and r.listed is None
+                    and r.undefined is None,
                     "listed": r.listed,
                     "undefined": r.undefined,
                 },

@@ -68,7 +68,9 @@ class _Resolver:
             self.error(stem, path, f"unknown release '{text}' (not listed in kernels.yaml)")
         return release
 
-    def lifetime(self, stem: str, path: JsonPath, raw: Raw, default: Release | None = None) -> Lifetime:
+    def lifetime(
+        self, stem: str, path: JsonPath, raw: Raw, default: Release | None = None
+    ) -> Lifetime:
         since = (
             self.release(stem, (*path, "since"), raw["since"])
             if "since" in raw
@@ -83,7 +85,11 @@ class _Resolver:
         )
         for i, backport in enumerate(backports):
             if backport >= since:
-                self.error(stem, (*path, "backports", i), f"backport {backport} is not before since {since}")
+                self.error(
+                    stem,
+                    (*path, "backports", i),
+                    f"backport {backport} is not before since {since}",
+                )
         return Lifetime(since, until, backports)
 
     def unique(self, stem: str, path: JsonPath, items: Iterable[Raw], key: str, what: str) -> None:
@@ -93,7 +99,11 @@ class _Resolver:
                 continue
             value = item[key]
             if value in seen:
-                self.error(stem, (*path, i, key), f"duplicate {what} '{value}' (also at index {seen[value]})")
+                self.error(
+                    stem,
+                    (*path, i, key),
+                    f"duplicate {what} '{value}' (also at index {seen[value]})",
+                )
             else:
                 seen[value] = i
 
@@ -114,7 +124,11 @@ class _Resolver:
         releases = tuple(Release.parse(r) for r in raw)
         for i in range(1, len(releases)):
             if releases[i] <= releases[i - 1]:
-                self.error("kernels", ("releases", i), f"release {releases[i]} is not after {releases[i - 1]}")
+                self.error(
+                    "kernels",
+                    ("releases", i),
+                    f"release {releases[i]} is not after {releases[i - 1]}",
+                )
         self.releases = releases
         return releases
 
@@ -125,15 +139,29 @@ class _Resolver:
             path = ("architectures", i)
             value = next((v for v in arch_field.values if v.name == raw["reg-arch"]), None)
             if value is None:
-                self.error("kernels", (*path, "reg-arch"), f"no arch value named '{raw['reg-arch']}' in reg-id")
+                self.error(
+                    "kernels",
+                    (*path, "reg-arch"),
+                    f"no arch value named '{raw['reg-arch']}' in reg-id",
+                )
                 continue
-            result.append(Architecture(raw["name"], raw["doc"], value, self.lifetime("kernels", path, raw)))
-        self.unique("kernels", ("architectures",), self.data("kernels")["architectures"], "name", "architecture")
+            result.append(
+                Architecture(raw["name"], raw["doc"], value, self.lifetime("kernels", path, raw))
+            )
+        self.unique(
+            "kernels",
+            ("architectures",),
+            self.data("kernels")["architectures"],
+            "name",
+            "architecture",
+        )
         return tuple(result)
 
     # -- encoding --------------------------------------------------------------------------
 
-    def resolve_fields(self, stem: str, path: JsonPath, raws: list[Raw], width: int, low: int = 0) -> tuple[Field, ...]:
+    def resolve_fields(
+        self, stem: str, path: JsonPath, raws: list[Raw], width: int, low: int = 0
+    ) -> tuple[Field, ...]:
         """Fields of a `width`-bit word starting at bit `low`; they must tile it exactly."""
         fields = []
         owner = [""] * width
@@ -142,23 +170,39 @@ class _Resolver:
             fpath = (*path, i)
             high_bit, low_bit = raw["bits"]
             if high_bit < low_bit:
-                self.error(stem, (*fpath, "bits"), f"bits [{high_bit}, {low_bit}] must be [high, low]")
+                self.error(
+                    stem, (*fpath, "bits"), f"bits [{high_bit}, {low_bit}] must be [high, low]"
+                )
                 misplaced = True
                 continue
             if high_bit >= low + width or low_bit < low:
-                self.error(stem, (*fpath, "bits"), f"bits [{high_bit}, {low_bit}] fall outside the {width}-bit word")
+                self.error(
+                    stem,
+                    (*fpath, "bits"),
+                    f"bits [{high_bit}, {low_bit}] fall outside the {width}-bit word",
+                )
                 misplaced = True
                 continue
             for bit in range(low_bit, high_bit + 1):
                 if owner[bit - low]:
-                    self.error(stem, (*fpath, "bits"), f"bit {bit} overlaps field '{owner[bit - low]}'")
+                    self.error(
+                        stem, (*fpath, "bits"), f"bit {bit} overlaps field '{owner[bit - low]}'"
+                    )
                     break
                 owner[bit - low] = raw["name"]
-            values = self.resolve_field_values(stem, (*fpath, "values"), raw.get("values", []), high_bit - low_bit + 1)
+            values = self.resolve_field_values(
+                stem, (*fpath, "values"), raw.get("values", []), high_bit - low_bit + 1
+            )
             fields.append(
                 Field(
-                    raw["name"], raw["doc"], high_bit, low_bit, raw.get("reserved", False),
-                    raw.get("c-mask"), raw.get("c-shift"), values,
+                    raw["name"],
+                    raw["doc"],
+                    high_bit,
+                    low_bit,
+                    raw.get("reserved", False),
+                    raw.get("c-mask"),
+                    raw.get("c-shift"),
+                    values,
                 )
             )
         missing = [low + b for b, name in enumerate(owner) if not name]
@@ -167,18 +211,33 @@ class _Resolver:
         self.unique(stem, path, raws, "name", "field name")
         return tuple(fields)
 
-    def resolve_field_values(self, stem: str, path: JsonPath, raws: list[Raw], width: int) -> tuple[FieldValue, ...]:
+    def resolve_field_values(
+        self, stem: str, path: JsonPath, raws: list[Raw], width: int
+    ) -> tuple[FieldValue, ...]:
         values = []
         for i, raw in enumerate(raws):
             vpath = (*path, i)
             if raw["value"] >= 1 << width:
-                self.error(stem, (*vpath, "value"), f"value {raw['value']:#x} does not fit in {width} bits")
-            index_fields = self.resolve_fields(stem, (*vpath, "index-fields"), raw["index-fields"], 16) if "index-fields" in raw else ()
+                self.error(
+                    stem, (*vpath, "value"), f"value {raw['value']:#x} does not fit in {width} bits"
+                )
+            index_fields = (
+                self.resolve_fields(stem, (*vpath, "index-fields"), raw["index-fields"], 16)
+                if "index-fields" in raw
+                else ()
+            )
             values.append(
                 FieldValue(
-                    raw["name"], raw["doc"], raw["value"], self.lifetime(stem, vpath, raw),
-                    raw.get("c-name"), raw.get("c-reg-macro"), tuple(raw.get("architectures", ("arm64", "arm"))),
-                    raw.get("firmware", False), index_fields, self.source(raw.get("source")),
+                    raw["name"],
+                    raw["doc"],
+                    raw["value"],
+                    self.lifetime(stem, vpath, raw),
+                    raw.get("c-name"),
+                    raw.get("c-reg-macro"),
+                    tuple(raw.get("architectures", ("arm64", "arm"))),
+                    raw.get("firmware", False),
+                    index_fields,
+                    self.source(raw.get("source")),
                 )
             )
         self.unique(stem, path, raws, "name", "value name")
@@ -188,39 +247,64 @@ class _Resolver:
     def resolve_layouts(self) -> tuple[Layout, ...]:
         layouts = []
         for i, raw in enumerate(self.data("encoding")["layouts"]):
-            fields = self.resolve_fields("encoding", ("layouts", i, "fields"), raw["fields"], raw["width"])
+            fields = self.resolve_fields(
+                "encoding", ("layouts", i, "fields"), raw["fields"], raw["width"]
+            )
             layouts.append(Layout(raw["name"], raw["doc"], raw["width"], fields))
         self.unique("encoding", ("layouts",), self.data("encoding")["layouts"], "name", "layout")
         names = {lay.name for lay in layouts}
-        for required, fields_needed in (("reg-id", {"arch", "size", "class", "index"}),
-                                        ("smccc-function-id", {"call-type", "convention", "owner", "function"})):
+        for required, fields_needed in (
+            ("reg-id", {"arch", "size", "class", "index"}),
+            ("smccc-function-id", {"call-type", "convention", "owner", "function"}),
+        ):
             if required not in names:
                 self.error("encoding", ("layouts",), f"layout '{required}' is required")
                 continue
             index = next(i for i, lay in enumerate(layouts) if lay.name == required)
-            absent = fields_needed - {f["name"] for f in self.data("encoding")["layouts"][index]["fields"]}
+            absent = fields_needed - {
+                f["name"] for f in self.data("encoding")["layouts"][index]["fields"]
+            }
             if absent:
-                self.error("encoding", ("layouts",), f"layout '{required}' lacks fields {sorted(absent)}")
+                self.error(
+                    "encoding", ("layouts",), f"layout '{required}' lacks fields {sorted(absent)}"
+                )
         if self.problems:
             raise SpecError(self.problems)
         return tuple(layouts)
 
     # -- api -------------------------------------------------------------------------------
 
-    def resolve_api(self) -> tuple[tuple[Errno, ...], tuple[VcpuFeature, ...], tuple[Capability, ...], tuple[StateVariable, ...]]:
+    def resolve_api(
+        self,
+    ) -> tuple[
+        tuple[Errno, ...],
+        tuple[VcpuFeature, ...],
+        tuple[Capability, ...],
+        tuple[StateVariable, ...],
+    ]:
         api = self.data("api")
         for key in ("errnos", "vcpu-features", "capabilities", "state"):
             self.unique("api", (key,), api[key], "name", key.rstrip("s"))
         self.unique("api", ("errnos",), api["errnos"], "value", "errno value")
         errnos = tuple(Errno(r["name"], r["value"], r["doc"]) for r in api["errnos"])
-        features = tuple(VcpuFeature(r["name"], r["doc"], r["c-name"], dict(r["bit"])) for r in api["vcpu-features"])
-        caps = tuple(Capability(r["name"], r["doc"], r["c-name"], r["value"]) for r in api["capabilities"])
+        features = tuple(
+            VcpuFeature(r["name"], r["doc"], r["c-name"], dict(r["bit"]))
+            for r in api["vcpu-features"]
+        )
+        caps = tuple(
+            Capability(r["name"], r["doc"], r["c-name"], r["value"]) for r in api["capabilities"]
+        )
         state = tuple(StateVariable(r["name"], r["doc"], r["type"]) for r in api["state"])
         return errnos, features, caps, state
 
     # -- registers -------------------------------------------------------------------------
 
-    def resolve_registers(self, reg_id: Layout, architectures: tuple[Architecture, ...], services: Mapping[str, Service]) -> tuple[Register, ...]:
+    def resolve_registers(
+        self,
+        reg_id: Layout,
+        architectures: tuple[Architecture, ...],
+        services: Mapping[str, Service],
+    ) -> tuple[Register, ...]:
         raws = self.data("registers")["registers"]
         class_field = reg_id.field("class")
         size_u64 = reg_id.field("size").value_named("u64").value
@@ -230,33 +314,65 @@ class _Resolver:
             path = ("registers", i)
             reg_class = next((v for v in class_field.values if v.name == raw["class"]), None)
             if reg_class is None or not reg_class.firmware:
-                self.error("registers", (*path, "class"), f"'{raw['class']}' is not a firmware register class")
+                self.error(
+                    "registers",
+                    (*path, "class"),
+                    f"'{raw['class']}' is not a firmware register class",
+                )
                 continue
             lifetime = self.lifetime("registers", path, raw)
             if lifetime.since < reg_class.lifetime.since:
-                self.error("registers", (*path, "since"), f"since {lifetime.since} is before class '{reg_class.name}' exists ({reg_class.lifetime.since})")
+                self.error(
+                    "registers",
+                    (*path, "since"),
+                    f"since {lifetime.since} is before class '{reg_class.name}' exists ({reg_class.lifetime.since})",
+                )
             arches = []
             for j, arch_name in enumerate(raw["architectures"]):
                 arch = next(a for a in architectures if a.name == arch_name)
                 if arch_name not in reg_class.architectures:
-                    self.error("registers", (*path, "architectures", j), f"class '{reg_class.name}' does not exist on {arch_name}")
+                    self.error(
+                        "registers",
+                        (*path, "architectures", j),
+                        f"class '{reg_class.name}' does not exist on {arch_name}",
+                    )
                 arches.append(arch)
-            ids = {
-                a.name: reg_id.compose(arch=a.reg_arch.value, size=size_u64, **{"class": reg_class.value}, index=raw["index"])
+            ids: dict[str, int] = {
+                a.name: reg_id.compose(
+                    arch=a.reg_arch.value,
+                    size=size_u64,
+                    **{"class": reg_class.value},
+                    index=raw["index"],
+                )
                 for a in arches
             }
             for arch_name, reg_id_value in ids.items():
                 other = ids_seen.get(reg_id_value)
                 if other:
-                    self.error("registers", (*path, "index"), f"id {reg_id_value:#018x} on {arch_name} collides with register '{other}'")
+                    self.error(
+                        "registers",
+                        (*path, "index"),
+                        f"id {reg_id_value:#018x} on {arch_name} collides with register '{other}'",
+                    )
                 ids_seen[reg_id_value] = raw["name"]
             layout = self.register_layout(path, raw)
             values = self.register_values(path, raw, layout)
             bits = self.register_bits(path, raw, services, lifetime)
             registers.append(
                 Register(
-                    raw["name"], raw["c-name"], raw["doc"], reg_class, raw["index"], raw["kind"],
-                    tuple(arches), lifetime, raw["storage"], layout, values, bits, ids,
+                    raw["name"],
+                    raw["c-name"],
+                    raw["doc"],
+                    reg_class,
+                    raw["index"],
+                    raw["kind"],
+                    tuple(arches),
+                    lifetime,
+                    raw["storage"],
+                    layout,
+                    values,
+                    bits,
+                    ids,
                     cast(Source, self.source(raw["source"])),
                     kernel_docs=tuple(self.kernel_docs(k) for k in raw.get("kernel-docs", [])),
                 )
@@ -268,17 +384,25 @@ class _Resolver:
     def register_layout(self, path: JsonPath, raw: Raw) -> tuple[Field, ...]:
         if raw["kind"] == "bitmap":
             if "layout" in raw:
-                self.error("registers", (*path, "layout"), "a bitmap's layout is its bits; do not give one")
+                self.error(
+                    "registers", (*path, "layout"), "a bitmap's layout is its bits; do not give one"
+                )
             return ()
         if "layout" not in raw:
-            self.error("registers", path, f"a {raw['kind']} register needs a layout covering all 64 bits")
+            self.error(
+                "registers", path, f"a {raw['kind']} register needs a layout covering all 64 bits"
+            )
             return ()
         return self.resolve_fields("registers", (*path, "layout"), raw["layout"], 64)
 
-    def register_values(self, path: JsonPath, raw: Raw, layout: tuple[Field, ...]) -> tuple[NamedValue, ...]:
+    def register_values(
+        self, path: JsonPath, raw: Raw, layout: tuple[Field, ...]
+    ) -> tuple[NamedValue, ...]:
         raws = raw.get("values", [])
         if raw["kind"] != "level" and raws:
-            self.error("registers", (*path, "values"), f"a {raw['kind']} register has no named values")
+            self.error(
+                "registers", (*path, "values"), f"a {raw['kind']} register has no named values"
+            )
         level = next((f for f in layout if f.name == "level"), None)
         if raw["kind"] == "level" and level is None:
             self.error("registers", (*path, "layout"), "a level register needs a 'level' field")
@@ -286,13 +410,27 @@ class _Resolver:
         for j, v in enumerate(raws):
             vpath = (*path, "values", j)
             if level is not None and v["value"] > level.mask >> level.low:
-                self.error("registers", (*vpath, "value"), f"value {v['value']} does not fit the {level.width}-bit level field")
-            values.append(NamedValue(v["name"], v["c-name"], v["value"], v["doc"], self.lifetime("registers", vpath, v)))
+                self.error(
+                    "registers",
+                    (*vpath, "value"),
+                    f"value {v['value']} does not fit the {level.width}-bit level field",
+                )
+            values.append(
+                NamedValue(
+                    v["name"],
+                    v["c-name"],
+                    v["value"],
+                    v["doc"],
+                    self.lifetime("registers", vpath, v),
+                )
+            )
         self.unique("registers", (*path, "values"), raws, "name", "value name")
         self.unique("registers", (*path, "values"), raws, "value", "value")
         return tuple(values)
 
-    def register_bits(self, path: JsonPath, raw: Raw, services: Mapping[str, Service], lifetime: Lifetime) -> tuple[RegisterBit, ...]:
+    def register_bits(
+        self, path: JsonPath, raw: Raw, services: Mapping[str, Service], lifetime: Lifetime
+    ) -> tuple[RegisterBit, ...]:
         bits = []
         for j, b in enumerate(raw.get("bits", [])):
             bpath = (*path, "bits", j)
@@ -300,10 +438,21 @@ class _Resolver:
             if "service" in b:
                 service = services.get(b["service"])
                 if service is None:
-                    self.error("registers", (*bpath, "service"), f"unknown service '{b['service']}'")
+                    self.error(
+                        "registers", (*bpath, "service"), f"unknown service '{b['service']}'"
+                    )
             elif raw["kind"] == "bitmap":
                 self.error("registers", bpath, "a bitmap bit must name the service it exposes")
-            bits.append(RegisterBit(b["name"], b["c-name"], b["bit"], b["doc"], self.lifetime("registers", bpath, b, lifetime.since), service))
+            bits.append(
+                RegisterBit(
+                    b["name"],
+                    b["c-name"],
+                    b["bit"],
+                    b["doc"],
+                    self.lifetime("registers", bpath, b, lifetime.since),
+                    service,
+                )
+            )
         self.unique("registers", (*path, "bits"), raw.get("bits", []), "name", "bit name")
         self.unique("registers", (*path, "bits"), raw.get("bits", []), "bit", "bit")
         return tuple(bits)
@@ -318,11 +467,19 @@ class _Resolver:
             for reg_name, value_name in raw["levels"].items():
                 register = level_registers.get(reg_name)
                 if register is None:
-                    self.error("registers", (*path, "levels", reg_name), f"'{reg_name}' is not a level register")
+                    self.error(
+                        "registers",
+                        (*path, "levels", reg_name),
+                        f"'{reg_name}' is not a level register",
+                    )
                     continue
                 value = next((v for v in register.values if v.name == value_name), None)
                 if value is None:
-                    self.error("registers", (*path, "levels", reg_name), f"'{reg_name}' has no value '{value_name}'")
+                    self.error(
+                        "registers",
+                        (*path, "levels", reg_name),
+                        f"'{reg_name}' has no value '{value_name}'",
+                    )
                     continue
                 levels[reg_name] = value
             for missing in sorted(set(level_registers) - set(raw["levels"])):
@@ -339,15 +496,28 @@ class _Resolver:
         for i, raw in enumerate(raws):
             path = ("versions", i)
             if raw["name"] != f"{raw['major']}.{raw['minor']}":
-                self.error("psci", (*path, "name"), f"name '{raw['name']}' does not match major {raw['major']} and minor {raw['minor']}")
+                self.error(
+                    "psci",
+                    (*path, "name"),
+                    f"name '{raw['name']}' does not match major {raw['major']} and minor {raw['minor']}",
+                )
             versions.append(
-                PsciVersion(raw["name"], raw["major"], raw["minor"], raw["doc"], self.lifetime("psci", path, raw),
-                            raw.get("c-name"), raw["major"] << 16 | raw["minor"])
+                PsciVersion(
+                    raw["name"],
+                    raw["major"],
+                    raw["minor"],
+                    raw["doc"],
+                    self.lifetime("psci", path, raw),
+                    raw.get("c-name"),
+                    raw["major"] << 16 | raw["minor"],
+                )
             )
         self.unique("psci", ("versions",), raws, "name", "PSCI version")
         return tuple(versions)
 
-    def psci_version(self, path: JsonPath, name: str, versions: tuple[PsciVersion, ...]) -> PsciVersion | None:
+    def psci_version(
+        self, path: JsonPath, name: str, versions: tuple[PsciVersion, ...]
+    ) -> PsciVersion | None:
         found = next((v for v in versions if v.name == name), None)
         if found is None:
             self.error("psci", path, f"unknown PSCI version '{name}'")
@@ -365,13 +535,21 @@ class _Resolver:
                 self.error("psci", (*path, "since"), "latest entries must be in release order")
             if version is not None:
                 if not version.lifetime.covers(since):
-                    self.error("psci", (*path, "version"), f"PSCI {version.name} is not implemented in {since}")
+                    self.error(
+                        "psci",
+                        (*path, "version"),
+                        f"PSCI {version.name} is not implemented in {since}",
+                    )
                 result.append(LatestPsci(Lifetime(since, until), version))
         if raws and Release.parse(raws[0]["since"]) != self.releases[0]:
-            self.error("psci", ("latest", 0, "since"), f"the first entry must start at {self.releases[0]}")
+            self.error(
+                "psci", ("latest", 0, "since"), f"the first entry must start at {self.releases[0]}"
+            )
         return tuple(result)
 
-    def resolve_psci_functions(self, smccc: Layout, versions: tuple[PsciVersion, ...]) -> tuple[PsciFunction, ...]:
+    def resolve_psci_functions(
+        self, smccc: Layout, versions: tuple[PsciVersion, ...]
+    ) -> tuple[PsciFunction, ...]:
         raws = self.data("psci")["functions"]
         conventions = {v.name: v.value for v in smccc.field("convention").values}
         owner = smccc.field("owner").value_named("standard").value
@@ -380,14 +558,38 @@ class _Resolver:
         for i, raw in enumerate(raws):
             path = ("functions", i)
             version = self.psci_version((*path, "psci"), raw["psci"], versions)
-            ids = {
-                conv: smccc.compose(call_type=fast, convention=conventions[conv], owner=owner, function=raw["number"])
+            ids: dict[str, int] = {
+                conv: smccc.compose(
+                    call_type=fast,
+                    convention=conventions[conv],
+                    owner=owner,
+                    function=raw["number"],
+                )
                 for conv in raw["c-names"]
             }
-            header_since = self.release("psci", (*path, "header-since"), raw["header-since"]) if "header-since" in raw else None
-            kvm_since = self.release("psci", (*path, "kvm-since"), raw["kvm-since"]) if "kvm-since" in raw else None
+            header_since = (
+                self.release("psci", (*path, "header-since"), raw["header-since"])
+                if "header-since" in raw
+                else None
+            )
+            kvm_since = (
+                self.release("psci", (*path, "kvm-since"), raw["kvm-since"])
+                if "kvm-since" in raw
+                else None
+            )
             if version is not None:
-                result.append(PsciFunction(raw["name"], raw["number"], version, raw["doc"], ids, dict(raw["c-names"]), header_since, kvm_since))
+                result.append(
+                    PsciFunction(
+                        raw["name"],
+                        raw["number"],
+                        version,
+                        raw["doc"],
+                        ids,
+                        dict(raw["c-names"]),
+                        header_since,
+                        kvm_since,
+                    )
+                )
         self.unique("psci", ("functions",), raws, "name", "PSCI function")
         self.unique("psci", ("functions",), raws, "number", "PSCI function number")
         return tuple(result)
@@ -395,7 +597,14 @@ class _Resolver:
     def resolve_kvm_psci_01(self) -> tuple[int, str, tuple[KvmPsci01Function, ...]]:
         raw = self.data("psci")["kvm-psci-0.1"]
         functions = tuple(
-            KvmPsci01Function(f["name"], f["offset"], f["c-name"], f["handled"], f["doc"], raw["base"] + f["offset"])
+            KvmPsci01Function(
+                f["name"],
+                f["offset"],
+                f["c-name"],
+                f["handled"],
+                f["doc"],
+                raw["base"] + f["offset"],
+            )
             for f in raw["functions"]
         )
         self.unique("psci", ("kvm-psci-0.1", "functions"), raw["functions"], "offset", "offset")
@@ -404,10 +613,18 @@ class _Resolver:
 
     def resolve_constants(self) -> tuple[tuple[Constant, ...], tuple[ConstantGroup, ...]]:
         psci = self.data("psci")
-        codes = tuple(Constant(c["name"], c["c-name"], c["value"], c["doc"]) for c in psci["return-codes"])
+        codes = tuple(
+            Constant(c["name"], c["c-name"], c["value"], c["doc"]) for c in psci["return-codes"]
+        )
         self.unique("psci", ("return-codes",), psci["return-codes"], "value", "return code")
         groups = tuple(
-            ConstantGroup(g["name"], g["doc"], tuple(Constant(c["name"], c["c-name"], c["value"], c["doc"]) for c in g["constants"]))
+            ConstantGroup(
+                g["name"],
+                g["doc"],
+                tuple(
+                    Constant(c["name"], c["c-name"], c["value"], c["doc"]) for c in g["constants"]
+                ),
+            )
             for g in psci["constant-groups"]
         )
         return codes, groups
@@ -419,7 +636,12 @@ class _Resolver:
         self.unique("smccc", ("services",), raws, "name", "service")
         return {r["name"]: Service(r["name"], r["doc"]) for r in raws}
 
-    def resolve_smccc_functions(self, smccc: Layout, services: Mapping[str, Service], psci_functions: tuple[PsciFunction, ...]) -> tuple[SmcccFunction, ...]:
+    def resolve_smccc_functions(
+        self,
+        smccc: Layout,
+        services: Mapping[str, Service],
+        psci_functions: tuple[PsciFunction, ...],
+    ) -> tuple[SmcccFunction, ...]:
         raws = self.data("smccc")["functions"]
         owners = {v.name: v.value for v in smccc.field("owner").values}
         conventions = {v.name: v.value for v in smccc.field("convention").values}
@@ -435,11 +657,32 @@ class _Resolver:
             if service is None:
                 self.error("smccc", (*path, "service"), f"unknown service '{raw['service']}'")
                 continue
-            fid = smccc.compose(call_type=fast, convention=conventions[raw["convention"]], owner=owners[raw["owner"]], function=raw["number"])
+            fid = smccc.compose(
+                call_type=fast,
+                convention=conventions[raw["convention"]],
+                owner=owners[raw["owner"]],
+                function=raw["number"],
+            )
             if fid in taken:
-                self.error("smccc", (*path, "number"), f"function id {fid:#010x} collides with {taken[fid]}")
+                self.error(
+                    "smccc",
+                    (*path, "number"),
+                    f"function id {fid:#010x} collides with {taken[fid]}",
+                )
             taken[fid] = raw["name"]
-            result.append(SmcccFunction(raw["name"], raw["c-name"], raw["owner"], raw["convention"], raw["number"], service, raw["doc"], self.lifetime("smccc", path, raw), fid))
+            result.append(
+                SmcccFunction(
+                    raw["name"],
+                    raw["c-name"],
+                    raw["owner"],
+                    raw["convention"],
+                    raw["number"],
+                    service,
+                    raw["doc"],
+                    self.lifetime("smccc", path, raw),
+                    fid,
+                )
+            )
         self.unique("smccc", ("functions",), raws, "name", "SMCCC function")
         return tuple(result)
 
@@ -448,10 +691,16 @@ class _Resolver:
     def resolve_resets(self, ctx: _RuleContext) -> tuple[Register, ...]:
         """Attach each stored register's reset expression, typed in the register's GET scope."""
         result = []
-        for i, (raw, register) in enumerate(zip(self.data("registers")["registers"], ctx.registers, strict=True)):
+        for i, (raw, register) in enumerate(
+            zip(self.data("registers")["registers"], ctx.registers, strict=True)
+        ):
             path = ("registers", i)
             if (register.storage == "vm") != ("reset" in raw):
-                self.error("registers", path, "a register has a 'reset' value exactly when its storage is vm")
+                self.error(
+                    "registers",
+                    path,
+                    "a register has a 'reset' value exactly when its storage is vm",
+                )
             text = raw.get("reset")
             reset = None
             if text is not None:
@@ -483,19 +732,35 @@ class _Resolver:
             self.error("rules", (*path, "register"), f"unknown register '{raw['register']}'")
             return None
         if "class" in raw and reg_class is None:
-            self.error("rules", (*path, "class"), f"unknown firmware register class '{raw['class']}'")
+            self.error(
+                "rules", (*path, "class"), f"unknown firmware register class '{raw['class']}'"
+            )
             return None
         prefix = f"{target_name}/{raw['op']}/"
         if not raw["id"].startswith(prefix):
             self.error("rules", (*path, "id"), f"rule id must start with '{prefix}'")
         lifetime = self.lifetime("rules", path, raw, register.lifetime.since if register else None)
         if register is not None and lifetime.since < register.lifetime.since:
-            self.error("rules", (*path, "since"), f"rule starts in {lifetime.since}, before register '{register.name}' exists ({register.lifetime.since})")
-        arches = tuple(raw.get("architectures", [a.name for a in register.architectures] if register else ["arm64", "arm"]))
+            self.error(
+                "rules",
+                (*path, "since"),
+                f"rule starts in {lifetime.since}, before register '{register.name}' exists "
+                f"({register.lifetime.since})",
+            )
+        arches = tuple(
+            raw.get(
+                "architectures",
+                [a.name for a in register.architectures] if register else ["arm64", "arm"],
+            )
+        )
         if register is not None:
             for j, arch in enumerate(arches):
                 if arch not in {a.name for a in register.architectures}:
-                    self.error("rules", (*path, "architectures", j), f"register '{register.name}' does not exist on {arch}")
+                    self.error(
+                        "rules",
+                        (*path, "architectures", j),
+                        f"register '{register.name}' does not exist on {arch}",
+                    )
         scope = ctx.scope(register, raw["op"])
         when = self.expression(path, "when", raw.get("when"), scope, rl.Type.BOOL)
         result = raw.get("result", {})
@@ -503,18 +768,37 @@ class _Resolver:
         if "errno" in result:
             errno = next((e for e in ctx.errnos if e.name == result["errno"]), None)
             if errno is None:
-                self.error("rules", (*path, "result", "errno"), f"unknown errno '{result['errno']}'")
+                self.error(
+                    "rules", (*path, "result", "errno"), f"unknown errno '{result['errno']}'"
+                )
         value = self.expression((*path, "result"), "value", result.get("value"), scope, rl.Type.INT)
         store = self.expression((*path, "result"), "store", result.get("store"), scope, rl.Type.INT)
         self.check_result(path, raw["op"], result, register)
         return Rule(
-            raw["id"], raw["doc"], raw["op"], register, reg_class, when, raw.get("when"),
-            errno, value, result.get("value"), store, result.get("store"), result.get("listed"),
-            result.get("undefined"), lifetime, arches, cast(Source, self.source(raw["source"])), raw.get("deprecated"),
+            raw["id"],
+            raw["doc"],
+            raw["op"],
+            register,
+            reg_class,
+            when,
+            raw.get("when"),
+            errno,
+            value,
+            result.get("value"),
+            store,
+            result.get("store"),
+            result.get("listed"),
+            result.get("undefined"),
+            lifetime,
+            arches,
+            cast(Source, self.source(raw["source"])),
+            raw.get("deprecated"),
             self.kernel_docs(raw["kernel-docs"]) if "kernel-docs" in raw else None,
         )
 
-    def expression(self, path: JsonPath, key: str, text: str | None, scope: rl.Scope, wanted: rl.Type) -> rl.Expr | None:
+    def expression(
+        self, path: JsonPath, key: str, text: str | None, scope: rl.Scope, wanted: rl.Type
+    ) -> rl.Expr | None:
         if text is None:
             return None
         try:
@@ -533,7 +817,11 @@ class _Resolver:
             shapes = " or ".join("{" + ", ".join(sorted(a)) + "}" for a in allowed)
             self.error("rules", (*path, "result"), f"a {op} rule's result must be {shapes}")
         if "store" in result and register is not None and register.storage != "vm":
-            self.error("rules", (*path, "result", "store"), f"register '{register.name}' stores nothing (storage: none)")
+            self.error(
+                "rules",
+                (*path, "result", "store"),
+                f"register '{register.name}' stores nothing (storage: none)",
+            )
 
     def check_complete(self, rules: list[Rule], ctx: _RuleContext) -> None:
         """Each register's decision table must end, in every release and arch, in a default."""
@@ -544,33 +832,53 @@ class _Resolver:
                         if not register.exists_on(arch.name, release):
                             continue
                         table = [
-                            r for r in rules
-                            if r.op == op and arch.name in r.architectures and r.lifetime.covers(release)
-                            and (r.register is register or r.register_class is register.register_class)
+                            r
+                            for r in rules
+                            if r.op == op
+                            and arch.name in r.architectures
+                            and r.lifetime.covers(release)
+                            and (
+                                r.register is register
+                                or r.register_class is register.register_class
+                            )
                         ]
                         if not table or table[-1].when is not None:
                             where = ("rules", ctx.rule_index[table[-1].id]) if table else ("rules",)
-                            self.error("rules", where, f"{register.name}/{op} on {arch.name} {release}: the last applicable rule must have no 'when' (a default)")
+                            self.error(
+                                "rules",
+                                where,
+                                f"{register.name}/{op} on {arch.name} {release}: "
+                                "the last applicable rule must have no 'when' (a default)",
+                            )
                             return
 
 
 class _RuleContext:
     """What rules may refer to, and the typed names each register's rules can use."""
 
-    def __init__(self, spec_state: tuple[StateVariable, ...], registers: tuple[Register, ...], classes: tuple[FieldValue, ...],
-                 errnos: tuple[Errno, ...], reg_id: Layout, psci_versions: tuple[PsciVersion, ...]) -> None:
+    def __init__(
+        self,
+        spec_state: tuple[StateVariable, ...],
+        registers: tuple[Register, ...],
+        classes: tuple[FieldValue, ...],
+        errnos: tuple[Errno, ...],
+        reg_id: Layout,
+        psci_versions: tuple[PsciVersion, ...],
+    ) -> None:
         self.registers = registers
         self.classes = classes
         self.errnos = errnos
         self.rule_index: dict[str, int] = {}
         types = {"bool": rl.Type.BOOL, "int": rl.Type.INT}
         self.common: dict[str, rl.Type] = {s.name: types[s.type] for s in spec_state}
-        self.common.update({
-            "kernel.psci-latest": rl.Type.INT,
-            "kernel.psci-versions": rl.Type.SET,
-            "reg.known": rl.Type.BOOL,
-            "reg.size": rl.Type.INT,
-        })
+        self.common.update(
+            {
+                "kernel.psci-latest": rl.Type.INT,
+                "kernel.psci-versions": rl.Type.SET,
+                "reg.known": rl.Type.BOOL,
+                "reg.size": rl.Type.INT,
+            }
+        )
         self.common.update({f"size.{v.name}": rl.Type.INT for v in reg_id.field("size").values})
         known = {v.name for v in psci_versions}
 
@@ -643,7 +951,25 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     if r.problems:
         raise SpecError(r.problems)
     return Spec(
-        files, releases, architectures, layouts, errnos, features, caps, state, registers,
-        host_profiles, versions, latest, psci_functions, base, c_base, kvm01, codes, groups,
-        tuple(services.values()), smccc_functions, rules,
+        files,
+        releases,
+        architectures,
+        layouts,
+        errnos,
+        features,
+        caps,
+        state,
+        registers,
+        host_profiles,
+        versions,
+        latest,
+        psci_functions,
+        base,
+        c_base,
+        kvm01,
+        codes,
+        groups,
+        tuple(services.values()),
+        smccc_functions,
+        rules,
     )

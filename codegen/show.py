@@ -8,7 +8,11 @@ from codegen.model import Rule, Spec
 
 
 def describe_rule(rule: Rule) -> list[str]:
-    target = rule.register.name if rule.register else f"class {rule.register_class.name if rule.register_class else '?'}"
+    target = (
+        rule.register.name
+        if rule.register
+        else f"class {rule.register_class.name if rule.register_class else '?'}"
+    )
     if rule.errno:
         outcome = f"errno {rule.errno.name} ({rule.errno.value})"
     elif rule.value_text:
@@ -42,10 +46,15 @@ def show(spec: Spec, name: str) -> list[str]:
             lines += describe_register(spec, register)
         for value in register.values:
             if upper == value.c_name:
-                lines.append(f"value: {value.c_name} = {value.value} of {register.c_name}, since {value.lifetime.since}: {value.doc}")
+                lines.append(
+                    f"value: {value.c_name} = {value.value} of {register.c_name}, "
+                    f"since {value.lifetime.since}: {value.doc}"
+                )
         for bit in register.bits:
             if upper == bit.c_name:
-                lines.append(f"bit: {bit.c_name} = bit {bit.bit} of {register.c_name}, since {bit.lifetime.since}: {bit.doc}")
+                lines.append(
+                    f"bit: {bit.c_name} = bit {bit.bit} of {register.c_name}, since {bit.lifetime.since}: {bit.doc}"
+                )
     for rule in spec.rules:
         if wanted == rule.id:
             lines += describe_rule(rule)
@@ -55,10 +64,15 @@ def show(spec: Spec, name: str) -> list[str]:
             lines.append(f"PSCI function {function.name} (PSCI {function.psci.name}): {ids}")
     for smccc in spec.smccc_functions:
         if wanted == smccc.name or upper == smccc.c_name:
-            lines.append(f"SMCCC function {smccc.c_name} = {smccc.function_id:#010x} ({smccc.service.name}), since {smccc.lifetime.since}")
+            lines.append(
+                f"SMCCC function {smccc.c_name} = {smccc.function_id:#010x} "
+                f"({smccc.service.name}), since {smccc.lifetime.since}"
+            )
     for version in spec.psci_versions:
         if wanted in (version.name, f"psci-{version.name}") or upper == version.c_name:
-            lines.append(f"PSCI version {version.name} = {version.encoded:#x}, in KVM since {version.lifetime.since}")
+            lines.append(
+                f"PSCI version {version.name} = {version.encoded:#x}, in KVM since {version.lifetime.since}"
+            )
     if not lines:
         raise UsageError(f"nothing in the spec is named '{name}'")
     return lines

@@ -63,7 +63,7 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+                key = self.loader.construct_object(key_node)
                 if not isinstance(key, str):
                     self._problem(key_node, path, f"key {key!r} is not a string")
                     continue
@@ -75,7 +75,7 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node)  # type: ignore[no-untyped-call]
+        return self.loader.construct_object(node)
 
     def _problem(self, node: yaml.Node, path: JsonPath, message: str) -> None:
         line = node.start_mark.line + 1
@@ -92,7 +92,7 @@ def load_document(path: Path) -> SourceDocument:
         raise SpecError([SpecProblem(path, 1, "", f"first line must be '{SPDX_PREFIX}...'")])
     loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
         if node is None:
             raise SpecError([SpecProblem(path, 1, "", "document is empty")])
         builder = _Builder(path, loader)
@@ -103,7 +103,7 @@ def load_document(path: Path) -> SourceDocument:
         reason = exc.problem or exc.context or "invalid YAML"
         raise SpecError([SpecProblem(path, line, "", f"YAML syntax: {reason}")]) from exc
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     if builder.problems:
         raise SpecError(builder.problems)
     return SourceDocument(path, text, data, builder.lines)

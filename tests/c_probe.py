@@ -29,7 +29,9 @@ def expressions(objects: list[str], macros: list[str]) -> list[str]:
     return objects + [f"{m}({a:#x})" for m in macros for a in MACRO_ARGUMENTS]
 
 
-def evaluate(includes: list[str], flags: list[str], exprs: list[str], workdir: Path) -> dict[str, int]:
+def evaluate(
+    includes: list[str], flags: list[str], exprs: list[str], workdir: Path
+) -> dict[str, int]:
     """Compile a program printing each expression's value; return expression -> value."""
     body = "".join(f'\tprintf("%s %lld\\n", "{e}", (long long)({e}));\n' for e in exprs)
     source = "#include <stdio.h>\n" + "".join(f"#include {i}\n" for i in includes)
@@ -38,7 +40,8 @@ def evaluate(includes: list[str], flags: list[str], exprs: list[str], workdir: P
     binary = workdir / "probe"
     compiled = subprocess.run(
         ["gcc", "-std=gnu11", "-w", *flags, "-o", str(binary), str(workdir / "probe.c")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if compiled.returncode != 0:
         raise AssertionError(f"probe did not compile:\n{compiled.stderr[-3000:]}")

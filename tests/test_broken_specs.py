@@ -27,7 +27,9 @@ def apply_case(case: dict[str, Any], workdir: Path) -> list[str]:
     shutil.copytree(ROOT / "spec", spec)
     target = spec / case["file"]
     text = target.read_text(encoding="utf-8")
-    assert text.count(case["find"]) == 1, f"'find' must occur once in {case['file']}; the spec moved on"
+    assert text.count(case["find"]) == 1, (
+        f"'find' must occur once in {case['file']}; the spec moved on"
+    )
     broken = text.replace(case["find"], case["replace"])
     target.write_text(broken, encoding="utf-8")
     marker = case.get("at", case["replace"])
@@ -45,7 +47,10 @@ def test_broken_spec_gives_its_error(case_file: Path, tmp_path: Path) -> None:
     case = yaml.safe_load(case_file.read_text(encoding="utf-8"))
     expected = apply_case(case, tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "validate", "spec"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "codegen.cli", "validate", "spec"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -24,7 +24,9 @@ def test_every_generated_header_is_covered() -> None:
 
 @pytest.mark.parametrize("header", HEADERS)
 @pytest.mark.parametrize(("compiler", "flags"), COMPILERS, ids=[c for c, _ in COMPILERS])
-def test_header_compiles_cleanly(compiler: str, flags: list[str], header: str, tmp_path: Path) -> None:
+def test_header_compiles_cleanly(
+    compiler: str, flags: list[str], header: str, tmp_path: Path
+) -> None:
     assert shutil.which(compiler), f"{compiler} is not installed; .ci/run installs it with apt-get"
     unit = tmp_path / "unit.c"
     # Include twice to prove the include guard, and use a constant so it is not just parsed.
@@ -33,7 +35,9 @@ def test_header_compiles_cleanly(compiler: str, flags: list[str], header: str, t
         "int kvm_fwspec_probe(void) { return 0; }\n",
         encoding="utf-8",
     )
-    result = subprocess.run([compiler, *flags, f"-I{GENERATED_C}", str(unit)], capture_output=True, text=True)
+    result = subprocess.run(
+        [compiler, *flags, f"-I{GENERATED_C}", str(unit)], capture_output=True, text=True
+    )
     assert result.returncode == 0, f"{compiler} {' '.join(flags)} {header}:\n{result.stderr}"
 
 

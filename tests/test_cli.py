@@ -9,7 +9,9 @@ from codegen.loader import load_spec
 
 
 def kvm_fwspec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "codegen.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "codegen.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_decode_psci_version_register() -> None:
@@ -23,7 +25,10 @@ def test_decode_psci_version_register() -> None:
     assert "index     bits 15-0  = 0x0" in lines[5]
     assert "register: KVM_REG_ARM_PSCI_VERSION (psci-version)" in result.stdout
     assert "history: since 4.17 (backported to 4.16); arm hosts until 5.7" in result.stdout
-    assert "default (KVM_ARM_PSCI_LATEST): 1.0 from 4.16, 1.1 from 5.18, 1.3 from 6.13" in result.stdout
+    assert (
+        "default (KVM_ARM_PSCI_LATEST): 1.0 from 4.16, 1.1 from 5.18, 1.3 from 6.13"
+        in result.stdout
+    )
 
 
 def test_decode_accepts_the_documentation_spelling_and_arm_ids() -> None:
@@ -33,7 +38,9 @@ def test_decode_accepts_the_documentation_spelling_and_arm_ids() -> None:
 
 
 def test_decode_names_fields_of_registers_the_spec_does_not_define() -> None:
-    result = kvm_fwspec("decode", "0x603000000013c082")  # a sysreg id: op0=3 op1=0 crn=1 crm=0 op2=2
+    result = kvm_fwspec(
+        "decode", "0x603000000013c082"
+    )  # a sysreg id: op0=3 op1=0 crn=1 crm=0 op2=2
     assert "sysreg (KVM_REG_ARM64_SYSREG)" in result.stdout
     assert "index fields: op0=3, op1=0, crn=1, crm=0, op2=2" in result.stdout
     assert "not a firmware pseudo-register the spec defines" in result.stdout
@@ -47,7 +54,10 @@ def test_decode_flags_reserved_bits() -> None:
 def test_decode_rejects_garbage_with_one_line() -> None:
     result = kvm_fwspec("decode", "0xnothex")
     assert result.returncode == 2
-    assert result.stderr == "kvm-fwspec: '0xnothex' is not a register id (expected hex such as 0x6030000000140000)\n"
+    assert (
+        result.stderr
+        == "kvm-fwspec: '0xnothex' is not a register id (expected hex such as 0x6030000000140000)\n"
+    )
 
 
 def test_show_a_rule_and_a_value() -> None:

@@ -12,7 +12,9 @@ from codegen.loader import load_spec
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "codegen.cli", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "codegen.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def test_committed_files_are_fresh() -> None:
@@ -27,7 +29,9 @@ def test_two_runs_are_byte_identical(tmp_path: Path) -> None:
     assert len(generate(spec, first)) == len(render_all(spec))
     generate(load_spec(), second)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert files and files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert files and files == sorted(
+        p.relative_to(second) for p in second.rglob("*") if p.is_file()
+    )
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
@@ -43,7 +47,9 @@ def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
 def _project_copy(tmp_path: Path) -> Path:
     """A git checkout of the project as committed plus the working tree's files."""
     copy = tmp_path / "project"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".*_cache"))
+    shutil.copytree(
+        ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".*_cache")
+    )
     return copy
 
 
@@ -61,7 +67,11 @@ def test_check_fails_on_a_hand_edit(tmp_path: Path) -> None:
 def test_check_fails_on_a_spec_edit_naming_the_spec_file(tmp_path: Path) -> None:
     copy = _project_copy(tmp_path)
     registers = copy / "spec/registers.yaml"
-    registers.write_text(registers.read_text().replace("    index: 3\n    kind: level", "    index: 4\n    kind: level"))
+    registers.write_text(
+        registers.read_text().replace(
+            "    index: 3\n    kind: level", "    index: 4\n    kind: level"
+        )
+    )
     result = run_cli("--spec-dir", str(copy / "spec"), "generate", "--check", cwd=copy)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -77,7 +87,10 @@ def test_check_reports_a_missing_and_an_orphaned_file(tmp_path: Path) -> None:
     (copy / "codegen/generated/c/old.h").write_text("/*\n * kvm-fwspec-generated: c-old\n */\n")
     problems = check(load_spec(copy / "spec"), copy)
     assert "codegen/generated/rust/kvm_fw.rs: missing; run 'kvm-fwspec generate'" in problems
-    assert "codegen/generated/c/old.h: carries the generated marker but no generator writes it" in problems
+    assert (
+        "codegen/generated/c/old.h: carries the generated marker but no generator writes it"
+        in problems
+    )
 
 
 def test_every_output_carries_banner_and_marker() -> None:

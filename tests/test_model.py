@@ -21,7 +21,14 @@ def test_firmware_ids_follow_the_documented_patterns() -> None:
 
 def test_psci_versions_encode_major_and_minor() -> None:
     encoded = {v.name: v.encoded for v in SPEC.psci_versions}
-    assert encoded == {"0.1": 0x1, "0.2": 0x2, "1.0": 0x10000, "1.1": 0x10001, "1.2": 0x10002, "1.3": 0x10003}
+    assert encoded == {
+        "0.1": 0x1,
+        "0.2": 0x2,
+        "1.0": 0x10000,
+        "1.1": 0x10001,
+        "1.2": 0x10002,
+        "1.3": 0x10003,
+    }
 
 
 def test_default_psci_version_by_release() -> None:

@@ -7,14 +7,21 @@ import pytest
 from codegen import rule_language as rl
 
 SCOPE = rl.Scope(
-    {"value": rl.Type.INT, "stored": rl.Type.INT, "vm.has-run": rl.Type.BOOL, "kernel.psci-versions": rl.Type.SET},
+    {
+        "value": rl.Type.INT,
+        "stored": rl.Type.INT,
+        "vm.has-run": rl.Type.BOOL,
+        "kernel.psci-versions": rl.Type.SET,
+    },
     {"bit": rl.Function((rl.Type.INT,), rl.Type.INT, lambda args: None)},
 )
 
 
 def test_bit_operators_bind_tighter_than_comparisons() -> None:
     # Unlike C, `value & mask != 0` means `(value & mask) != 0`.
-    assert rl.parse("value & 3 != 0") == rl.Binary("!=", rl.Binary("&", rl.Name("value"), rl.Number(3)), rl.Number(0))
+    assert rl.parse("value & 3 != 0") == rl.Binary(
+        "!=", rl.Binary("&", rl.Name("value"), rl.Number(3)), rl.Number(0)
+    )
 
 
 def test_and_binds_tighter_than_or() -> None:

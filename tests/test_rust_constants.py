@@ -50,7 +50,9 @@ def expected_values() -> dict[tuple[str, str], int]:
 def test_rust_constants_compile_and_match(tmp_path: Path) -> None:
     rustc = shutil.which("rustc")
     if rustc is None:
-        pytest.skip("rustc is not installed on this machine, so the Rust output cannot be compiled here")
+        pytest.skip(
+            "rustc is not installed on this machine, so the Rust output cannot be compiled here"
+        )
     constants = rust_constants()
     prints = "".join(f'    println!("{m}::{n} {{}}", kvm_fw::{m}::{n});\n' for m, n in constants)
     main = tmp_path / "main.rs"
@@ -58,10 +60,19 @@ def test_rust_constants_compile_and_match(tmp_path: Path) -> None:
         f'#![deny(warnings)]\n#[path = "{RUST_FILE}"]\nmod kvm_fw;\nfn main() {{\n{prints}}}\n',
         encoding="utf-8",
     )
-    built = subprocess.run([rustc, "--edition", "2021", "-o", str(tmp_path / "probe"), str(main)], capture_output=True, text=True)
+    built = subprocess.run(
+        [rustc, "--edition", "2021", "-o", str(tmp_path / "probe"), str(main)],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stderr
-    output = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True).stdout
-    values = {tuple(line.split(" ")[0].split("::")): int(line.split(" ")[1]) for line in output.splitlines()}
+    output = subprocess.run(
+        [str(tmp_path / "probe")], capture_output=True, text=True, check=True
+    ).stdout
+    values = {
+        tuple(line.split(" ")[0].split("::")): int(line.split(" ")[1])
+        for line in output.splitlines()
+    }
     expected = expected_values()
     checked = {key: values[key] for key in expected if key in values}
     assert checked == {key: expected[key] for key in checked}
@@ -75,5 +86,8 @@ def test_json_model_and_python_constants_agree() -> None:
     model = json.loads((GENERATED / "json" / "kvm-fwspec.json").read_text(encoding="utf-8"))
     for register in model["registers"]:
         assert getattr(constants, register["c-name"]) == register["ids"]["arm64"]
-        assert constants.FwRegister[register["name"].replace("-", "_").upper()] == register["ids"]["arm64"]
+        assert (
+            constants.FwRegister[register["name"].replace("-", "_").upper()]
+            == register["ids"]["arm64"]
+        )
     assert constants.PsciVersion.V1_3 == 0x10003

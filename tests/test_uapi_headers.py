@@ -33,7 +33,9 @@ class KernelHeaders:
 
 def _libc_dev_arm64() -> KernelHeaders:
     version = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", "linux-libc-dev:arm64"], capture_output=True, text=True
+        ["dpkg-query", "-W", "-f=${Version}", "linux-libc-dev:arm64"],
+        capture_output=True,
+        text=True,
     ).stdout
     assert version, "linux-libc-dev:arm64 is not installed; .ci/run installs it with apt-get"
     major, minor = re.match(r"(\d+)\.(\d+)", version).groups()  # type: ignore[union-attr]
@@ -49,7 +51,10 @@ def _libc_dev_arm64() -> KernelHeaders:
 
 
 def _headers_612() -> KernelHeaders:
-    found = sorted(Path("/usr/src").glob("linux-headers-6.12.*-common"), key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)])
+    found = sorted(
+        Path("/usr/src").glob("linux-headers-6.12.*-common"),
+        key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)],
+    )
     assert found, "linux-headers-6.12.*-common is not installed; .ci/run installs it with apt-get"
     root = found[-1]
     return KernelHeaders(
@@ -110,12 +115,16 @@ def spec_dates(spec: Spec) -> dict[str, tuple[Release | None, bool]]:
     return dates
 
 
-def expected_absent(name: str, dates: dict[str, tuple[Release | None, bool]], release: Release) -> bool:
+def expected_absent(
+    name: str, dates: dict[str, tuple[Release | None, bool]], release: Release
+) -> bool:
     since, uapi = dates.get(name, (None, True))
     return not uapi or (since is not None and since > release)
 
 
-@pytest.mark.parametrize("headers", [_libc_dev_arm64, _headers_612], ids=["libc-dev-arm64", "headers-6.12"])
+@pytest.mark.parametrize(
+    "headers", [_libc_dev_arm64, _headers_612], ids=["libc-dev-arm64", "headers-6.12"]
+)
 def test_generated_arm64_constants_match_kernel_headers(headers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kernel = headers()
     kernel_text = "\n".join(f.read_text(encoding="utf-8") for f in kernel.files.values())
@@ -125,13 +134,19 @@ def test_generated_arm64_constants_match_kernel_headers(headers, tmp_path: Path)
         o, m = defined_names(GENERATED_C / header)
         objects += o
         macros += m
-    ours = evaluate(['"kvm_fw_arm64.h"'], [f"-I{GENERATED_C}"], expressions(objects, macros), tmp_path)
+    ours = evaluate(
+        ['"kvm_fw_arm64.h"'], [f"-I{GENERATED_C}"], expressions(objects, macros), tmp_path
+    )
 
     shared_objects = [n for n in objects if n in kernel_names]
     shared_macros = [n for n in macros if n in kernel_names]
     (tmp_path / "kernel").mkdir()
-    theirs = evaluate(["<linux/kvm.h>", "<asm/kvm.h>", "<linux/psci.h>"], install_overlay(kernel, tmp_path),
-                      expressions(shared_objects, shared_macros), tmp_path / "kernel")
+    theirs = evaluate(
+        ["<linux/kvm.h>", "<asm/kvm.h>", "<linux/psci.h>"],
+        install_overlay(kernel, tmp_path),
+        expressions(shared_objects, shared_macros),
+        tmp_path / "kernel",
+    )
 
     mismatches = {e: (ours[e], v) for e, v in theirs.items() if ours[e] != v}
     assert not mismatches, f"{kernel.label}: generated vs kernel values differ: {mismatches}"
@@ -140,7 +155,15 @@ def test_generated_arm64_constants_match_kernel_headers(headers, tmp_path: Path)
     dates = spec_dates(load_spec())
     lacking = sorted(set(objects + macros) - kernel_names)
     unexplained = [n for n in lacking if not expected_absent(n, dates, kernel.release)]
-    contradicted = sorted(n for n in set(objects + macros) & kernel_names if expected_absent(n, dates, kernel.release))
-    print(f"{kernel.label}: {len(theirs)} values equal; names the kernel lacks: {', '.join(lacking) or 'none'}")
-    assert not unexplained, f"{kernel.label} lacks names the spec says it should have: {unexplained}"
-    assert not contradicted, f"{kernel.label} has names the spec dates later or calls internal: {contradicted}"
+    contradicted = sorted(
+        n for n in set(objects + macros) & kernel_names if expected_absent(n, dates, kernel.release)
+    )
+    print(
+        f"{kernel.label}: {len(theirs)} values equal; names the kernel lacks: {', '.join(lacking) or 'none'}"
+    )
+    assert not unexplained, (
+        f"{kernel.label} lacks names the spec says it should have: {unexplained}"
+    )
+    assert not contradicted, (
+        f"{kernel.label} has names the spec dates later or calls internal: {contradicted}"
+    )
