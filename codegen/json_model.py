@@ -71,7 +71,8 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             for f in spec.vcpu_features
         ],
         "capabilities": [
-            {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.capabilities
+            {"name": c.name, "c-name": c.c_name, "value": c.value, **_lifetime(c.lifetime)}
+            for c in spec.capabilities
         ],
         "state": [{"name": s.name, "doc": s.doc, "type": s.type} for s in spec.state],
         "registers": [
@@ -88,7 +89,13 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 "reset": _expr(r.reset_text, r.reset),
                 "layout": [_field(f) for f in r.layout],
                 "values": [
-                    {"name": v.name, "c-name": v.c_name, "value": v.value, **_lifetime(v.lifetime)}
+                    {
+                        "name": v.name,
+                        "c-name": v.c_name,
+                        "value": v.value,
+                        **_lifetime(v.lifetime),
+                        "arch-features": v.arch_features,
+                    }
                     for v in r.values
                 ],
                 "bits": [
@@ -138,7 +145,16 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "ids": dict(sorted(f.ids.items())),
                     "c-names": dict(sorted(f.c_names.items())),
                     "header-since": str(f.header_since) if f.header_since else None,
-                    "kvm-since": str(f.kvm_since) if f.kvm_since else None,
+                    "kvm": None
+                    if f.kvm is None
+                    else {
+                        "from": f.kvm.from_version.name,
+                        **_lifetime(f.kvm.lifetime),
+                        "features": f.kvm.features,
+                        "needs-capability": f.kvm.needs_capability.name
+                        if f.kvm.needs_capability
+                        else None,
+                    },
                 }
                 for f in spec.psci_functions
             ],
@@ -165,6 +181,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "function-id": f.function_id,
                     "service": f.service.name,
                     **_lifetime(f.lifetime),
+                    "psci-features": f.psci_features,
                 }
                 for f in spec.smccc_functions
             ],

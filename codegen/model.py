@@ -148,6 +148,7 @@ class NamedValue:
     value: int
     doc: str
     lifetime: Lifetime
+    arch_features: int | None = None  # the guest's SMCCC_ARCH_FEATURES answer at this level
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class Capability:
     doc: str
     c_name: str
     value: int
+    lifetime: Lifetime
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,17 @@ class PsciFunction:
     ids: dict[str, int] = field(hash=False)
     c_names: dict[str, str] = field(hash=False)
     header_since: Release | None = None
-    kvm_since: Release | None = None
+    kvm: KvmPsciHandling | None = None
+
+
+@dataclass(frozen=True)
+class KvmPsciHandling:
+    """How KVM answers a PSCI function: from which selected version, and its FEATURES result."""
+
+    from_version: PsciVersion
+    lifetime: Lifetime
+    features: int
+    needs_capability: Capability | None = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +332,7 @@ class SmcccFunction:
     doc: str
     lifetime: Lifetime
     function_id: int
+    psci_features: int | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from codegen.model import (
     HostProfile,
     KernelDocs,
     KvmPsci01Function,
+    KvmPsciHandling,
     LatestPsci,
     Layout,
     Lifetime,
@@ -292,7 +293,14 @@ class _Resolver:
             for r in api["vcpu-features"]
         )
         caps = tuple(
-            Capability(r["name"], r["doc"], r["c-name"], r["value"]) for r in api["capabilities"]
+            Capability(
+                r["name"],
+                r["doc"],
+                r["c-name"],
+                r["value"],
+                self.lifetime("api", ("capabilities", i), r),
+            )
+            for i, r in enumerate(api["capabilities"])
         )
         state = tuple(StateVariable(r["name"], r["doc"], r["type"]) for r in api["state"])
         return errnos, features, caps, state
@@ -422,6 +430,7 @@ class _Resolver:
                     v["value"],
                     v["doc"],
                     self.lifetime("registers", vpath, v),
+                    v.get("arch-features"),
                 )
             )
         self.unique("registers", (*path, "values"), raws, "name", "value name")
@@ -547,8 +556,38 @@ class _Resolver:
             )
         return tuple(result)
 
+    def kvm_handling(
+        self,
+        path: JsonPath,
+        raw: Raw | None,
+        versions: tuple[PsciVersion, ...],
+        caps: tuple[Capability, ...],
+    ) -> KvmPsciHandling | None:
+        if raw is None:
+            return None
+        from_version = self.psci_version((*path, "from"), raw["from"], versions)
+        capability = None
+        if "needs-capability" in raw:
+            capability = next((c for c in caps if c.name == raw["needs-capability"]), None)
+            if capability is None:
+                self.error(
+                    "psci",
+                    (*path, "needs-capability"),
+                    f"unknown capability '{raw['needs-capability']}'",
+                )
+        lifetime = self.lifetime("psci", path, raw)
+        if from_version is None:
+            return None
+        if lifetime.since < from_version.lifetime.since:
+            self.error(
+                "psci",
+                (*path, "since"),
+                f"PSCI {from_version.name} only exists from {from_version.lifetime.since}",
+            )
+        return KvmPsciHandling(from_version, lifetime, raw["features"], capability)
+
     def resolve_psci_functions(
-        self, smccc: Layout, versions: tuple[PsciVersion, ...]
+        self, smccc: Layout, versions: tuple[PsciVersion, ...], caps: tuple[Capability, ...]
     ) -> tuple[PsciFunction, ...]:
         raws = self.data("psci")["functions"]
         conventions = {v.name: v.value for v in smccc.field("convention").values}
@@ -572,11 +611,7 @@ class _Resolver:
                 if "header-since" in raw
                 else None
             )
-            kvm_since = (
-                self.release("psci", (*path, "kvm-since"), raw["kvm-since"])
-                if "kvm-since" in raw
-                else None
-            )
+            kvm = self.kvm_handling((*path, "kvm"), raw.get("kvm"), versions, caps)
             if version is not None:
                 result.append(
                     PsciFunction(
@@ -587,7 +622,7 @@ class _Resolver:
                         ids,
                         dict(raw["c-names"]),
                         header_since,
-                        kvm_since,
+                        kvm,
                     )
                 )
         self.unique("psci", ("functions",), raws, "name", "PSCI function")
@@ -681,6 +716,7 @@ class _Resolver:
                     raw["doc"],
                     self.lifetime("smccc", path, raw),
                     fid,
+                    raw.get("psci-features"),
                 )
             )
         self.unique("smccc", ("functions",), raws, "name", "SMCCC function")
@@ -937,7 +973,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     host_profiles = r.resolve_host_profiles(registers)
     versions = r.resolve_psci_versions()
     latest = r.resolve_psci_latest(versions)
-    psci_functions = r.resolve_psci_functions(smccc, versions)
+    psci_functions = r.resolve_psci_functions(smccc, versions, caps)
     base, c_base, kvm01 = r.resolve_kvm_psci_01()
     codes, groups = r.resolve_constants()
     smccc_functions = r.resolve_smccc_functions(smccc, services, psci_functions)

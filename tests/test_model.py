@@ -64,3 +64,26 @@ def test_reg_id_fields_tile_every_id(reg_id: int) -> None:
     for field in layout.fields:
         rebuilt |= field.extract(reg_id) << field.low
     assert rebuilt == reg_id
+
+
+def test_guest_view_of_psci_functions() -> None:
+    handled = {f.name: f.kvm for f in SPEC.psci_functions if f.kvm is not None}
+    from_02 = {n for n, k in handled.items() if k.from_version.name == "0.2"}
+    assert from_02 == {
+        "psci-version", "cpu-suspend", "cpu-off", "cpu-on", "affinity-info",
+        "migrate-info-type", "system-off", "system-reset",
+    }  # fmt: skip
+    assert handled["system-reset2"].from_version.name == "1.1"
+    assert handled["system-reset2"].lifetime.since == Release(5, 18)
+    assert handled["system-off2"].features == 1  # PSCI_1_3_OFF_TYPE_HIBERNATE_OFF
+    suspend = handled["system-suspend"].needs_capability
+    assert suspend is not None and suspend.c_name == "KVM_CAP_ARM_SYSTEM_SUSPEND"
+    assert "migrate" not in handled and "mem-protect" not in handled
+
+
+def test_every_bitmap_bit_names_a_service_with_function_ids() -> None:
+    for register in SPEC.registers:
+        for bit in register.bits:
+            if register.kind == "bitmap":
+                assert bit.service is not None
+                assert any(f.service == bit.service for f in SPEC.smccc_functions), bit.name
