@@ -33,22 +33,6 @@ def camel_ident(name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
 
 
-def wrap_comment(text: str, width: int = 90) -> list[str]:
-    """Split prose into comment lines no longer than `width`."""
-    words = " ".join(text.split()).split(" ")
-    lines: list[str] = []
-    current = ""
-    for word in words:
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    if current:
-        lines.append(current)
-    return lines
-
-
 def shift_left(value: int, bits: int) -> int:
     """Jinja has no << operator; field values are placed at their bit position with this."""
     return value << bits
@@ -61,5 +45,4 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "rust_hex": rust_hex,
     "upper_ident": upper_ident,
     "camel_ident": camel_ident,
-    "wrap_comment": wrap_comment,
 }

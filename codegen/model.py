@@ -194,14 +194,6 @@ class Register:
             a.name == arch and a.lifetime.covers(release) for a in self.architectures
         ) and self.lifetime.covers(release)
 
-    def known_bits(self, release: Release) -> int:
-        """The bits a bitmap register accepts in `release`."""
-        mask = 0
-        for bit in self.bits:
-            if bit.lifetime.covers(release):
-                mask |= bit.mask
-        return mask
-
 
 @dataclass(frozen=True)
 class HostProfile:
@@ -397,11 +389,5 @@ class Spec:
     def layout(self, name: str) -> Layout:
         return next(lay for lay in self.layouts if lay.name == name)
 
-    def register(self, name: str) -> Register:
-        return next(r for r in self.registers if r.name == name)
-
     def psci_latest_in(self, release: Release) -> PsciVersion:
         return next(p.version for p in self.psci_latest if p.lifetime.covers(release))
-
-    def psci_versions_in(self, release: Release) -> tuple[PsciVersion, ...]:
-        return tuple(v for v in self.psci_versions if v.lifetime.covers(release))
