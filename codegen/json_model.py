@@ -87,6 +87,9 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 "ids": dict(sorted(r.ids.items())),
                 **_lifetime(r.lifetime),
                 "reset": _expr(r.reset_text, r.reset),
+                "arch-features-since": str(r.arch_features_since)
+                if r.arch_features_since
+                else None,
                 "layout": [_field(f) for f in r.layout],
                 "values": [
                     {
@@ -182,6 +185,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "service": f.service.name,
                     **_lifetime(f.lifetime),
                     "psci-features": f.psci_features,
+                    "returns": f.returns,
                 }
                 for f in spec.smccc_functions
             ],

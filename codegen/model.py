@@ -188,6 +188,7 @@ class Register:
     reset: Expr | None = None
     reset_text: str | None = None
     kernel_docs: tuple[KernelDocs, ...] = ()
+    arch_features_since: Release | None = None
 
     def exists_on(self, arch: str, release: Release) -> bool:
         return any(
@@ -325,6 +326,7 @@ class SmcccFunction:
     lifetime: Lifetime
     function_id: int
     psci_features: int | None = None
+    returns: int | None = None
 
 
 @dataclass(frozen=True)

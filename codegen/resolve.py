@@ -383,6 +383,11 @@ class _Resolver:
                     ids,
                     cast(Source, self.source(raw["source"])),
                     kernel_docs=tuple(self.kernel_docs(k) for k in raw.get("kernel-docs", [])),
+                    arch_features_since=self.release(
+                        "registers", (*path, "arch-features-since"), raw["arch-features-since"]
+                    )
+                    if "arch-features-since" in raw
+                    else None,
                 )
             )
         self.unique("registers", ("registers",), raws, "name", "register name")
@@ -717,6 +722,7 @@ class _Resolver:
                     self.lifetime("smccc", path, raw),
                     fid,
                     raw.get("psci-features"),
+                    raw.get("returns"),
                 )
             )
         self.unique("smccc", ("functions",), raws, "name", "SMCCC function")

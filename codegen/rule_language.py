@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import LarkError, UnexpectedInput
@@ -241,3 +242,54 @@ def to_json(expr: Expr) -> object:
         case Binary(op, left, right):
             return {"op": op, "args": [to_json(left), to_json(right)]}
     raise AssertionError(f"unhandled expression {expr!r}")
+
+
+Value = int | bool | frozenset[int]
+
+
+def evaluate(expr: Expr, names: Mapping[str, Value]) -> Value:
+    """The value of a type-checked expression, given a value for every name it uses.
+
+    The only function the spec defines is psci(major, minor); arithmetic is on unsigned
+    64-bit values, so `~` complements within 64 bits.
+    """
+    match expr:
+        case Number(value):
+            return value
+        case Name(name):
+            return names[name]
+        case Call("psci", (major, minor)):
+            return _int(evaluate(major, names)) << 16 | _int(evaluate(minor, names))
+        case SetLiteral(items):
+            return frozenset(_int(evaluate(i, names)) for i in items)
+        case Unary("not", operand):
+            return not evaluate(operand, names)
+        case Unary(_, operand):
+            return ~_int(evaluate(operand, names)) & (1 << 64) - 1
+        case Binary("and", left, right):
+            return bool(evaluate(left, names)) and bool(evaluate(right, names))
+        case Binary("or", left, right):
+            return bool(evaluate(left, names)) or bool(evaluate(right, names))
+        case Binary(("in" | "not in") as op, left, right):
+            found = _int(evaluate(left, names)) in cast(frozenset[int], evaluate(right, names))
+            return found if op == "in" else not found
+        case Binary(op, left, right):
+            return _BINARY[op](_int(evaluate(left, names)), _int(evaluate(right, names)))
+    raise AssertionError(f"cannot evaluate {expr!r}")
+
+
+def _int(value: Value) -> int:
+    assert isinstance(value, int) and not isinstance(value, bool), value
+    return value
+
+
+_BINARY: dict[str, Callable[[int, int], Value]] = {
+    "|": lambda a, b: a | b,
+    "&": lambda a, b: a & b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}

@@ -1,0 +1,139 @@
+"""Expected outcomes, straight from the spec's decision tables.
+
+Given everything a rule may depend on (the vcpu, the VM, the host, the id and the value), walk
+the class's rules then the register's and return the first that applies. The implementation
+under test is never consulted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from codegen import rule_language as rl
+from codegen.model import Register, Rule, Spec
+from conformance.profile import Profile
+
+
+@dataclass(frozen=True)
+class Access:
+    """One KVM_GET_ONE_REG / KVM_SET_ONE_REG / KVM_GET_REG_LIST as the rules see it."""
+
+    op: str
+    reg_id: int
+    vcpu_initialized: bool
+    psci_02: bool
+    has_run: bool
+    stored: Mapping[str, int]
+    value: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The rule that decides an access, and what it says happens."""
+
+    rule: Rule
+    errno: str | None = None
+    value: int | None = None
+    store: int | None = None
+    listed: bool | None = None
+    undefined: str | None = None
+
+
+class Oracle:
+    """Decision tables of one profile, ready to answer accesses."""
+
+    def __init__(self, spec: Spec, profile: Profile) -> None:
+        self.spec = spec
+        self.profile = profile
+        layout = spec.layout("reg-id")
+        self.size_field = layout.field("size")
+        self.class_field = layout.field("class")
+        self.index_field = layout.field("index")
+        self.registers = [r for r in spec.registers if r.exists_on(profile.arch, profile.release)]
+        self.psci_versions = frozenset(
+            v.encoded for v in spec.psci_versions if v.lifetime.covers(profile.release)
+        )
+        self.psci_latest = spec.psci_latest_in(profile.release).encoded
+
+    def register_for(self, reg_id: int) -> Register | None:
+        return next((r for r in self.registers if r.ids[self.profile.arch] == reg_id), None)
+
+    def reset_values(self) -> dict[str, int]:
+        """Each stored register's value in a new VM."""
+        values = {}
+        for register in self.registers:
+            if register.reset is not None:
+                names = self._names(
+                    register, Access("get", register.ids[self.profile.arch], True, True, False, {})
+                )
+                values[register.name] = int(rl.evaluate(register.reset, names))
+        return values
+
+    def known_bits(self, register: Register) -> int:
+        mask = 0
+        for bit in register.bits:
+            if bit.lifetime.covers(self.profile.release):
+                mask |= bit.mask
+        return mask
+
+    def _names(self, register: Register | None, access: Access) -> dict[str, rl.Value]:
+        names: dict[str, rl.Value] = {
+            "vcpu.initialized": access.vcpu_initialized,
+            "vcpu.psci-0.2": access.psci_02,
+            "vm.has-run": access.has_run,
+            "reg.known": register is not None,
+            "reg.size": self.size_field.extract(access.reg_id),
+            "kernel.psci-latest": self.psci_latest,
+            "kernel.psci-versions": self.psci_versions,
+        }
+        names.update({f"size.{v.name}": v.value for v in self.size_field.values})
+        if access.value is not None:
+            names["value"] = access.value
+        if register is None:
+            return names
+        if access.value is not None:
+            names.update({f"value.{f.name}": f.extract(access.value) for f in register.layout})
+        if register.storage == "vm":
+            names["stored"] = access.stored.get(register.name, 0)
+        if register.kind == "level":
+            names["host.level"] = self.profile.host.levels[register.name].value
+        if register.kind == "bitmap":
+            names["known-bits"] = self.known_bits(register)
+        names.update({v.name: v.value for v in register.values})
+        names.update({f"bit.{b.name}": b.mask for b in register.bits})
+        return names
+
+    def table(self, op: str, reg_id: int) -> list[Rule]:
+        """The rules that apply to this id and op in this profile, in decision order."""
+        class_value = self.class_field.extract(reg_id)
+        register = self.register_for(reg_id)
+        release, arch = self.profile.release, self.profile.arch
+        return [
+            rule
+            for rule in self.spec.rules
+            if rule.op == op
+            and arch in rule.architectures
+            and rule.lifetime.covers(release)
+            and (
+                (rule.register_class is not None and rule.register_class.value == class_value)
+                or (rule.register is not None and rule.register is register)
+            )
+        ]
+
+    def decide(self, access: Access) -> Decision | None:
+        """The deciding rule and its outcome; None where the spec has no rule for the access."""
+        register = self.register_for(access.reg_id)
+        names = self._names(register, access)
+        for rule in self.table(access.op, access.reg_id):
+            if rule.when is not None and not rl.evaluate(rule.when, names):
+                continue
+            return Decision(
+                rule,
+                errno=rule.errno.name if rule.errno else None,
+                value=int(rl.evaluate(rule.value, names)) if rule.value else None,
+                store=int(rl.evaluate(rule.store, names)) if rule.store else None,
+                listed=rule.listed,
+                undefined=rule.undefined,
+            )
+        return None
