@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pprint
 import re
 import subprocess
 import tempfile
@@ -103,6 +104,17 @@ def _render_json(spec: Spec, banner: str) -> str:
     return json.dumps(document, indent=1, sort_keys=False) + "\n"
 
 
+def _render_reference_tables(spec: Spec, banner: str) -> str:
+    """The model as a Python literal: the reference implementation imports it, no parsing."""
+    body = pprint.pformat(model_to_json(spec), indent=1, width=100, sort_dicts=False)
+    return (
+        f"{banner}\n"
+        '"""Decision tables and register data for the reference implementation."""\n\n'
+        "from typing import Any, Final\n\n"
+        f"MODEL: Final[dict[str, Any]] = {body}\n"
+    )
+
+
 def outputs(spec: Spec) -> list[Output]:
     """Every generated file, in a fixed order."""
     arches = {a.name: a for a in spec.architectures}
@@ -131,6 +143,7 @@ def outputs(spec: Spec) -> list[Output]:
             "rust", "codegen/generated/rust/kvm_fw.rs", "slash", _template("rust_constants.rs.j2")
         ),
         Output("json", "codegen/generated/json/kvm-fwspec.json", "json", _render_json),
+        Output("reference-tables", "reference_impl/tables.py", "hash", _render_reference_tables),
     ]
 
 

@@ -278,6 +278,11 @@ def evaluate(expr: Expr, names: Mapping[str, Value]) -> Value:
     raise AssertionError(f"cannot evaluate {expr!r}")
 
 
+def evaluate_int(expr: Expr, names: Mapping[str, Value]) -> int:
+    """evaluate() for an expression the loader typed as int."""
+    return _int(evaluate(expr, names))
+
+
 def _int(value: Value) -> int:
     assert isinstance(value, int) and not isinstance(value, bool), value
     return value

@@ -67,7 +67,7 @@ class Oracle:
                 names = self._names(
                     register, Access("get", register.ids[self.profile.arch], True, True, False, {})
                 )
-                values[register.name] = int(rl.evaluate(register.reset, names))
+                values[register.name] = rl.evaluate_int(register.reset, names)
         return values
 
     def known_bits(self, register: Register) -> int:
@@ -131,8 +131,8 @@ class Oracle:
             return Decision(
                 rule,
                 errno=rule.errno.name if rule.errno else None,
-                value=int(rl.evaluate(rule.value, names)) if rule.value else None,
-                store=int(rl.evaluate(rule.store, names)) if rule.store else None,
+                value=rl.evaluate_int(rule.value, names) if rule.value else None,
+                store=rl.evaluate_int(rule.store, names) if rule.store else None,
                 listed=rule.listed,
                 undefined=rule.undefined,
             )

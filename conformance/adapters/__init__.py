@@ -1,0 +1,50 @@
+"""Adapters: how the suite reaches an implementation. Registered as `kvm_fwspec.adapters`
+entry points; each factory takes the profile and adapter options and returns an Adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from codegen.errors import UsageError
+from conformance.profile import Profile
+
+ENTRY_POINT_GROUP = "kvm_fwspec.adapters"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an implementation declares it can do; cases needing more are not applicable."""
+
+    implementation: str
+    kernel: str | None
+    arch: str
+    features: frozenset[str] = field(default_factory=frozenset)
+
+
+class Adapter(Protocol):
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    def run_programs(self, programs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]: ...
+
+    def close(self) -> None: ...
+
+
+AdapterFactory = Callable[[Profile, Mapping[str, str]], Adapter]
+
+
+def adapter_names() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_adapter(name: str, profile: Profile, options: Mapping[str, str]) -> Adapter:
+    """Instantiate the adapter registered under `name`."""
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        raise UsageError(f"no adapter '{name}'; installed: {', '.join(adapter_names()) or 'none'}")
+    factory: AdapterFactory = found[0].load()
+    return factory(profile, options)

@@ -1,0 +1,40 @@
+"""The embedded reference implementation, called in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from conformance.adapters import Capabilities
+from conformance.cases import REQUIRES_GUEST, REQUIRES_PSCI_01
+from conformance.profile import Profile
+from conformance.program import execute
+from reference_impl.kvm import ReferenceKvm
+
+
+class ReferenceAdapter:
+    """Runs each program on a fresh VM of a ReferenceKvm set to the run's profile."""
+
+    name = "reference"
+
+    def __init__(self, kvm: ReferenceKvm) -> None:
+        self.kvm = kvm
+
+    def capabilities(self) -> Capabilities:
+        release = "{}.{}".format(*self.kvm.release)
+        return Capabilities(
+            "kvm-fwspec reference",
+            release,
+            self.kvm.arch,
+            frozenset({REQUIRES_GUEST, REQUIRES_PSCI_01}),
+        )
+
+    def run_programs(self, programs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        return [execute(self.kvm, program) for program in programs]
+
+    def close(self) -> None:
+        """Nothing to release: the reference lives in this process."""
+
+
+def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
+    return ReferenceAdapter(ReferenceKvm(str(profile.release), profile.host.name, profile.arch))

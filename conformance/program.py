@@ -1,0 +1,78 @@
+"""Run case programs against an implementation: the one executor both sides of the agent use.
+
+A program creates a fresh VM with some vcpus, initialises them (or not) and performs steps;
+each step's outcome is a small JSON object. Stdlib only, so it can run inside a guest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+Outcome = dict[str, Any]
+
+
+class Vcpu(Protocol):
+    def init(self, features: list[str]) -> str | None: ...
+    def get_one_reg(self, reg_id: int) -> tuple[str | None, int | None]: ...
+    def set_one_reg(self, reg_id: int, value: int) -> str | None: ...
+    def reg_list(self) -> tuple[str | None, list[int]]: ...
+    def run(self) -> str | None: ...
+    def call(self, function_id: int, args: list[int]) -> dict[str, Any]: ...
+
+
+class Vm(Protocol):
+    def create_vcpu(self) -> Vcpu: ...
+
+
+class Implementation(Protocol):
+    """What an implementation offers the executor: fresh VMs."""
+
+    def create_vm(self) -> Vm: ...
+
+
+def _errno_or(errno: str | None, success: Outcome) -> Outcome:
+    return {"errno": errno} if errno else success
+
+
+def _step(vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
+    vcpu = vcpus[step["vcpu"]]
+    op = step["op"]
+    if op == "get":
+        errno, value = vcpu.get_one_reg(step["reg"])
+        return _errno_or(errno, {"value": value})
+    if op == "set":
+        return _errno_or(vcpu.set_one_reg(step["reg"], step["value"]), {"ok": True})
+    if op == "list":
+        errno, ids = vcpu.reg_list()
+        return _errno_or(errno, {"ids": [i for i in ids if i & step["mask"] == step["match"]]})
+    if op == "run":
+        return _errno_or(vcpu.run(), {"ok": True})
+    if op == "call":
+        return dict(vcpu.call(step["function"], list(step.get("args", []))))
+    raise ValueError(f"unknown step op '{op}'")
+
+
+def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[Outcome]:
+    """Outcomes of every step; after an exception the rest are reported as not run."""
+    steps = program["steps"]
+    observed: list[Outcome] = []
+    try:
+        vm = implementation.create_vm()
+        try:
+            vcpus = [vm.create_vcpu() for _ in range(program["vcpus"])]
+            if program["features"] is not None:
+                for vcpu in vcpus:
+                    errno = vcpu.init(list(program["features"]))
+                    if errno:
+                        raise RuntimeError(f"KVM_ARM_VCPU_INIT failed with {errno}")
+            for step in steps:
+                observed.append(_step(vcpus, step))
+        finally:
+            close = getattr(vm, "close", None)
+            if close is not None:
+                close()
+    except Exception as exc:  # the implementation's failure is the case's error verdict
+        observed.append({"error": f"{type(exc).__name__}: {exc}"})
+    observed += [{"error": "not run"}] * (len(steps) - len(observed))
+    return observed

@@ -1,0 +1,83 @@
+"""Compare observed outcomes with expected ones and give each case its verdict."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from conformance.adapters import Adapter, Capabilities
+from conformance.cases import Case
+
+OUTCOMES = ("pass", "fail", "not-applicable", "error")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case's verdict with the evidence for it."""
+
+    id: str
+    rule: str
+    outcome: str
+    expected: list[dict[str, Any]]
+    observed: list[dict[str, Any]] | None
+    duration: float
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "outcome": self.outcome,
+            "expected": self.expected,
+            "observed": self.observed,
+            "duration": round(self.duration, 6),
+            "reason": self.reason,
+        }
+
+
+def judge(case: Case, observed: list[dict[str, Any]], duration: float) -> CaseResult:
+    expected = list(case.expected)
+    errors = [o["error"] for o in observed if "error" in o]
+    if errors:
+        return CaseResult(case.id, case.rule, "error", expected, observed, duration, errors[0])
+    mismatched = [i for i, (e, o) in enumerate(zip(expected, observed, strict=True)) if e != o]
+    if mismatched:
+        first = mismatched[0]
+        step = case.program["steps"][first]
+        reason = (
+            f"step {first} ({step['op']}): expected {expected[first]}, observed {observed[first]}"
+        )
+        return CaseResult(case.id, case.rule, "fail", expected, observed, duration, reason)
+    return CaseResult(case.id, case.rule, "pass", expected, observed, duration)
+
+
+def run_cases(adapter: Adapter, capabilities: Capabilities, cases: list[Case]) -> list[CaseResult]:
+    """Run the applicable cases in one adapter round trip; mark the others not applicable."""
+    applicable = [c for c in cases if set(c.requires) <= capabilities.features]
+    results = {
+        c.id: CaseResult(
+            c.id,
+            c.rule,
+            "not-applicable",
+            list(c.expected),
+            None,
+            0.0,
+            f"needs {', '.join(sorted(set(c.requires) - capabilities.features))}",
+        )
+        for c in cases
+        if c not in applicable
+    }
+    if applicable:
+        start = time.perf_counter()
+        try:
+            observed = adapter.run_programs([c.program for c in applicable])
+        except Exception as exc:  # a broken adapter is every case's error, not a crash
+            observed = [
+                [{"error": f"{type(exc).__name__}: {exc}"}] * len(c.program["steps"])
+                for c in applicable
+            ]
+        share = (time.perf_counter() - start) / len(applicable)
+        for case, outcome in zip(applicable, observed, strict=True):
+            results[case.id] = judge(case, outcome, share)
+    return [results[c.id] for c in cases]

@@ -1,0 +1,359 @@
+"""KVM of a chosen release on a chosen host, as far as the firmware registers go.
+
+Every GET, SET and REG_LIST is decided by walking the generated decision tables; guest calls
+are answered from the PSCI and SMCCC tables. No register has a branch of its own here.
+`Quirks` exist only to seed plausible kernel bugs for the suite to catch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reference_impl.evaluate import U64, Value, evaluate, evaluate_int
+from reference_impl.tables import MODEL
+
+NOT_SUPPORTED = -1
+
+
+class SpecGap(Exception):
+    """The tables have no rule for this access: the spec does not say what KVM does."""
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """Deliberate deviations from the tables (mutants), off in the real reference."""
+
+    per_vcpu_storage: bool = False
+    stores_validate_only_values: bool = False
+    psci_version_call_ignores_selection: bool = False
+    features_ignores_selected_version: bool = False
+    bitmap_gate_ignored: bool = False
+    run_does_not_count: bool = False
+
+
+def _release(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+def _covers(entry: Mapping[str, Any], release: tuple[int, int]) -> bool:
+    if _release(entry["since"]) > release:
+        return False
+    return "until" not in entry or release < _release(entry["until"])
+
+
+class _Field:
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.name: str = raw["name"]
+        self.high, self.low = int(raw["bits"][0]), int(raw["bits"][1])
+        self.mask = int(raw["mask"])
+        self.values: list[dict[str, Any]] = raw["values"]
+
+    def extract(self, word: int) -> int:
+        return (word & self.mask) >> self.low
+
+
+class ReferenceKvm:
+    """A host: a release, an architecture and the mitigation levels its workaround registers report."""
+
+    def __init__(
+        self,
+        release: str,
+        host: str,
+        arch: str = "arm64",
+        tables: Mapping[str, Any] = MODEL,
+        quirks: Quirks = Quirks(),
+    ) -> None:
+        self.tables = tables
+        self.quirks = quirks
+        self.release = _release(release)
+        self.arch = arch
+        self.host: dict[str, str] = next(h for h in tables["host-profiles"] if h["name"] == host)[
+            "levels"
+        ]
+        layout = next(lay for lay in tables["layouts"] if lay["name"] == "reg-id")
+        self.fields = {f["name"]: _Field(f) for f in layout["fields"]}
+        self.registers = [
+            r
+            for r in tables["registers"]
+            if arch in r["ids"] and _covers(r, self.release) and self._arch_covers()
+        ]
+        self.rules = [
+            r for r in tables["rules"] if arch in r["architectures"] and _covers(r, self.release)
+        ]
+        versions = [v for v in tables["psci"]["versions"] if _covers(v, self.release)]
+        self.psci_versions = frozenset(v["encoded"] for v in versions)
+        latest = next(p for p in tables["psci"]["latest"] if _covers(p, self.release))["version"]
+        self.psci_latest = int(next(v["encoded"] for v in versions if v["name"] == latest))
+
+    def _arch_covers(self) -> bool:
+        arch = next(a for a in self.tables["architectures"] if a["name"] == self.arch)
+        return _covers(arch, self.release)
+
+    def create_vm(self) -> ReferenceVm:
+        return ReferenceVm(self)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def register_for(self, reg_id: int) -> dict[str, Any] | None:
+        return next((r for r in self.registers if r["ids"][self.arch] == reg_id), None)
+
+    def known_bits(self, register: Mapping[str, Any]) -> int:
+        return sum(1 << b["bit"] for b in register["bits"] if _covers(b, self.release))
+
+    def names(
+        self, register: Mapping[str, Any] | None, reg_id: int, state: Mapping[str, Value]
+    ) -> dict[str, Value]:
+        size = self.fields["size"]
+        names: dict[str, Value] = {
+            **state,
+            "reg.known": register is not None,
+            "reg.size": size.extract(reg_id),
+            "kernel.psci-latest": self.psci_latest,
+            "kernel.psci-versions": self.psci_versions,
+        }
+        names.update({f"size.{v['name']}": v["value"] for v in size.values})
+        if register is None:
+            return names
+        value = state.get("value")
+        if isinstance(value, int) and not isinstance(value, bool):
+            for f in register["layout"]:
+                names[f"value.{f['name']}"] = (value & f["mask"]) >> f["bits"][1]
+        if register["kind"] == "level":
+            level = self.host[register["name"]]
+            names["host.level"] = next(v["value"] for v in register["values"] if v["name"] == level)
+        if register["kind"] == "bitmap":
+            names["known-bits"] = self.known_bits(register)
+        names.update({v["name"]: v["value"] for v in register["values"]})
+        names.update({f"bit.{b['name']}": 1 << b["bit"] for b in register["bits"]})
+        return names
+
+    def decide(self, op: str, reg_id: int, names: Mapping[str, Value]) -> dict[str, Any]:
+        class_value = self.fields["class"].extract(reg_id)
+        register = self.register_for(reg_id)
+        classes = {v["name"]: v["value"] for v in self.fields["class"].values}
+        for rule in self.rules:
+            if rule["op"] != op:
+                continue
+            if rule["class"] is not None and classes[rule["class"]] != class_value:
+                continue
+            if rule["class"] is None and (register is None or rule["register"] != register["name"]):
+                continue
+            if rule["when"] is not None and not evaluate(rule["when"]["tree"], names):
+                continue
+            decided: dict[str, Any] = rule
+            return decided
+        raise SpecGap(f"no rule decides {op} of {reg_id:#018x} in {self.release}")
+
+
+@dataclass
+class ReferenceVm:
+    """A VM: the VM-wide register values and whether any vcpu has run."""
+
+    kvm: ReferenceKvm
+    has_run: bool = False
+    vcpus: list[ReferenceVcpu] = field(default_factory=list)
+    stored: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for register in self.kvm.registers:
+            if register["reset"] is not None:
+                names = self.kvm.names(register, register["ids"][self.kvm.arch], {})
+                self.stored[register["name"]] = evaluate_int(register["reset"]["tree"], names)
+
+    def create_vcpu(self) -> ReferenceVcpu:
+        vcpu = ReferenceVcpu(
+            self, copy.deepcopy(self.stored) if self.kvm.quirks.per_vcpu_storage else self.stored
+        )
+        self.vcpus.append(vcpu)
+        return vcpu
+
+
+@dataclass
+class ReferenceVcpu:
+    """A vcpu: initialised or not, with or without the psci-0.2 feature."""
+
+    vm: ReferenceVm
+    stored: dict[str, int]
+    initialized: bool = False
+    features: frozenset[str] = frozenset()
+
+    def init(self, features: list[str]) -> str | None:
+        self.initialized = True
+        self.features = frozenset(features)
+        return None
+
+    def _state(self, value: int | None = None) -> dict[str, Value]:
+        state: dict[str, Value] = {
+            "vcpu.initialized": self.initialized,
+            "vcpu.psci-0.2": "psci-0.2" in self.features,
+            "vm.has-run": self.vm.has_run,
+        }
+        if value is not None:
+            state["value"] = value
+        return state
+
+    def _names(self, reg_id: int, value: int | None = None) -> dict[str, Value]:
+        kvm = self.vm.kvm
+        register = kvm.register_for(reg_id)
+        names = kvm.names(register, reg_id, self._state(value))
+        if register is not None and register["name"] in self.stored:
+            names["stored"] = self.stored[register["name"]]
+        return names
+
+    def get_one_reg(self, reg_id: int) -> tuple[str | None, int | None]:
+        kvm = self.vm.kvm
+        rule = kvm.decide("get", reg_id, self._names(reg_id))
+        result = rule["result"]
+        if result["undefined"]:
+            raise SpecGap(f"{rule['id']}: {result['undefined']}")
+        if result["errno"]:
+            return result["errno"], None
+        register = kvm.register_for(reg_id)
+        if (
+            kvm.quirks.stores_validate_only_values
+            and register
+            and f"~{register['name']}" in self.stored
+        ):
+            return None, self.stored[f"~{register['name']}"]
+        return None, evaluate_int(result["value"]["tree"], self._names(reg_id)) & U64
+
+    def set_one_reg(self, reg_id: int, value: int) -> str | None:
+        kvm = self.vm.kvm
+        names = self._names(reg_id, value)
+        rule = kvm.decide("set", reg_id, names)
+        result = rule["result"]
+        if result["undefined"]:
+            raise SpecGap(f"{rule['id']}: {result['undefined']}")
+        if result["errno"]:
+            return str(result["errno"])
+        register = kvm.register_for(reg_id)
+        assert register is not None
+        if result["store"] is not None:
+            self.stored[register["name"]] = evaluate_int(result["store"]["tree"], names)
+        elif kvm.quirks.stores_validate_only_values:
+            self.stored[f"~{register['name']}"] = value
+        return None
+
+    def reg_list(self) -> tuple[str | None, list[int]]:
+        if not self.initialized:
+            return "ENOEXEC", []
+        kvm = self.vm.kvm
+        ids = []
+        for register in sorted(kvm.registers, key=lambda r: (r["class"] != "fw", r["index"])):
+            reg_id = register["ids"][kvm.arch]
+            if kvm.decide("list", reg_id, self._names(reg_id))["result"]["listed"]:
+                ids.append(reg_id)
+        return None, ids
+
+    def run(self) -> str | None:
+        if not self.initialized:
+            return "ENOEXEC"
+        self.vm.has_run = not self.vm.kvm.quirks.run_does_not_count
+        return None
+
+    # -- the guest's view ------------------------------------------------------------------
+
+    def psci_version(self) -> int:
+        if "psci-0.2" not in self.features:
+            return 0x1
+        selected: int = self.stored.get("psci-version", 0)
+        if self.vm.kvm.quirks.psci_version_call_ignores_selection:
+            return self.vm.kvm.psci_latest
+        return selected or self.vm.kvm.psci_latest
+
+    def call(self, function_id: int, args: list[int]) -> dict[str, int | str]:
+        """The guest's HVC: x0 as a signed value, or a system event exit."""
+        if not self.initialized:
+            return {"errno": "ENOEXEC"}
+        self.vm.has_run = True
+        tables, kvm = self.vm.kvm.tables, self.vm.kvm
+        psci = tables["psci"]
+        for function in tables["smccc"]["functions"]:
+            if function["function-id"] == function_id and _covers(function, kvm.release):
+                return {"x0": self._smccc(function, args)}
+        version = self.psci_version()
+        if version == 0x1:
+            return {"x0": NOT_SUPPORTED}  # a PSCI 0.1 vcpu knows only KVM's own ids
+        for function in psci["functions"]:
+            if function_id in function["ids"].values():
+                return self._psci(function, version, args)
+        return {"x0": NOT_SUPPORTED}
+
+    def _handled(self, function: Mapping[str, Any], version: int) -> bool:
+        kvm_side = function["kvm"]
+        if kvm_side is None or kvm_side["needs-capability"] is not None:
+            return False
+        from_version = next(
+            v["encoded"]
+            for v in self.vm.kvm.tables["psci"]["versions"]
+            if v["name"] == kvm_side["from"]
+        )
+        return version >= from_version and _covers(kvm_side, self.vm.kvm.release)
+
+    def _psci(
+        self, function: Mapping[str, Any], version: int, args: list[int]
+    ) -> dict[str, int | str]:
+        if not self._handled(function, version):
+            return {"x0": NOT_SUPPORTED}
+        if function["name"] == "psci-version":
+            return {"x0": version}
+        if function["name"] == "psci-features":
+            return {"x0": self._features(args[0] if args else 0, version)}
+        if function["name"] == "system-off":
+            return {"exit": "shutdown"}
+        if function["name"] == "system-reset":
+            return {"exit": "reset"}
+        raise SpecGap(f"the reference does not model calling {function['name']}")
+
+    def _features(self, queried: int, version: int) -> int:
+        tables = self.vm.kvm.tables
+        for function in tables["psci"]["functions"]:
+            if queried in function["ids"].values():
+                check = 0x10003 if self.vm.kvm.quirks.features_ignores_selected_version else version
+                return (
+                    int(function["kvm"]["features"])
+                    if self._handled(function, check)
+                    else NOT_SUPPORTED
+                )
+        for function in tables["smccc"]["functions"]:
+            if function["function-id"] == queried and function["psci-features"] is not None:
+                return int(function["psci-features"])
+        return NOT_SUPPORTED
+
+    def _smccc(self, function: Mapping[str, Any], args: list[int]) -> int:
+        if function["name"] == "smccc-arch-features":
+            return self._arch_features(args[0] if args else 0)
+        if not self._service_enabled(function["service"]):
+            return NOT_SUPPORTED
+        if function["returns"] is None:
+            raise SpecGap(f"the spec fixes no result for {function['name']}")
+        return int(function["returns"])
+
+    def _service_enabled(self, service: str) -> bool:
+        kvm = self.vm.kvm
+        for register in kvm.registers:
+            for bit in register["bits"]:
+                if bit["service"] == service and _covers(bit, kvm.release):
+                    return kvm.quirks.bitmap_gate_ignored or bool(
+                        self.stored[register["name"]] >> bit["bit"] & 1
+                    )
+        return True  # not gated by any bitmap in this release
+
+    def _arch_features(self, queried: int) -> int:
+        kvm = self.vm.kvm
+        for function in kvm.tables["smccc"]["functions"]:
+            if function["function-id"] != queried:
+                continue
+            register = next((r for r in kvm.registers if r["name"] == function["name"]), None)
+            if register is None:
+                break
+            level = kvm.host[register["name"]]
+            answer = next(v["arch-features"] for v in register["values"] if v["name"] == level)
+            if answer is None:
+                raise SpecGap(f"no ARCH_FEATURES answer for {register['name']} at {level}")
+            return int(answer)
+        return NOT_SUPPORTED
