@@ -60,4 +60,5 @@ def evaluate(tree: Mapping[str, Any], names: Mapping[str, Value]) -> Value:
         assert isinstance(right, frozenset)
         found: bool = _int(left) in right
         return found == (op == "in")
-    return _COMPARE[op](_int(left), _int(right))
+    result: Value = _COMPARE[op](_int(left), _int(right))
+    return result
