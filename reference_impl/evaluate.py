@@ -46,7 +46,8 @@ def evaluate(tree: Mapping[str, Any], names: Mapping[str, Value]) -> Value:
         return major << 16 | minor
     if "set" in tree:
         return frozenset(evaluate_int(i, names) for i in tree["set"])
-    op, args = tree["op"], tree["args"]
+    op: str = tree["op"]
+    args = tree["args"]
     if op == "not":
         return not evaluate(args[0], names)
     if op == "~":
