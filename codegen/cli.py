@@ -56,6 +56,62 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--option takes KEY=VALUE, not '{pair}'")
+        options[key] = value
+    return options
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from conformance.certify import certify
+
+    report = (
+        args.report or Path("reports") / f"{args.adapter}-{args.arch}-{args.kernel}-{args.host}"
+    )
+    return certify(
+        args.adapter, args.kernel, args.host, args.arch, _options(args.option), args.workers, report
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from conformance.verify import verify
+
+    problems = verify(args.results)
+    for problem in problems:
+        print(f"kvm-fwspec: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{args.results}: complete, untampered, for this spec")
+    return 1 if problems else 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from conformance.agent import IMPLEMENTATIONS, run_agent
+
+    if args.impl not in IMPLEMENTATIONS:
+        raise UsageError(
+            f"no agent implementation '{args.impl}'; have: {', '.join(sorted(IMPLEMENTATIONS))}"
+        )
+    spec = load_spec(args.spec_dir)
+    from conformance.profile import resolve_profile
+
+    profile = resolve_profile(spec, args.kernel, args.host, args.arch)
+    options = {"kernel": str(profile.release), "host": profile.host.name, "arch": profile.arch}
+    run_agent(args.impl, options, args.listen)
+    return 0
+
+
+def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
+    )
+    parser.add_argument("--host", default="mitigated", help="host profile (default: mitigated)")
+    parser.add_argument("--arch", default="arm64", help="architecture (default: arm64)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvm-fwspec", description=__doc__)
     parser.add_argument(
@@ -74,6 +130,36 @@ def build_parser() -> argparse.ArgumentParser:
     decode = sub.add_parser("decode", help="decode KVM arm/arm64 register ids")
     decode.add_argument("ids", nargs="+", metavar="ID")
     decode.set_defaults(handler=_decode)
+    cert = sub.add_parser(
+        "certify", help="certify an implementation through an adapter and write the report"
+    )
+    cert.add_argument("--adapter", default="reference", help="adapter name (default: reference)")
+    _add_profile_arguments(cert)
+    cert.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option"
+    )
+    cert.add_argument(
+        "-n",
+        dest="workers",
+        default=None,
+        help="xdist workers, used when the adapter gains from them",
+    )
+    cert.add_argument(
+        "--report", type=Path, default=None, help="report directory (default: reports/...)"
+    )
+    cert.set_defaults(handler=_certify)
+    ver = sub.add_parser("verify", help="check a results file for completeness and tampering")
+    ver.add_argument("results", type=Path)
+    ver.set_defaults(handler=_verify)
+    agent = sub.add_parser(
+        "agent", help="serve an implementation over the agent protocol (stdio or TCP)"
+    )
+    agent.add_argument("--impl", default="reference")
+    _add_profile_arguments(agent)
+    agent.add_argument(
+        "--listen", default=None, metavar="HOST:PORT", help="serve TCP instead of stdin/stdout"
+    )
+    agent.set_defaults(handler=_agent)
     return parser
 
 

@@ -52,6 +52,22 @@ def judge(case: Case, observed: list[dict[str, Any]], duration: float) -> CaseRe
     return CaseResult(case.id, case.rule, "pass", expected, observed, duration)
 
 
+UNAVAILABLE = Capabilities("unavailable", None, "arm64")
+
+
+def certify_cases(adapter: Adapter, cases: list[Case]) -> tuple[Capabilities, list[CaseResult]]:
+    """Ask the adapter what it can do, then run the cases; an adapter that cannot even say
+    gives every case an error verdict rather than stopping the run."""
+    try:
+        capabilities = adapter.capabilities()
+    except Exception as exc:
+        reason = f"adapter unavailable: {type(exc).__name__}: {exc}"
+        return UNAVAILABLE, [
+            CaseResult(c.id, c.rule, "error", list(c.expected), None, 0.0, reason) for c in cases
+        ]
+    return capabilities, run_cases(adapter, capabilities, cases)
+
+
 def run_cases(adapter: Adapter, capabilities: Capabilities, cases: list[Case]) -> list[CaseResult]:
     """Run the applicable cases in one adapter round trip; mark the others not applicable."""
     applicable = [c for c in cases if set(c.requires) <= capabilities.features]

@@ -17,17 +17,13 @@ class ReferenceAdapter:
 
     name = "reference"
 
-    def __init__(self, kvm: ReferenceKvm) -> None:
+    def __init__(self, kvm: ReferenceKvm, without: frozenset[str] = frozenset()) -> None:
         self.kvm = kvm
+        self.features = frozenset({REQUIRES_GUEST, REQUIRES_PSCI_01}) - without
 
     def capabilities(self) -> Capabilities:
         release = "{}.{}".format(*self.kvm.release)
-        return Capabilities(
-            "kvm-fwspec reference",
-            release,
-            self.kvm.arch,
-            frozenset({REQUIRES_GUEST, REQUIRES_PSCI_01}),
-        )
+        return Capabilities("kvm-fwspec reference", release, self.kvm.arch, self.features)
 
     def run_programs(self, programs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         return [execute(self.kvm, program) for program in programs]
@@ -37,4 +33,8 @@ class ReferenceAdapter:
 
 
 def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
-    return ReferenceAdapter(ReferenceKvm(str(profile.release), profile.host.name, profile.arch))
+    """Options: `without=guest-calls,...` withholds capabilities, to certify as a narrower
+    implementation would (its cases then report not-applicable)."""
+    without = frozenset(filter(None, options.get("without", "").split(",")))
+    kvm = ReferenceKvm(str(profile.release), profile.host.name, profile.arch)
+    return ReferenceAdapter(kvm, without)

@@ -1,0 +1,69 @@
+"""`kvm-fwspec certify`: run the suite against an adapter and write the report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from codegen.errors import UsageError
+from codegen.loader import load_spec
+from conformance.adapters import load_adapter
+from conformance.plugin import load_document
+from conformance.profile import resolve_profile
+
+# The adapter declares this feature when its cases are slow enough (real KVM, remote agents)
+# that xdist workers pay for their start-up; in-process the reference is faster serial.
+PARALLEL_FEATURE = "parallel"
+
+
+def worth_parallel(
+    adapter: str, kernel: str, host: str, arch: str, options: dict[str, str]
+) -> bool:
+    profile = resolve_profile(load_spec(), kernel, host, arch)
+    probe = load_adapter(adapter, profile, options)
+    try:
+        return PARALLEL_FEATURE in probe.capabilities().features
+    finally:
+        probe.close()
+
+
+def certify(
+    adapter: str,
+    kernel: str,
+    host: str,
+    arch: str,
+    options: dict[str, str],
+    workers: str | None,
+    report: Path,
+) -> int:
+    """Run the suite; print the verdict line; 0 when the implementation conforms."""
+    args = [
+        "--pyargs", "conformance.suite",
+        "-p", "no:cacheprovider",
+        "-p", "no:benchmark",
+        "-q", "--no-header", "-o", "addopts=",
+        f"--fwspec-adapter={adapter}", f"--fwspec-kernel={kernel}", f"--fwspec-host={host}",
+        f"--fwspec-arch={arch}", f"--fwspec-report={report}",
+    ]  # fmt: skip
+    args += [f"--fwspec-option={key}={value}" for key, value in options.items()]
+    if workers and workers != "0":
+        if worth_parallel(adapter, kernel, host, arch, options):
+            args += ["-n", workers, "--dist", "loadgroup"]
+        else:
+            print(
+                f"kvm-fwspec: running serially: adapter '{adapter}' answers faster than xdist workers start"
+            )
+    code = pytest.main(args)
+    results = report / "results.json"
+    if not results.is_file():
+        raise UsageError(f"the run wrote no results (pytest exit code {int(code)})")
+    document = load_document(results)
+    summary = document["summary"]
+    print(
+        f"kvm-fwspec: {'CONFORMS' if summary['conforms'] else 'DOES NOT CONFORM'}: {document['run']['implementation']} "
+        f"as {arch} {document['run']['kernel']} host={host}: {summary['pass']} pass, {summary['fail']} fail, "
+        f"{summary['not-applicable']} not-applicable, {summary['error']} error; report in {os.fspath(report)}"
+    )
+    return 0 if summary["conforms"] else 1

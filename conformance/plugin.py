@@ -1,0 +1,188 @@
+"""The pytest plugin behind `kvm-fwspec certify` and plain `pytest --pyargs conformance.suite`.
+
+Inert unless --fwspec-adapter is given. One pytest item carries the cases of one rule in one
+VM scenario and runs them in one adapter round trip; every case keeps its own id and verdict
+in the results, which the controlling process (not the xdist workers) writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from codegen.loader import load_spec
+from codegen.model import Spec
+from conformance.adapters import Adapter, Capabilities, load_adapter
+from conformance.cases import Case, build_cases
+from conformance.profile import Profile, resolve_profile
+from conformance.results import build_document, write_report
+from conformance.verdicts import CaseResult, certify_cases
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kvm-fwspec", "kvm-fwspec conformance")
+    group.addoption(
+        "--fwspec-adapter", help="adapter to certify (entry point in kvm_fwspec.adapters)"
+    )
+    group.addoption(
+        "--fwspec-kernel", default="latest", help="kernel release profile (default: newest)"
+    )
+    group.addoption("--fwspec-host", default="mitigated", help="host profile")
+    group.addoption("--fwspec-arch", default="arm64", help="architecture")
+    group.addoption(
+        "--fwspec-option", action="append", default=[], help="KEY=VALUE passed to the adapter"
+    )
+    group.addoption(
+        "--fwspec-report", default=None, help="directory for results.json, JUnit XML, report.html"
+    )
+
+
+@dataclass
+class ConformanceRun:
+    """Spec, profile and cases of this process; the adapter is opened on first use."""
+
+    spec: Spec
+    profile: Profile
+    adapter_name: str
+    options: dict[str, str]
+    groups: dict[str, list[Case]]
+    _adapter: Adapter | None = None
+    collected: list[dict[str, Any]] = field(default_factory=list)
+    capabilities: dict[str, Any] | None = None
+
+    @property
+    def adapter(self) -> Adapter:
+        if self._adapter is None:
+            self._adapter = load_adapter(self.adapter_name, self.profile, self.options)
+        return self._adapter
+
+    def run_group(self, group: str) -> tuple[Capabilities, list[CaseResult]]:
+        return certify_cases(self.adapter, self.groups[group])
+
+    def close(self) -> None:
+        if self._adapter is not None:
+            self._adapter.close()
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"--fwspec-option takes KEY=VALUE, not '{pair}'")
+        options[key] = value
+    return options
+
+
+class ConformancePlugin:
+    def __init__(self, config: pytest.Config) -> None:
+        spec = load_spec()
+        profile = resolve_profile(
+            spec,
+            config.getoption("--fwspec-kernel"),
+            config.getoption("--fwspec-host"),
+            config.getoption("--fwspec-arch"),
+        )
+        groups: dict[str, list[Case]] = defaultdict(list)
+        for case in build_cases(spec, profile):
+            groups[case.group].append(case)
+        self.run = ConformanceRun(
+            spec,
+            profile,
+            config.getoption("--fwspec-adapter"),
+            _options(config.getoption("--fwspec-option")),
+            dict(groups),
+        )
+        self.config = config
+
+    @pytest.fixture(scope="session")
+    def fwspec_run(self) -> Iterator[ConformanceRun]:
+        yield self.run
+        self.run.close()
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "fwspec_group" not in metafunc.fixturenames:
+            return
+        params = [
+            pytest.param(name, marks=pytest.mark.xdist_group(cases[0].scenario), id=name)
+            for name, cases in sorted(self.run.groups.items())
+        ]
+        metafunc.parametrize("fwspec_group", params)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == "fwspec-results":
+                self.run.collected.extend(cast(list[dict[str, Any]], value))
+            elif key == "fwspec-capabilities":
+                self.run.capabilities = cast(dict[str, Any], value)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput") or self.run.capabilities is None:
+            return  # workers report to the controller, which writes the results
+        caps = self.run.capabilities
+        capabilities = Capabilities(
+            caps["implementation"], caps["kernel"], caps["arch"], frozenset(caps["features"])
+        )
+        document = build_document(
+            self.run.spec, self.run.profile, self.run.adapter_name, capabilities, self.run.collected
+        )
+        self.config.stash[DOCUMENT] = document
+        report = self.config.getoption("--fwspec-report")
+        if report:
+            write_report(Path(report), document)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        document = self.config.stash.get(DOCUMENT, None)
+        if document is None:
+            return
+        summary = document["summary"]
+        verdict = "yes" if summary["conforms"] else "no"
+        terminalreporter.write_line(
+            f"kvm-fwspec: conforms for {self.run.profile.label}: {verdict} "
+            f"({summary['pass']} pass, {summary['fail']} fail, {summary['not-applicable']} not-applicable, "
+            f"{summary['error']} error of {summary['total']} cases)"
+        )
+
+
+DOCUMENT = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fwspec-adapter"):
+        config.pluginmanager.register(ConformancePlugin(config), "kvm-fwspec-conformance")
+
+
+def record(node: pytest.Item, capabilities: Capabilities, results: list[CaseResult]) -> None:
+    """Attach a group's verdicts to its pytest item, so they reach the controller under xdist."""
+    node.user_properties.append(("fwspec-results", [r.to_json() for r in results]))
+    node.user_properties.append(
+        (
+            "fwspec-capabilities",
+            {
+                "implementation": capabilities.implementation,
+                "kernel": capabilities.kernel,
+                "arch": capabilities.arch,
+                "features": sorted(capabilities.features),
+            },
+        )
+    )
+
+
+def describe_failures(results: list[CaseResult]) -> str:
+    bad = [r for r in results if r.outcome in ("fail", "error")]
+    return "\n".join(f"{r.id}: {r.outcome}: {r.reason}" for r in bad[:20]) + (
+        f"\n... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    )
+
+
+def load_document(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded

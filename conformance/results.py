@@ -1,0 +1,154 @@
+"""The results of a run: one JSON document, JUnit XML beside it, and a human HTML report.
+
+The JSON carries provenance (suite and spec versions and hashes, adapter, profile, date,
+source tree state) and a digest over its canonical form, so `verify` can tell an edited or
+incomplete results file from a genuine one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from codegen import __version__
+from codegen.generate import ROOT
+from codegen.model import Spec
+from conformance.adapters import Capabilities
+from conformance.profile import Profile
+from conformance.verdicts import OUTCOMES
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "results.schema.json"
+FORMAT = "kvm-fwspec-results/1"
+
+
+def source_tree() -> dict[str, Any]:
+    """The suite's git commit and whether the tree had local changes (certification wants none)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "clean": None}
+    return {"commit": commit.stdout.strip(), "clean": status.stdout.strip() == ""}
+
+
+def canonical_digest(document: dict[str, Any]) -> str:
+    """sha256 over the document without its digest, keys sorted, no whitespace."""
+    body = {k: v for k, v in document.items() if k != "digest"}
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def build_document(
+    spec: Spec,
+    profile: Profile,
+    adapter: str,
+    capabilities: Capabilities,
+    cases: list[dict[str, Any]],
+) -> dict[str, Any]:
+    cases = sorted(cases, key=lambda c: c["id"])
+    counts = Counter(c["outcome"] for c in cases)
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "run": {
+            "suite-version": __version__,
+            "spec-files": {f.name: f.sha256 for f in spec.files},
+            "adapter": adapter,
+            "implementation": capabilities.implementation,
+            "capabilities": sorted(capabilities.features),
+            "arch": profile.arch,
+            "kernel": str(profile.release),
+            "host-profile": profile.host.name,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "python": platform.python_version(),
+            "command": sys.argv,
+            "source-tree": source_tree(),
+        },
+        "summary": {
+            **{outcome: counts.get(outcome, 0) for outcome in OUTCOMES},
+            "total": len(cases),
+            "conforms": counts.get("fail", 0) == 0
+            and counts.get("error", 0) == 0
+            and len(cases) > 0,
+        },
+        "cases": cases,
+    }
+    document["digest"] = canonical_digest(document)
+    return document
+
+
+def junit_xml(document: dict[str, Any]) -> bytes:
+    """One testcase per conformance case, classname = its rule, for CI systems."""
+    summary = document["summary"]
+    suite = ET.Element(
+        "testsuite",
+        name=f"kvm-fwspec {document['run']['adapter']} {document['run']['kernel']}",
+        tests=str(summary["total"]),
+        failures=str(summary["fail"]),
+        errors=str(summary["error"]),
+        skipped=str(summary["not-applicable"]),
+    )
+    for case in document["cases"]:
+        element = ET.SubElement(
+            suite, "testcase", classname=case["rule"], name=case["id"], time=str(case["duration"])
+        )
+        if case["outcome"] == "fail":
+            ET.SubElement(element, "failure", message=case["reason"])
+        elif case["outcome"] == "error":
+            ET.SubElement(element, "error", message=case["reason"])
+        elif case["outcome"] == "not-applicable":
+            ET.SubElement(element, "skipped", message=f"not applicable: {case['reason']}")
+    ET.indent(suite)
+    data: bytes = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
+
+
+def html_report(document: dict[str, Any]) -> str:
+    by_rule: dict[str, Counter[str]] = {}
+    for case in document["cases"]:
+        by_rule.setdefault(case["rule"], Counter())[case["outcome"]] += 1
+    failures: dict[str, list[dict[str, Any]]] = {}
+    for case in document["cases"]:
+        if case["outcome"] in ("fail", "error"):
+            failures.setdefault(case["rule"], []).append(case)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(
+        doc=document,
+        by_rule=dict(sorted(by_rule.items())),
+        failures=dict(sorted(failures.items())),
+        outcomes=OUTCOMES,
+    )
+
+
+def write_report(directory: Path, document: dict[str, Any]) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {
+        directory / "results.json": (json.dumps(document, indent=1) + "\n").encode(),
+        directory / "results.junit.xml": junit_xml(document),
+        directory / "report.html": html_report(document).encode(),
+    }
+    for path, data in written.items():
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    return list(written)

@@ -1,0 +1,1 @@
+"""The conformance suite, collected with `pytest --pyargs conformance.suite --fwspec-adapter NAME`."""
