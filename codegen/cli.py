@@ -56,24 +56,21 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--option takes KEY=VALUE, not '{pair}'")
-        options[key] = value
-    return options
-
-
 def _certify(args: argparse.Namespace) -> int:
+    from conformance.adapters import parse_options
     from conformance.certify import certify
 
     report = (
         args.report or Path("reports") / f"{args.adapter}-{args.arch}-{args.kernel}-{args.host}"
     )
     return certify(
-        args.adapter, args.kernel, args.host, args.arch, _options(args.option), args.workers, report
+        args.adapter,
+        args.kernel,
+        args.host,
+        args.arch,
+        parse_options(args.option),
+        args.workers,
+        report,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from codegen.errors import UsageError
 from codegen.loader import load_spec
-from conformance.adapters import load_adapter
+from conformance.adapters import adapter_names, load_adapter
 from conformance.plugin import load_document
 from conformance.profile import resolve_profile
 
@@ -39,6 +39,9 @@ def certify(
     report: Path,
 ) -> int:
     """Run the suite; print the verdict line; 0 when the implementation conforms."""
+    resolve_profile(load_spec(), kernel, host, arch)  # bad names fail here, in one line
+    if adapter not in adapter_names():
+        raise UsageError(f"no adapter '{adapter}'; installed: {', '.join(adapter_names())}")
     args = [
         "--pyargs", "conformance.suite",
         "-p", "no:cacheprovider",

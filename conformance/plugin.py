@@ -16,9 +16,10 @@ from typing import Any, cast
 
 import pytest
 
+from codegen.errors import SpecError, UsageError
 from codegen.loader import load_spec
 from codegen.model import Spec
-from conformance.adapters import Adapter, Capabilities, load_adapter
+from conformance.adapters import Adapter, Capabilities, load_adapter, parse_options
 from conformance.cases import Case, build_cases
 from conformance.profile import Profile, resolve_profile
 from conformance.results import build_document, write_report
@@ -70,16 +71,6 @@ class ConformanceRun:
             self._adapter.close()
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise pytest.UsageError(f"--fwspec-option takes KEY=VALUE, not '{pair}'")
-        options[key] = value
-    return options
-
-
 class ConformancePlugin:
     def __init__(self, config: pytest.Config) -> None:
         spec = load_spec()
@@ -96,7 +87,7 @@ class ConformancePlugin:
             spec,
             profile,
             config.getoption("--fwspec-adapter"),
-            _options(config.getoption("--fwspec-option")),
+            parse_options(config.getoption("--fwspec-option")),
             dict(groups),
         )
         self.config = config
@@ -157,7 +148,11 @@ DOCUMENT = pytest.StashKey[dict[str, Any]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--fwspec-adapter"):
-        config.pluginmanager.register(ConformancePlugin(config), "kvm-fwspec-conformance")
+        try:
+            plugin = ConformancePlugin(config)
+        except (UsageError, SpecError) as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.pluginmanager.register(plugin, "kvm-fwspec-conformance")
 
 
 def record(node: pytest.Item, capabilities: Capabilities, results: list[CaseResult]) -> None:

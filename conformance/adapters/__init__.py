@@ -37,6 +37,17 @@ class Adapter(Protocol):
 AdapterFactory = Callable[[Profile, Mapping[str, str]], Adapter]
 
 
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """Adapter options given as KEY=VALUE strings."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"adapter options take KEY=VALUE, not '{pair}'")
+        options[key] = value
+    return options
+
+
 def adapter_names() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
