@@ -46,7 +46,10 @@ def certify(
         "--pyargs", "conformance.suite",
         "-p", "no:cacheprovider",
         "-p", "no:benchmark",
-        "-q", "--no-header", "-o", "addopts=",
+        "-q", "--no-header",
+        # Independent of the ini file of whatever directory certify runs in; the suite was
+        # imported before pytest starts, so it is not assertion-rewritten.
+        "-o", "addopts=", "-o", "filterwarnings=default", "--assert=plain",
         f"--fwspec-adapter={adapter}", f"--fwspec-kernel={kernel}", f"--fwspec-host={host}",
         f"--fwspec-arch={arch}", f"--fwspec-report={report}",
     ]  # fmt: skip
