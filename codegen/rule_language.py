@@ -16,6 +16,8 @@ from typing import cast
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import LarkError, UnexpectedInput
 
+from codegen.operators import BINARY_OPERATORS
+
 
 class Type(enum.Enum):
     """The three kinds of value an expression can have."""
@@ -274,7 +276,7 @@ def evaluate(expr: Expr, names: Mapping[str, Value]) -> Value:
             found = _int(evaluate(left, names)) in cast(frozenset[int], evaluate(right, names))
             return found if op == "in" else not found
         case Binary(op, left, right):
-            return _BINARY[op](_int(evaluate(left, names)), _int(evaluate(right, names)))
+            return BINARY_OPERATORS[op](_int(evaluate(left, names)), _int(evaluate(right, names)))
     raise AssertionError(f"cannot evaluate {expr!r}")
 
 
@@ -286,15 +288,3 @@ def evaluate_int(expr: Expr, names: Mapping[str, Value]) -> int:
 def _int(value: Value) -> int:
     assert isinstance(value, int) and not isinstance(value, bool), value
     return value
-
-
-_BINARY: dict[str, Callable[[int, int], Value]] = {
-    "|": lambda a, b: a | b,
-    "&": lambda a, b: a & b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}

@@ -6,22 +6,13 @@ the whole of the language's run-time semantics on the implementation side.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
+
+from codegen.operators import BINARY_OPERATORS
 
 Value = int | bool | frozenset[int]
 U64 = (1 << 64) - 1
-
-_COMPARE: dict[str, Callable[[int, int], Value]] = {
-    "|": lambda a, b: a | b,
-    "&": lambda a, b: a & b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
 
 
 def _int(value: Value) -> int:
@@ -61,5 +52,5 @@ def evaluate(tree: Mapping[str, Any], names: Mapping[str, Value]) -> Value:
         assert isinstance(right, frozenset)
         found: bool = _int(left) in right
         return found == (op == "in")
-    result: Value = _COMPARE[op](_int(left), _int(right))
+    result: Value = BINARY_OPERATORS[op](_int(left), _int(right))
     return result
