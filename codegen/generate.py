@@ -84,6 +84,11 @@ def _template(name: str, **extra: object) -> Callable[[Spec, str], str]:
                 call_type=1, owner=smccc.field("owner").value_named("standard").value
             ),
             "fn64_bit": smccc.field("convention").mask,
+            "core_base": reg_id.compose(
+                arch=reg_id.field("arch").value_named("arm64").value,
+                size=reg_id.field("size").value_named("u64").value,
+                **{"class": reg_id.field("class").value_named("core").value},
+            ),
             **extra,
         }
         if "arch" in extra:

@@ -190,6 +190,22 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 for f in spec.smccc_functions
             ],
         },
+        "kvm-interface": {
+            "ioctls": [
+                {"name": i.name, "c-name": i.c_name, "number": i.number} for i in spec.ioctls
+            ],
+            "kvm-run": [{"name": f.name, "offset": f.offset, "size": f.size} for f in spec.kvm_run],
+            "exit-reasons": [
+                {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.exit_reasons
+            ],
+            "system-events": [
+                {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.system_events
+            ],
+            "core-registers": [
+                {"name": c.name, "first-word": c.first_word, "count": c.count}
+                for c in spec.core_registers
+            ],
+        },
         "rules": [
             {
                 "id": r.id,

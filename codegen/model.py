@@ -230,6 +230,36 @@ class Capability:
 
 
 @dataclass(frozen=True)
+class Ioctl:
+    """A KVM ioctl, its number composed like the kernel's _IOC(dir, KVMIO, nr, size)."""
+
+    name: str
+    c_name: str
+    number: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A field of a C structure the harness reads, by byte offset and size."""
+
+    name: str
+    offset: int
+    size: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class CoreRegisters:
+    """A run of 64-bit core registers, by the 32-bit word of struct kvm_regs where it starts."""
+
+    name: str
+    first_word: int
+    count: int
+    doc: str
+
+
+@dataclass(frozen=True)
 class StateVariable:
     name: str
     doc: str
@@ -387,6 +417,11 @@ class Spec:
     services: tuple[Service, ...]
     smccc_functions: tuple[SmcccFunction, ...]
     rules: tuple[Rule, ...]
+    ioctls: tuple[Ioctl, ...]
+    kvm_run: tuple[Offset, ...]
+    exit_reasons: tuple[Constant, ...]
+    system_events: tuple[Constant, ...]
+    core_registers: tuple[CoreRegisters, ...]
 
     def layout(self, name: str) -> Layout:
         return next(lay for lay in self.layouts if lay.name == name)

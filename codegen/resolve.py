@@ -19,10 +19,12 @@ from codegen.model import (
     Capability,
     Constant,
     ConstantGroup,
+    CoreRegisters,
     Errno,
     Field,
     FieldValue,
     HostProfile,
+    Ioctl,
     KernelDocs,
     KvmPsci01Function,
     KvmPsciHandling,
@@ -30,6 +32,7 @@ from codegen.model import (
     Layout,
     Lifetime,
     NamedValue,
+    Offset,
     PsciFunction,
     PsciVersion,
     Register,
@@ -304,6 +307,47 @@ class _Resolver:
         )
         state = tuple(StateVariable(r["name"], r["doc"], r["type"]) for r in api["state"])
         return errnos, features, caps, state
+
+    def resolve_kvm_interface(
+        self,
+    ) -> tuple[
+        tuple[Ioctl, ...],
+        tuple[Offset, ...],
+        tuple[Constant, ...],
+        tuple[Constant, ...],
+        tuple[CoreRegisters, ...],
+    ]:
+        """The ioctls, kvm_run offsets, exit reasons and core registers the harness uses."""
+        api = self.data("api")
+        directions = {"none": 0, "write": 1, "read": 2, "read-write": 3}  # asm-generic/ioctl.h
+        ioctls = tuple(
+            Ioctl(
+                r["name"],
+                r["c-name"],
+                directions[r["direction"]] << 30
+                | r["size"] << 16
+                | api["ioctl-type"] << 8
+                | r["nr"],
+                r["doc"],
+            )
+            for r in api["ioctls"]
+        )
+        self.unique("api", ("ioctls",), api["ioctls"], "name", "ioctl")
+        self.unique("api", ("ioctls",), api["ioctls"], "nr", "ioctl number")
+        offsets = tuple(
+            Offset(f["name"], f["offset"], f["size"], f["doc"]) for f in api["kvm-run"]["fields"]
+        )
+        self.unique("api", ("kvm-run", "fields"), api["kvm-run"]["fields"], "name", "kvm_run field")
+
+        def constants(key: str) -> tuple[Constant, ...]:
+            self.unique("api", (key,), api[key], "value", key.rstrip("s"))
+            return tuple(Constant(c["name"], c["c-name"], c["value"], c["doc"]) for c in api[key])
+
+        core = tuple(
+            CoreRegisters(f["name"], f["first-word"], f["count"], f["doc"])
+            for f in api["core-registers"]["fields"]
+        )
+        return ioctls, offsets, constants("exit-reasons"), constants("system-events"), core
 
     # -- registers -------------------------------------------------------------------------
 
@@ -952,6 +996,20 @@ class _RuleContext:
         return rl.Scope(names, self.functions)
 
 
+KvmInterface = tuple[
+    tuple[Ioctl, ...],
+    tuple[Offset, ...],
+    tuple[Constant, ...],
+    tuple[Constant, ...],
+    tuple[CoreRegisters, ...],
+]
+
+
+def _ioc(direction: int, kind: int, nr: int, size: int) -> int:
+    """The kernel's _IOC(): direction in bits 31-30, size 29-16, type 15-8, number 7-0."""
+    return direction << 30 | size << 16 | kind << 8 | nr
+
+
 def _ranges(bits: list[int]) -> str:
     """Compact bit list: [4, 5, 6, 9] -> '4-6, 9'."""
     runs: list[list[int]] = []
@@ -972,6 +1030,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     smccc = next(lay for lay in layouts if lay.name == "smccc-function-id")
     architectures = r.resolve_architectures(reg_id)
     errnos, features, caps, state = r.resolve_api()
+    ioctls, kvm_run, exit_reasons, system_events, core_registers = r.resolve_kvm_interface()
     services = r.resolve_services()
     if r.problems:
         raise SpecError(r.problems)
@@ -1014,4 +1073,9 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         tuple(services.values()),
         smccc_functions,
         rules,
+        ioctls,
+        kvm_run,
+        exit_reasons,
+        system_events,
+        core_registers,
     )

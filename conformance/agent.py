@@ -8,7 +8,10 @@ docs/agent-protocol.md.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import os
 import socketserver
 import sys
 from collections.abc import Callable, Mapping
@@ -95,7 +98,10 @@ class _TextWriter:
         self.raw = raw
 
     def write(self, text: str) -> None:
-        self.raw.write(text.encode("utf-8"))
+        data = memoryview(text.encode("utf-8"))
+        while data:  # a raw device may take part of a large answer at a time
+            written = self.raw.write(data)
+            data = data[written if written is not None else 0 :]
 
     def flush(self) -> None:
         self.raw.flush()
@@ -114,11 +120,38 @@ def reference_served(options: Mapping[str, str]) -> Served:
     return Served(kvm, hello)
 
 
-IMPLEMENTATIONS: dict[str, Callable[[Mapping[str, str]], Served]] = {"reference": reference_served}
+def kvm_served(options: Mapping[str, str]) -> Served:
+    """Real KVM on this machine: what it is, and the host levels its workarounds report."""
+    from conformance.kvm_ioctl import KvmHost, host_levels
+
+    host = KvmHost(options.get("device", "/dev/kvm"))
+    hello = {
+        "implementation": f"Linux KVM {os.uname().release}",
+        "kernel": host.release(),
+        "arch": "arm64",
+        "features": ["guest-calls", "psci-0.1-vcpus"],
+        "host-levels": host_levels(host),
+    }
+    return Served(host, hello)
 
 
-def run_agent(impl: str, options: Mapping[str, str], listen: str | None) -> None:
+IMPLEMENTATIONS: dict[str, Callable[[Mapping[str, str]], Served]] = {
+    "reference": reference_served,
+    "kvm": kvm_served,
+}
+
+
+def run_agent(
+    impl: str, options: Mapping[str, str], listen: str | None, channel: str | None = None
+) -> None:
+    """Serve `impl` on stdin/stdout, on a character device (a virtio-serial port), or on TCP."""
     served = IMPLEMENTATIONS[impl](options)
+    if channel is not None:
+        # One descriptor for both directions: a virtio-serial port can be open only once.
+        fd = os.open(channel, os.O_RDWR)
+        with io.BufferedReader(io.FileIO(fd, "r", closefd=False), 1 << 16) as reader:
+            serve_stream(served, _TextLines(reader), _TextWriter(io.FileIO(fd, "w")))  # type: ignore[arg-type]
+        return
     if listen is None:
         serve_stream(served, sys.stdin, sys.stdout)
         return
@@ -129,3 +162,19 @@ def run_agent(impl: str, options: Mapping[str, str], listen: str | None) -> None
         int(port),
         lambda p: print(f"listening on {host}:{p}", flush=True),
     )
+
+
+def main() -> None:
+    """Entry point without the rest of kvm-fwspec, for a minimal guest: python3 -m conformance.agent."""
+    parser = argparse.ArgumentParser(prog="python3 -m conformance.agent")
+    parser.add_argument("--impl", default="kvm", choices=sorted(IMPLEMENTATIONS))
+    parser.add_argument(
+        "--channel", default=None, help="character device to serve on (a virtio-serial port)"
+    )
+    parser.add_argument("--listen", default=None, metavar="HOST:PORT")
+    args = parser.parse_args()
+    run_agent(args.impl, {}, args.listen, args.channel)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,8 @@ def certify(
     report: Path,
 ) -> int:
     """Run the suite; print the verdict line; 0 when the implementation conforms."""
-    resolve_profile(load_spec(), kernel, host, arch)  # bad names fail here, in one line
+    spec = load_spec()
+    resolve_profile(spec, kernel, spec.host_profiles[0].name if host == "auto" else host, arch)  # fail early
     if adapter not in adapter_names():
         raise UsageError(f"no adapter '{adapter}'; installed: {', '.join(adapter_names())}")
     args = [

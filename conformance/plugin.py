@@ -21,7 +21,7 @@ from codegen.loader import load_spec
 from codegen.model import Spec
 from conformance.adapters import Adapter, Capabilities, load_adapter, parse_options
 from conformance.cases import Case, build_cases
-from conformance.profile import Profile, resolve_profile
+from conformance.profile import Profile, observed_host, resolve_profile
 from conformance.results import build_document, write_report
 from conformance.verdicts import CaseResult, certify_cases
 
@@ -64,32 +64,54 @@ class ConformanceRun:
         return self._adapter
 
     def run_group(self, group: str) -> tuple[Capabilities, list[CaseResult]]:
-        return certify_cases(self.adapter, self.groups[group])
+        capabilities, results = certify_cases(self.adapter, self.groups[group])
+        claimed = capabilities.kernel
+        if (
+            claimed is not None
+            and claimed != str(self.profile.release)
+            and capabilities.implementation != "unavailable"
+        ):
+            reason = f"the implementation is KVM {claimed}, the profile is {self.profile.release}"
+            results = [
+                CaseResult(r.id, r.rule, "error", r.expected, r.observed, r.duration, reason)
+                for r in results
+            ]
+        return capabilities, results
 
     def close(self) -> None:
         if self._adapter is not None:
             self._adapter.close()
 
 
+def _host_of(adapter: Adapter, spec: Spec) -> str:
+    """`--fwspec-host auto`: the host profile whose levels the implementation reports."""
+    levels = adapter.capabilities().host_levels
+    if levels is None:
+        raise UsageError(
+            "--host auto needs an adapter that reports its host's levels (real KVM does)"
+        )
+    return observed_host(spec, levels)
+
+
 class ConformancePlugin:
     def __init__(self, config: pytest.Config) -> None:
         spec = load_spec()
-        profile = resolve_profile(
-            spec,
-            config.getoption("--fwspec-kernel"),
-            config.getoption("--fwspec-host"),
-            config.getoption("--fwspec-arch"),
+        kernel, host, arch = (config.getoption(f"--fwspec-{o}") for o in ("kernel", "host", "arch"))
+        name, options = (
+            config.getoption("--fwspec-adapter"),
+            parse_options(config.getoption("--fwspec-option")),
         )
+        adapter = None
+        if host == "auto":
+            adapter = load_adapter(
+                name, resolve_profile(spec, kernel, spec.host_profiles[0].name, arch), options
+            )
+            host = _host_of(adapter, spec)
+        profile = resolve_profile(spec, kernel, host, arch)
         groups: dict[str, list[Case]] = defaultdict(list)
         for case in build_cases(spec, profile):
             groups[case.group].append(case)
-        self.run = ConformanceRun(
-            spec,
-            profile,
-            config.getoption("--fwspec-adapter"),
-            parse_options(config.getoption("--fwspec-option")),
-            dict(groups),
-        )
+        self.run = ConformanceRun(spec, profile, name, options, dict(groups), adapter)
         self.config = config
 
     @pytest.fixture(scope="session")
@@ -166,6 +188,7 @@ def record(node: pytest.Item, capabilities: Capabilities, results: list[CaseResu
                 "kernel": capabilities.kernel,
                 "arch": capabilities.arch,
                 "features": sorted(capabilities.features),
+                "provenance": capabilities.provenance,
             },
         )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.errors import UsageError
-from codegen.model import HostProfile, Release, Spec
+from codegen.model import HostProfile, Register, Release, Spec
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,46 @@ class Profile:
         return f"{self.arch} {self.release} host={self.host.name}"
 
 
+LEVELS_PREFIX = "levels:"
+
+
+def level_registers(spec: Spec) -> list[Register]:
+    return [r for r in spec.registers if r.kind == "level"]
+
+
+def levels_profile(spec: Spec, host: str) -> HostProfile:
+    """A host profile spelled by its levels, `levels:not-required/not-avail/not-avail`, in the
+    order of the spec's workaround registers: what a real host reports need not be named."""
+    names = host.removeprefix(LEVELS_PREFIX).split("/")
+    registers = level_registers(spec)
+    if len(names) != len(registers):
+        raise UsageError(
+            f"'{host}' needs {len(registers)} levels, for {', '.join(r.name for r in registers)}"
+        )
+    levels = {}
+    for register, name in zip(registers, names, strict=True):
+        value = next((v for v in register.values if v.name == name), None)
+        if value is None:
+            raise UsageError(f"{register.name} has no level '{name}'")
+        levels[register.name] = value
+    named = next((h for h in spec.host_profiles if h.levels == levels), None)
+    return named or HostProfile(host, f"A host whose workaround registers report {host}.", levels)
+
+
+def observed_host(spec: Spec, reported: dict[str, int]) -> str:
+    """The host profile name for levels a real KVM reported by number."""
+    names = []
+    for register in level_registers(spec):
+        value = next((v for v in register.values if v.value == reported.get(register.name)), None)
+        if value is None:
+            raise UsageError(
+                f"{register.name} reported {reported.get(register.name)}, not a level the spec defines"
+            )
+        names.append(value.name)
+    profile = levels_profile(spec, LEVELS_PREFIX + "/".join(names))
+    return profile.name
+
+
 def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> Profile:
     """Validate user-given names against the spec; `latest` is the newest release it knows."""
     release = spec.releases[-1] if kernel == "latest" else None
@@ -33,10 +73,13 @@ def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> 
             raise UsageError(
                 f"kernel {release} is not a release the spec knows ({spec.releases[0]}-{spec.releases[-1]})"
             )
-    found = next((h for h in spec.host_profiles if h.name == host), None)
+    found = levels_profile(spec, host) if host.startswith(LEVELS_PREFIX) else None
+    found = found or next((h for h in spec.host_profiles if h.name == host), None)
     if found is None:
         names = ", ".join(h.name for h in spec.host_profiles)
-        raise UsageError(f"host profile '{host}' is not one of: {names}")
+        raise UsageError(
+            f"host profile '{host}' is not one of: {names}, or {LEVELS_PREFIX}LEVEL/LEVEL/LEVEL"
+        )
     architecture = next((a for a in spec.architectures if a.name == arch), None)
     if architecture is None or not architecture.lifetime.covers(release):
         raise UsageError(f"KVM on {arch} hosts does not exist in {release}")

@@ -70,6 +70,7 @@ def build_document(
             "adapter": adapter,
             "implementation": capabilities.implementation,
             "capabilities": sorted(capabilities.features),
+            "implementation-provenance": capabilities.provenance,
             "arch": profile.arch,
             "kernel": str(profile.release),
             "host-profile": profile.host.name,

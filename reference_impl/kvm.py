@@ -62,7 +62,7 @@ class ReferenceKvm:
     def __init__(
         self,
         release: str,
-        host: str,
+        host: str | Mapping[str, str],
         arch: str = "arm64",
         tables: Mapping[str, Any] = MODEL,
         quirks: Quirks = Quirks(),

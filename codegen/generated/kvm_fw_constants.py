@@ -2,7 +2,7 @@
 # Regenerate with: kvm-fwspec generate
 # source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-# source: spec/api.yaml sha256:f5e72fbe31f9ecc90f0c8f9d65950b9e662ef090b40a50e4c103e3cf08c955b2
+# source: spec/api.yaml sha256:5991beac2ca135222b814b44d21650f24818167a9c425d92aa7ad31f09aebe20
 # source: spec/registers.yaml sha256:daa313146bd221215ccc7ce0e815ce85bb80d05c214cba1f8faa31ac3ddf0c5e
 # source: spec/psci.yaml sha256:24a7d2ae903d378eba695048e332324afd3d141cec4be3365a9367e9874e94f7
 # source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f
@@ -208,3 +208,66 @@ KVM_ARM_VCPU_PSCI_0_2: Final[int] = 2
 KVM_CAP_ARM_PSCI: Final[int] = 87
 KVM_CAP_ARM_PSCI_0_2: Final[int] = 102
 KVM_CAP_ARM_SYSTEM_SUSPEND: Final[int] = 216
+
+
+# -- What a VMM or test harness needs to reach these registers through /dev/kvm ----------
+
+
+class Ioctl(IntEnum):
+    """KVM ioctl numbers (asm-generic encoding, as on arm64)."""
+
+    KVM_GET_API_VERSION = 0x0000ae00
+    KVM_CREATE_VM = 0x0000ae01
+    KVM_CHECK_EXTENSION = 0x0000ae03
+    KVM_GET_VCPU_MMAP_SIZE = 0x0000ae04
+    KVM_CREATE_VCPU = 0x0000ae41
+    KVM_SET_USER_MEMORY_REGION = 0x4020ae46
+    KVM_RUN = 0x0000ae80
+    KVM_GET_ONE_REG = 0x4010aeab
+    KVM_SET_ONE_REG = 0x4010aeac
+    KVM_ARM_VCPU_INIT = 0x4020aeae
+    KVM_ARM_PREFERRED_TARGET = 0x8020aeaf
+    KVM_GET_REG_LIST = 0xc008aeb0
+
+
+KVM_RUN_FIELDS: Final[dict[str, tuple[int, int]]] = {
+    "immediate-exit": (1, 1),
+    "exit-reason": (8, 4),
+    "mmio-phys-addr": (32, 8),
+    "mmio-data": (40, 8),
+    "mmio-len": (48, 4),
+    "mmio-is-write": (52, 1),
+    "system-event-type": (32, 4),
+}
+"""struct kvm_run fields: name -> (byte offset, size)."""
+
+
+class ExitReason(IntEnum):
+    """kvm_run.exit_reason values the harness handles."""
+
+    INTR = 10
+    MMIO = 6
+    FAIL_ENTRY = 9
+    INTERNAL_ERROR = 17
+    SYSTEM_EVENT = 24
+
+
+class SystemEvent(IntEnum):
+    """kvm_run.system_event.type values."""
+
+    SHUTDOWN = 1
+    RESET = 2
+    SUSPEND = 5
+
+
+REG_SIZE_SHIFT: Final[int] = 52
+REG_SIZE_MASK: Final[int] = 0x00f0000000000000
+CORE_REGISTER_BASE: Final[int] = 0x6030000000100000
+"""KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE: add a 32-bit word offset for an id."""
+CORE_REGISTER_WORDS: Final[dict[str, tuple[int, int]]] = {
+    "x": (0, 31),
+    "sp": (62, 1),
+    "pc": (64, 1),
+    "pstate": (66, 1),
+}
+"""Core registers: name -> (first 32-bit word in struct kvm_regs, count); each is 64 bits."""

@@ -22,6 +22,8 @@ class Capabilities:
     kernel: str | None
     arch: str
     features: frozenset[str] = field(default_factory=frozenset)
+    host_levels: dict[str, int] | None = field(default=None, compare=False)
+    provenance: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class Adapter(Protocol):

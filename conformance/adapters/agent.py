@@ -93,7 +93,13 @@ class AgentAdapter:
             self.hello.get("kernel"),
             self.hello.get("arch", "arm64"),
             frozenset(self.hello.get("features", [])),
+            self.hello.get("host-levels"),
+            self.describe(),
         )
+
+    def describe(self) -> dict[str, str]:
+        """Provenance the results should carry beyond the hello (the booted kernel package)."""
+        return {}
 
     def run_programs(self, programs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         observed: list[list[dict[str, Any]]] = []

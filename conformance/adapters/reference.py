@@ -36,5 +36,6 @@ def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
     """Options: `without=guest-calls,...` withholds capabilities, to certify as a narrower
     implementation would (its cases then report not-applicable)."""
     without = frozenset(filter(None, options.get("without", "").split(",")))
-    kvm = ReferenceKvm(str(profile.release), profile.host.name, profile.arch)
+    levels = {name: value.name for name, value in profile.host.levels.items()}
+    kvm = ReferenceKvm(str(profile.release), levels, profile.arch)
     return ReferenceAdapter(kvm, without)

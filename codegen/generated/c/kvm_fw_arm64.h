@@ -3,7 +3,7 @@
  * Regenerate with: kvm-fwspec generate
  * source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
  * source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
- * source: spec/api.yaml sha256:f5e72fbe31f9ecc90f0c8f9d65950b9e662ef090b40a50e4c103e3cf08c955b2
+ * source: spec/api.yaml sha256:5991beac2ca135222b814b44d21650f24818167a9c425d92aa7ad31f09aebe20
  * source: spec/registers.yaml sha256:daa313146bd221215ccc7ce0e815ce85bb80d05c214cba1f8faa31ac3ddf0c5e
  * source: spec/psci.yaml sha256:24a7d2ae903d378eba695048e332324afd3d141cec4be3365a9367e9874e94f7
  * source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f

@@ -1,0 +1,51 @@
+"""Real KVM: a Debian arm64 kernel booted under QEMU, its /dev/kvm served by the kvm agent.
+
+Options: `kernel-package=NAME` pins an exact package instead of the newest of the release
+line; `cache=DIR` (default ~/.cache/kvm-fwspec) keeps downloads, kernels and images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from conformance.adapters.agent import AgentAdapter
+from conformance.harness.debian import IsolatedApt
+from conformance.harness.initramfs import build
+from conformance.harness.kernels import Kernel, fetch_kernel, line_for
+from conformance.harness.qemu import BOOT_TIMEOUT, Guest
+from conformance.profile import Profile
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kvm-fwspec"
+
+
+class QemuAdapter(AgentAdapter):
+    """The agent adapter over a booted guest; closing it powers the guest off."""
+
+    name = "qemu"
+
+    def __init__(self, kernel: Kernel, guest: Guest, batch: int) -> None:
+        super().__init__(guest.channel(), batch, BOOT_TIMEOUT)
+        self.kernel = kernel
+        self.guest = guest
+
+    def describe(self) -> dict[str, str]:
+        return {"kernel-packages": self.kernel.label, "kernel-uname": self.kernel.uname}
+
+
+def prepare(release: str, cache: Path, exact: str | None = None) -> tuple[Kernel, Path]:
+    """Fetch the kernel of `release` (or the exact package) and build its initramfs."""
+    apt = IsolatedApt(cache / "apt")
+    apt.update()
+    kernel = fetch_kernel(apt, cache, line_for(release), exact)
+    return kernel, build(apt, cache, kernel)
+
+
+def create(profile: Profile, options: Mapping[str, str]) -> QemuAdapter:
+    cache = Path(options.get("cache", default_cache()))
+    kernel, initramfs = prepare(str(profile.release), cache, options.get("kernel-package"))
+    return QemuAdapter(kernel, Guest(kernel, initramfs), int(options.get("batch", 256)))

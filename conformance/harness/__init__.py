@@ -1,0 +1,1 @@
+"""Boot real arm64 KVM hosts under QEMU from Debian's packages and serve their /dev/kvm."""

@@ -1,0 +1,129 @@
+"""Debian's arm64 packages through an apt configuration of our own.
+
+Everything apt keeps (sources, lists, downloaded .debs) lives under the cache directory, so
+the host's own apt sources are never touched. Packages are downloaded with `apt-get download`
+and unpacked with `dpkg -x`, never installed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MIRRORS = {
+    "bullseye": "http://deb.debian.org/debian bullseye main",
+    "bookworm": "http://deb.debian.org/debian bookworm main",
+    "bookworm-security": "http://deb.debian.org/debian-security bookworm-security main",
+    "unstable": "http://deb.debian.org/debian unstable main",
+}
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+class AptError(Exception):
+    """apt could not do what was asked; the message says what."""
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    suite: str
+
+
+class IsolatedApt:
+    """apt-get and apt-cache confined to `root`, for arm64 packages of the suites above."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sources = root / "sources.list"
+        self.debs = root / "debs"
+
+    def _options(self) -> list[str]:
+        return [
+            "-o", f"Dir::Etc::sourcelist={self.sources}",
+            "-o", "Dir::Etc::sourceparts=-",
+            "-o", f"Dir::State::Lists={self.root / 'lists'}",
+            "-o", f"Dir::Cache={self.root / 'cache'}",
+            "-o", "APT::Architecture=arm64",
+            "-o", "APT::Architectures::=arm64",
+            "-o", "Debug::NoLocking=1",
+            "-o", "APT::Sandbox::User=root",
+        ]  # fmt: skip
+
+    def _run(self, *args: str, cwd: Path | None = None) -> str:
+        result = subprocess.run(
+            [*args[:1], *self._options(), *args[1:]], capture_output=True, text=True, cwd=cwd
+        )
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise AptError(f"{' '.join(args[:2])} failed: {last}")
+        return result.stdout
+
+    def update(self) -> None:
+        """Write our sources list and fetch the package lists."""
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.debs.mkdir(parents=True, exist_ok=True)
+        lines = [f"deb [arch=arm64 signed-by={KEYRING}] {source}" for source in MIRRORS.values()]
+        self.sources.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._run("apt-get", "-q", "update")
+
+    def candidates(self, pattern: str, suite: str) -> list[Package]:
+        """Packages whose whole name matches `pattern` in `suite`, newest first."""
+        names = [
+            line.split(" ", 1)[0]
+            for line in self._run(
+                "apt-cache", "search", "--names-only", f"^{pattern}$"
+            ).splitlines()
+        ]
+        found = []
+        for name in names:
+            for version, suites in _versions(self._run("apt-cache", "policy", name)):
+                if any(s == suite for s in suites):
+                    found.append(Package(name, version, suite))
+        return sorted(found, key=lambda p: _version_key(p.version), reverse=True)
+
+    def download(self, package: Package) -> Path:
+        """The package's .deb, downloaded once into the cache."""
+        existing = sorted(self.debs.glob(f"{package.name}_*.deb"))
+        wanted = [p for p in existing if _deb_version(p) == package.version]
+        if wanted:
+            return wanted[0]
+        self._run("apt-get", "-q", "download", f"{package.name}={package.version}", cwd=self.debs)
+        wanted = [
+            p for p in self.debs.glob(f"{package.name}_*.deb") if _deb_version(p) == package.version
+        ]
+        if not wanted:
+            raise AptError(
+                f"{package.name} {package.version} downloaded but not found in {self.debs}"
+            )
+        return wanted[0]
+
+
+def extract(deb: Path, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg", "-x", str(deb), str(into)], check=True)
+
+
+def _versions(policy: str) -> list[tuple[str, list[str]]]:
+    """(version, suites) pairs from `apt-cache policy` output."""
+    result: list[tuple[str, list[str]]] = []
+    for line in policy.splitlines():
+        match = re.match(r"^\s+(?:\*\*\* )?(\S+) \d+$", line)
+        if match:
+            result.append((match.group(1), []))
+        elif result and "http" in line:
+            parts = line.split()
+            result[-1][1].append(parts[-3].split("/")[0])
+    return result
+
+
+def _deb_version(path: Path) -> str:
+    return path.name.split("_")[1].replace("%3a", ":")
+
+
+def _version_key(version: str) -> list[tuple[int, str]]:
+    """Order Debian versions well enough for kernel packages: numbers compare as numbers."""
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"[.+~:-]", version)]
