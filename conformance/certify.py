@@ -40,7 +40,9 @@ def certify(
 ) -> int:
     """Run the suite; print the verdict line; 0 when the implementation conforms."""
     spec = load_spec()
-    resolve_profile(spec, kernel, spec.host_profiles[0].name if host == "auto" else host, arch)  # fail early
+    resolve_profile(
+        spec, kernel, spec.host_profiles[0].name if host == "auto" else host, arch
+    )  # fail early
     if adapter not in adapter_names():
         raise UsageError(f"no adapter '{adapter}'; installed: {', '.join(adapter_names())}")
     args = [

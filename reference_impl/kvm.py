@@ -71,9 +71,12 @@ class ReferenceKvm:
         self.quirks = quirks
         self.release = _release(release)
         self.arch = arch
-        self.host: dict[str, str] = next(h for h in tables["host-profiles"] if h["name"] == host)[
-            "levels"
-        ]
+        # A named host profile of the tables, or the level each workaround register reports.
+        self.host: Mapping[str, str] = (
+            next(h for h in tables["host-profiles"] if h["name"] == host)["levels"]
+            if isinstance(host, str)
+            else host
+        )
         layout = next(lay for lay in tables["layouts"] if lay["name"] == "reg-id")
         self.fields = {f["name"]: _Field(f) for f in layout["fields"]}
         self.registers = [
