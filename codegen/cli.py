@@ -101,6 +101,12 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qemu(args: argparse.Namespace) -> int:
+    from conformance.harness.realkvm import run_qemu
+
+    return run_qemu(args.kernel, args.kernel_package, args.cache, args.report)
+
+
 def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
@@ -157,6 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default=None, metavar="HOST:PORT", help="serve TCP instead of stdin/stdout"
     )
     agent.set_defaults(handler=_agent)
+    qemu = sub.add_parser(
+        "qemu", help="certify real KVM: boot Debian arm64 kernels under QEMU and run the suite"
+    )
+    qemu.add_argument(
+        "--kernel",
+        default="pinned",
+        help="a release line (5.10, 6.1, ...), 'pinned' (all) or 'latest'",
+    )
+    qemu.add_argument("--kernel-package", default=None, help="an exact Debian package for the line")
+    qemu.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="downloads and images (default ~/.cache/kvm-fwspec)",
+    )
+    qemu.add_argument(
+        "--report", type=Path, default=Path("reports/real-kvm"), help="report directory"
+    )
+    qemu.set_defaults(handler=_qemu)
     return parser
 
 

@@ -62,8 +62,12 @@ class Lifetime:
     until: Release | None = None
     backports: tuple[Release, ...] = ()
 
-    def covers(self, release: Release) -> bool:
-        return self.since <= release and (self.until is None or release < self.until)
+    def covers(self, release: Release, stable: bool = False) -> bool:
+        """Whether the thing exists in `release`; with `stable`, in the newest stable release
+        of that line, which also has what was backported to it."""
+        if self.until is not None and release >= self.until:
+            return False
+        return self.since <= release or (stable and release in self.backports)
 
 
 @dataclass(frozen=True)
@@ -190,10 +194,10 @@ class Register:
     kernel_docs: tuple[KernelDocs, ...] = ()
     arch_features_since: Release | None = None
 
-    def exists_on(self, arch: str, release: Release) -> bool:
+    def exists_on(self, arch: str, release: Release, stable: bool = False) -> bool:
         return any(
             a.name == arch and a.lifetime.covers(release) for a in self.architectures
-        ) and self.lifetime.covers(release)
+        ) and self.lifetime.covers(release, stable)
 
 
 @dataclass(frozen=True)

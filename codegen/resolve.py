@@ -73,12 +73,16 @@ class _Resolver:
         return release
 
     def lifetime(
-        self, stem: str, path: JsonPath, raw: Raw, default: Release | None = None
+        self, stem: str, path: JsonPath, raw: Raw, parent: Lifetime | None = None
     ) -> Lifetime:
+        """[since, until) and backports; a part of something (a register's value, bit or rule)
+        starts with it, and shares its stable backports when it starts with it."""
         since = (
             self.release(stem, (*path, "since"), raw["since"])
             if "since" in raw
-            else default or self.releases[0]
+            else parent.since
+            if parent
+            else self.releases[0]
         )
         until = self.release(stem, (*path, "until"), raw["until"]) if "until" in raw else None
         if until is not None and until <= since:
@@ -94,6 +98,8 @@ class _Resolver:
                     (*path, "backports", i),
                     f"backport {backport} is not before since {since}",
                 )
+        if parent is not None and "backports" not in raw and since == parent.since:
+            backports = parent.backports
         return Lifetime(since, until, backports)
 
     def unique(self, stem: str, path: JsonPath, items: Iterable[Raw], key: str, what: str) -> None:
@@ -408,7 +414,7 @@ class _Resolver:
                     )
                 ids_seen[reg_id_value] = raw["name"]
             layout = self.register_layout(path, raw)
-            values = self.register_values(path, raw, layout)
+            values = self.register_values(path, raw, layout, lifetime)
             bits = self.register_bits(path, raw, services, lifetime)
             registers.append(
                 Register(
@@ -453,7 +459,7 @@ class _Resolver:
         return self.resolve_fields("registers", (*path, "layout"), raw["layout"], 64)
 
     def register_values(
-        self, path: JsonPath, raw: Raw, layout: tuple[Field, ...]
+        self, path: JsonPath, raw: Raw, layout: tuple[Field, ...], lifetime: Lifetime
     ) -> tuple[NamedValue, ...]:
         raws = raw.get("values", [])
         if raw["kind"] != "level" and raws:
@@ -478,7 +484,7 @@ class _Resolver:
                     v["c-name"],
                     v["value"],
                     v["doc"],
-                    self.lifetime("registers", vpath, v),
+                    self.lifetime("registers", vpath, v, lifetime),
                     v.get("arch-features"),
                 )
             )
@@ -507,7 +513,7 @@ class _Resolver:
                     b["c-name"],
                     b["bit"],
                     b["doc"],
-                    self.lifetime("registers", bpath, b, lifetime.since),
+                    self.lifetime("registers", bpath, b, lifetime),
                     service,
                 )
             )
@@ -825,7 +831,7 @@ class _Resolver:
         prefix = f"{target_name}/{raw['op']}/"
         if not raw["id"].startswith(prefix):
             self.error("rules", (*path, "id"), f"rule id must start with '{prefix}'")
-        lifetime = self.lifetime("rules", path, raw, register.lifetime.since if register else None)
+        lifetime = self.lifetime("rules", path, raw, register.lifetime if register else None)
         if register is not None and lifetime.since < register.lifetime.since:
             self.error(
                 "rules",

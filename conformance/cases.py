@@ -221,12 +221,10 @@ class CaseBuilder:
             enabled = sim.stored[register.name]
             before = len(sim.steps)
             for bit in register.bits:
-                if not bit.lifetime.covers(self.profile.release) or bit.service is None:
+                if not self.profile.has(bit.lifetime) or bit.service is None:
                     continue
                 for function in self.spec.smccc_functions:
-                    if function.service != bit.service or not function.lifetime.covers(
-                        self.profile.release
-                    ):
+                    if function.service != bit.service or not self.profile.has(function.lifetime):
                         continue
                     if not enabled & bit.mask:
                         sim.call(function.function_id, NOT_SUPPORTED)
@@ -251,7 +249,7 @@ class CaseBuilder:
             kvm is not None
             and kvm.needs_capability is None
             and version >= kvm.from_version.encoded
-            and kvm.lifetime.covers(self.profile.release)
+            and self.profile.has(kvm.lifetime)
         )
 
     def _features_answer(self, fid: int, version: int) -> int:

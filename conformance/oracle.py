@@ -50,9 +50,11 @@ class Oracle:
         self.size_field = layout.field("size")
         self.class_field = layout.field("class")
         self.index_field = layout.field("index")
-        self.registers = [r for r in spec.registers if r.exists_on(profile.arch, profile.release)]
+        self.registers = [
+            r for r in spec.registers if r.exists_on(profile.arch, profile.release, profile.stable)
+        ]
         self.psci_versions = frozenset(
-            v.encoded for v in spec.psci_versions if v.lifetime.covers(profile.release)
+            v.encoded for v in spec.psci_versions if profile.has(v.lifetime)
         )
         self.psci_latest = spec.psci_latest_in(profile.release).encoded
 
@@ -73,7 +75,7 @@ class Oracle:
     def known_bits(self, register: Register) -> int:
         mask = 0
         for bit in register.bits:
-            if bit.lifetime.covers(self.profile.release):
+            if self.profile.has(bit.lifetime):
                 mask |= bit.mask
         return mask
 
@@ -108,13 +110,13 @@ class Oracle:
         """The rules that apply to this id and op in this profile, in decision order."""
         class_value = self.class_field.extract(reg_id)
         register = self.register_for(reg_id)
-        release, arch = self.profile.release, self.profile.arch
+        arch = self.profile.arch
         return [
             rule
             for rule in self.spec.rules
             if rule.op == op
             and arch in rule.architectures
-            and rule.lifetime.covers(release)
+            and self.profile.has(rule.lifetime)
             and (
                 (rule.register_class is not None and rule.register_class.value == class_value)
                 or (rule.register is not None and rule.register is register)

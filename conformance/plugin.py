@@ -71,7 +71,7 @@ class ConformanceRun:
             and claimed != str(self.profile.release)
             and capabilities.implementation != "unavailable"
         ):
-            reason = f"the implementation is KVM {claimed}, the profile is {self.profile.release}"
+            reason = f"the implementation is KVM {claimed}, the profile is {self.profile.kernel}"
             results = [
                 CaseResult(r.id, r.rule, "error", r.expected, r.observed, r.duration, reason)
                 for r in results
@@ -142,7 +142,12 @@ class ConformancePlugin:
             return  # workers report to the controller, which writes the results
         caps = self.run.capabilities
         capabilities = Capabilities(
-            caps["implementation"], caps["kernel"], caps["arch"], frozenset(caps["features"])
+            caps["implementation"],
+            caps["kernel"],
+            caps["arch"],
+            frozenset(caps["features"]),
+            None,
+            caps["provenance"],
         )
         document = build_document(
             self.run.spec, self.run.profile, self.run.adapter_name, capabilities, self.run.collected

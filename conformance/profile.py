@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.errors import UsageError
-from codegen.model import HostProfile, Register, Release, Spec
+from codegen.model import HostProfile, Lifetime, Register, Release, Spec
 
 
 @dataclass(frozen=True)
@@ -15,10 +15,19 @@ class Profile:
     arch: str
     release: Release
     host: HostProfile
+    stable: bool = False
+
+    @property
+    def kernel(self) -> str:
+        """`6.1` for the release as Linus tagged it, `6.1.y` for its newest stable release."""
+        return f"{self.release}.y" if self.stable else str(self.release)
 
     @property
     def label(self) -> str:
-        return f"{self.arch} {self.release} host={self.host.name}"
+        return f"{self.arch} {self.kernel} host={self.host.name}"
+
+    def has(self, lifetime: Lifetime) -> bool:
+        return lifetime.covers(self.release, self.stable)
 
 
 LEVELS_PREFIX = "levels:"
@@ -63,12 +72,16 @@ def observed_host(spec: Spec, reported: dict[str, int]) -> str:
 
 def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> Profile:
     """Validate user-given names against the spec; `latest` is the newest release it knows."""
+    stable = kernel.endswith(".y")
+    kernel = kernel.removesuffix(".y")
     release = spec.releases[-1] if kernel == "latest" else None
     if release is None:
         try:
             release = Release.parse(kernel)
         except ValueError:
-            raise UsageError(f"kernel '{kernel}' is not a release such as 6.12") from None
+            raise UsageError(
+                f"kernel '{kernel}' is not a release such as 6.12 (or 6.12.y for its stable series)"
+            ) from None
         if release not in spec.releases:
             raise UsageError(
                 f"kernel {release} is not a release the spec knows ({spec.releases[0]}-{spec.releases[-1]})"
@@ -83,4 +96,4 @@ def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> 
     architecture = next((a for a in spec.architectures if a.name == arch), None)
     if architecture is None or not architecture.lifetime.covers(release):
         raise UsageError(f"KVM on {arch} hosts does not exist in {release}")
-    return Profile(arch, release, found)
+    return Profile(arch, release, found, stable)

@@ -72,7 +72,7 @@ def build_document(
             "capabilities": sorted(capabilities.features),
             "implementation-provenance": capabilities.provenance,
             "arch": profile.arch,
-            "kernel": str(profile.release),
+            "kernel": profile.kernel,
             "host-profile": profile.host.name,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "python": platform.python_version(),

@@ -39,10 +39,12 @@ def _release(text: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _covers(entry: Mapping[str, Any], release: tuple[int, int]) -> bool:
-    if _release(entry["since"]) > release:
+def _covers(entry: Mapping[str, Any], release: tuple[int, int], stable: bool = False) -> bool:
+    """Whether a table entry exists in `release` (with `stable`: also if backported to it)."""
+    if "until" in entry and release >= _release(entry["until"]):
         return False
-    return "until" not in entry or release < _release(entry["until"])
+    backported = stable and any(_release(b) == release for b in entry.get("backports", []))
+    return _release(entry["since"]) <= release or backported
 
 
 class _Field:
@@ -66,8 +68,10 @@ class ReferenceKvm:
         arch: str = "arm64",
         tables: Mapping[str, Any] = MODEL,
         quirks: Quirks = Quirks(),
+        stable: bool = False,
     ) -> None:
         self.tables = tables
+        self.stable = stable
         self.quirks = quirks
         self.release = _release(release)
         self.arch = arch
@@ -82,15 +86,16 @@ class ReferenceKvm:
         self.registers = [
             r
             for r in tables["registers"]
-            if arch in r["ids"] and _covers(r, self.release) and self._arch_covers()
+            if arch in r["ids"] and self.covers(r) and self._arch_covers()
         ]
-        self.rules = [
-            r for r in tables["rules"] if arch in r["architectures"] and _covers(r, self.release)
-        ]
-        versions = [v for v in tables["psci"]["versions"] if _covers(v, self.release)]
+        self.rules = [r for r in tables["rules"] if arch in r["architectures"] and self.covers(r)]
+        versions = [v for v in tables["psci"]["versions"] if self.covers(v)]
         self.psci_versions = frozenset(v["encoded"] for v in versions)
         latest = next(p for p in tables["psci"]["latest"] if _covers(p, self.release))["version"]
         self.psci_latest = int(next(v["encoded"] for v in versions if v["name"] == latest))
+
+    def covers(self, entry: Mapping[str, Any]) -> bool:
+        return _covers(entry, self.release, self.stable)
 
     def _arch_covers(self) -> bool:
         arch = next(a for a in self.tables["architectures"] if a["name"] == self.arch)
@@ -105,7 +110,7 @@ class ReferenceKvm:
         return next((r for r in self.registers if r["ids"][self.arch] == reg_id), None)
 
     def known_bits(self, register: Mapping[str, Any]) -> int:
-        return sum(1 << b["bit"] for b in register["bits"] if _covers(b, self.release))
+        return sum(1 << b["bit"] for b in register["bits"] if self.covers(b))
 
     def names(
         self, register: Mapping[str, Any] | None, reg_id: int, state: Mapping[str, Value]
@@ -276,7 +281,7 @@ class ReferenceVcpu:
         tables, kvm = self.vm.kvm.tables, self.vm.kvm
         psci = tables["psci"]
         for function in tables["smccc"]["functions"]:
-            if function["function-id"] == function_id and _covers(function, kvm.release):
+            if function["function-id"] == function_id and kvm.covers(function):
                 return {"x0": self._smccc(function, args)}
         version = self.psci_version()
         if version == 0x1:
@@ -295,7 +300,7 @@ class ReferenceVcpu:
             for v in self.vm.kvm.tables["psci"]["versions"]
             if v["name"] == kvm_side["from"]
         )
-        return version >= from_version and _covers(kvm_side, self.vm.kvm.release)
+        return version >= from_version and self.vm.kvm.covers(kvm_side)
 
     def _psci(
         self, function: Mapping[str, Any], version: int, args: list[int]
@@ -340,7 +345,7 @@ class ReferenceVcpu:
         kvm = self.vm.kvm
         for register in kvm.registers:
             for bit in register["bits"]:
-                if bit["service"] == service and _covers(bit, kvm.release):
+                if bit["service"] == service and kvm.covers(bit):
                     return kvm.quirks.bitmap_gate_ignored or bool(
                         self.stored[register["name"]] >> bit["bit"] & 1
                     )

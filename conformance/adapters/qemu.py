@@ -46,6 +46,11 @@ def prepare(release: str, cache: Path, exact: str | None = None) -> tuple[Kernel
 
 
 def create(profile: Profile, options: Mapping[str, str]) -> QemuAdapter:
+    """Options: `line` boots another Debian line than the profile's release (unstable moved on),
+    `timeout` bounds each answer (boot included) in seconds."""
     cache = Path(options.get("cache", default_cache()))
-    kernel, initramfs = prepare(str(profile.release), cache, options.get("kernel-package"))
-    return QemuAdapter(kernel, Guest(kernel, initramfs), int(options.get("batch", 256)))
+    line = options.get("line", str(profile.release))
+    kernel, initramfs = prepare(line, cache, options.get("kernel-package"))
+    adapter = QemuAdapter(kernel, Guest(kernel, initramfs), int(options.get("batch", 256)))
+    adapter.timeout = float(options.get("timeout", BOOT_TIMEOUT))
+    return adapter

@@ -37,5 +37,5 @@ def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
     implementation would (its cases then report not-applicable)."""
     without = frozenset(filter(None, options.get("without", "").split(",")))
     levels = {name: value.name for name, value in profile.host.levels.items()}
-    kvm = ReferenceKvm(str(profile.release), levels, profile.arch)
+    kvm = ReferenceKvm(str(profile.release), levels, profile.arch, stable=profile.stable)
     return ReferenceAdapter(kvm, without)

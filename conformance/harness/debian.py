@@ -70,19 +70,21 @@ class IsolatedApt:
         self.sources.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self._run("apt-get", "-q", "update")
 
-    def candidates(self, pattern: str, suite: str) -> list[Package]:
-        """Packages whose whole name matches `pattern` in `suite`, newest first."""
-        names = [
-            line.split(" ", 1)[0]
-            for line in self._run(
-                "apt-cache", "search", "--names-only", f"^{pattern}$"
-            ).splitlines()
+    def candidates(self, pattern: str, suites: tuple[str, ...]) -> list[Package]:
+        """Packages whose whole name matches `pattern` in any of `suites`, newest first.
+
+        Two apt-cache calls whatever the number of names: each call reads every list."""
+        search = self._run("apt-cache", "search", "--names-only", f"^({pattern})$")
+        names = sorted({line.split(" ", 1)[0] for line in search.splitlines()})
+        if not names:
+            return []
+        found = [
+            Package(name, version, suite)
+            for name, versions in _policies(self._run("apt-cache", "policy", *names)).items()
+            for version, in_suites in versions
+            for suite in in_suites
+            if suite in suites
         ]
-        found = []
-        for name in names:
-            for version, suites in _versions(self._run("apt-cache", "policy", name)):
-                if any(s == suite for s in suites):
-                    found.append(Package(name, version, suite))
         return sorted(found, key=lambda p: _version_key(p.version), reverse=True)
 
     def download(self, package: Package) -> Path:
@@ -107,16 +109,19 @@ def extract(deb: Path, into: Path) -> None:
     subprocess.run(["dpkg", "-x", str(deb), str(into)], check=True)
 
 
-def _versions(policy: str) -> list[tuple[str, list[str]]]:
-    """(version, suites) pairs from `apt-cache policy` output."""
-    result: list[tuple[str, list[str]]] = []
+def _policies(policy: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """name -> (version, suites) pairs, from `apt-cache policy NAME...` output."""
+    result: dict[str, list[tuple[str, list[str]]]] = {}
+    versions: list[tuple[str, list[str]]] = []
     for line in policy.splitlines():
+        if line and not line.startswith(" "):
+            versions = result.setdefault(line.rstrip(":").removesuffix(":arm64"), [])
+            continue
         match = re.match(r"^\s+(?:\*\*\* )?(\S+) \d+$", line)
         if match:
-            result.append((match.group(1), []))
-        elif result and "http" in line:
-            parts = line.split()
-            result[-1][1].append(parts[-3].split("/")[0])
+            versions.append((match.group(1), []))
+        elif versions and "http" in line:
+            versions[-1][1].append(line.split()[-3].split("/")[0])
     return result
 
 

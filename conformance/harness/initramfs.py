@@ -17,7 +17,7 @@ from pathlib import Path
 
 from codegen.generate import ROOT
 from conformance.harness.debian import IsolatedApt, extract
-from conformance.harness.kernels import Kernel, newest
+from conformance.harness.kernels import Kernel
 
 USERLAND = ("busybox-static", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
             "libc6", "zlib1g", "libexpat1")  # fmt: skip
@@ -52,12 +52,13 @@ echo "kvm-fwspec: agent exited with $?"
 
 def userland(apt: IsolatedApt, cache: Path) -> Path:
     """Busybox, Python and its libraries, unpacked once per set of package versions."""
+    found = apt.candidates("|".join(name.replace(".", r"\.") for name in USERLAND), USERLAND_SUITES)
     packages = []
     for name in USERLAND:
-        found = newest(apt, name.replace(".", r"\."), USERLAND_SUITES)
-        if not found:
+        newest = next((p for p in found if p.name == name), None)
+        if newest is None:
             raise RuntimeError(f"{name} not found in {', '.join(USERLAND_SUITES)}")
-        packages.append(found[0])
+        packages.append(newest)
     key = hashlib.sha256("\n".join(f"{p.name}={p.version}" for p in packages).encode()).hexdigest()[
         :16
     ]

@@ -64,22 +64,13 @@ def line_for(release: str) -> KernelLine:
     raise UsageError(f"no Debian kernel line for {release}; {LINES_FILE.name} names {known}")
 
 
-def newest(apt: IsolatedApt, pattern: str, suites: tuple[str, ...]) -> list[Package]:
-    found = [p for suite in suites for p in apt.candidates(pattern, suite)]
-    return sorted(found, key=lambda p: _numbers(p.version), reverse=True)
-
-
-def _numbers(version: str) -> list[int]:
-    return [int(n) for n in re.findall(r"\d+", version)]
-
-
 def fetch_kernel(
     apt: IsolatedApt, cache: Path, line: KernelLine, exact: str | None = None
 ) -> Kernel:
     """The newest package of `line` the registry really serves (or `exact`), unpacked."""
     main_pattern = re.escape(exact) if exact else line.packages[0]
     errors = []
-    for package in newest(apt, main_pattern, line.suites):
+    for package in apt.candidates(main_pattern, line.suites):
         try:
             debs = [apt.download(package)]
             extras = []
@@ -87,7 +78,7 @@ def fetch_kernel(
                 "-unsigned"
             )
             for pattern in line.packages[1:]:
-                extra = newest(apt, re.escape(pattern.format(abi=abi)), line.suites)
+                extra = apt.candidates(re.escape(pattern.format(abi=abi)), line.suites)
                 if not extra:
                     raise AptError(f"no {pattern.format(abi=abi)} in {', '.join(line.suites)}")
                 extras.append(extra[0])

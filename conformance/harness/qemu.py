@@ -79,16 +79,31 @@ class Guest:
             return ""
         return "; console: " + " | ".join(line.strip() for line in text) if text else ""
 
+    def gone(self, why: str) -> AgentError:
+        """The error for a guest that went away, with QEMU's exit status and the console."""
+        try:
+            status = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return AgentError(f"the guest stopped answering ({why}){self.tail()}")
+        return AgentError(f"the guest's QEMU exited with {status} ({why}){self.tail()}")
+
     def channel(self) -> Channel:
         def receive() -> bytes:
-            data = self.sock.recv(65536)
-            if not data and self.process.poll() is not None:
-                raise AgentError(
-                    f"the guest's QEMU exited with {self.process.returncode}{self.tail()}"
-                )
+            try:
+                data = self.sock.recv(65536)
+            except OSError as exc:
+                raise self.gone(str(exc)) from None
+            if not data:
+                raise self.gone("connection closed")
             return data
 
-        return Channel(self.sock.fileno(), receive, self.sock.sendall, self.stop)
+        def send(data: bytes) -> None:
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                raise self.gone(str(exc)) from None
+
+        return Channel(self.sock.fileno(), receive, send, self.stop)
 
     def stop(self) -> None:
         """Close the channel and end QEMU (the agent powers the guest off on bye)."""

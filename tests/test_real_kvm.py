@@ -1,0 +1,89 @@
+"""Real KVM under QEMU: a dead or hung guest fails fast and clearly, and images are cached.
+
+These boot Debian's 6.1 arm64 kernel (the packages .ci/run installs make that possible);
+the four-kernel certification itself runs in .ci/run as `kvm-fwspec qemu`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from codegen.loader import load_spec
+from conformance.adapters.qemu import QemuAdapter, default_cache, prepare
+from conformance.cases import build_cases
+from conformance.harness.qemu import Guest
+from conformance.profile import resolve_profile
+from conformance.verdicts import certify_cases
+
+SPEC = load_spec()
+CACHE = default_cache()
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple:  # type: ignore[type-arg]
+    return prepare("6.1", CACHE)
+
+
+def boot(images: tuple, timeout: float) -> QemuAdapter:  # type: ignore[type-arg]
+    kernel, initramfs = images
+    adapter = QemuAdapter(kernel, Guest(kernel, initramfs), 64)
+    adapter.timeout = timeout
+    return adapter
+
+
+def test_second_prepare_reuses_the_cache(images: tuple) -> None:  # type: ignore[type-arg]
+    kernel, initramfs = images
+    debs = sorted((CACHE / "apt" / "debs").glob("*.deb"))
+    stamps = {p: p.stat().st_mtime_ns for p in debs}
+    start = time.monotonic()
+    again = prepare("6.1", CACHE)
+    assert again == (kernel, initramfs)
+    assert {p: p.stat().st_mtime_ns for p in debs} == stamps
+    assert sorted((CACHE / "apt" / "debs").glob("*.deb")) == debs
+    assert time.monotonic() - start < 30
+
+
+def test_real_kvm_answers_and_reports_its_host(images: tuple) -> None:  # type: ignore[type-arg]
+    adapter = boot(images, 120)
+    try:
+        capabilities = adapter.capabilities()
+        assert capabilities.kernel == "6.1" and capabilities.implementation.startswith(
+            "Linux KVM 6.1"
+        )
+        assert set(capabilities.host_levels or {}) == {
+            r.name for r in SPEC.registers if r.kind == "level"
+        }
+        assert "kernel-packages" in capabilities.provenance
+    finally:
+        adapter.close()
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_a_dead_guest_fails_the_run_within_a_bounded_time(images: tuple, fault: str) -> None:  # type: ignore[type-arg]
+    adapter = boot(images, 10)
+    profile = resolve_profile(SPEC, "6.1.y", "levels:not-required/not-avail/not-avail")
+    cases = build_cases(SPEC, profile)[:50]
+    try:
+        adapter.capabilities()  # booted and answering
+        if fault == "killed":
+            adapter.guest.kill()
+        else:
+            os.kill(adapter.guest.process.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        _, results = certify_cases(adapter, cases)
+        elapsed = time.monotonic() - start
+    finally:
+        if fault == "hung":
+            os.kill(adapter.guest.process.pid, signal.SIGCONT)
+            adapter.guest.kill()
+        adapter.close()
+    assert {r.outcome for r in results} == {"error"}
+    reason = results[0].reason
+    assert (
+        ("exited" in reason) if fault == "killed" else ("did not answer within 10 s" in reason)
+    ), reason
+    assert elapsed < 30
