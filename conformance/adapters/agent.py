@@ -140,11 +140,15 @@ def _process_channel(argv: list[str]) -> Channel:
     stdin, stdout = process.stdin, process.stdout
 
     def send(data: bytes) -> None:
-        stdin.write(data)
-        stdin.flush()
+        try:
+            stdin.write(data)
+            stdin.flush()
+        except BrokenPipeError:
+            raise AgentError(f"the agent exited with {process.wait()}") from None
 
     def stop() -> None:
-        stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # an agent that already exited
+            stdin.close()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -4,10 +4,10 @@
  * source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
  * source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
  * source: spec/api.yaml sha256:5991beac2ca135222b814b44d21650f24818167a9c425d92aa7ad31f09aebe20
- * source: spec/registers.yaml sha256:daa313146bd221215ccc7ce0e815ce85bb80d05c214cba1f8faa31ac3ddf0c5e
+ * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
  * source: spec/psci.yaml sha256:24a7d2ae903d378eba695048e332324afd3d141cec4be3365a9367e9874e94f7
  * source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f
- * source: spec/rules.yaml sha256:642e68253606639f5f1ed8a330c4ccf650965fdc01d310f88b551df44be91bc4
+ * source: spec/rules.yaml sha256:9671a37ca8a5b66d45637b7859d5f6d1022e8cca6f5d9111a132dfd892abf166
  * kvm-fwspec-generated: c-arm64
  */
 #ifndef KVM_FWSPEC_KVM_FW_ARM64_H
