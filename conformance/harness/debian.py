@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class IsolatedApt:
             "-o", "Dir::Etc::sourceparts=-",
             "-o", f"Dir::State::Lists={self.root / 'lists'}",
             "-o", f"Dir::Cache={self.root / 'cache'}",
+            # Keep apt's binary caches (images often turn them off): each apt-cache call would
+            # otherwise re-parse every list, unstable's included, for over a second.
+            "-o", "Dir::Cache::pkgcache=pkgcache.bin",
+            "-o", "Dir::Cache::srcpkgcache=srcpkgcache.bin",
             "-o", "APT::Architecture=arm64",
             "-o", "APT::Architectures::=arm64",
             "-o", "Debug::NoLocking=1",
@@ -61,14 +66,22 @@ class IsolatedApt:
             raise AptError(f"{' '.join(args[:2])} failed: {last}")
         return result.stdout
 
-    def update(self) -> None:
-        """Write our sources list and fetch the package lists."""
+    def update(self, max_age: float = 6 * 3600) -> None:
+        """Write our sources list and fetch the package lists, unless they are fresh enough."""
+        stamp = self.root / "lists" / ".updated"
+        if (
+            stamp.exists()
+            and time.time() - stamp.stat().st_mtime < max_age
+            and self.sources.exists()
+        ):
+            return
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.debs.mkdir(parents=True, exist_ok=True)
         lines = [f"deb [arch=arm64 signed-by={KEYRING}] {source}" for source in MIRRORS.values()]
         self.sources.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self._run("apt-get", "-q", "update")
+        stamp.touch()
 
     def candidates(self, pattern: str, suites: tuple[str, ...]) -> list[Package]:
         """Packages whose whole name matches `pattern` in any of `suites`, newest first.

@@ -140,6 +140,12 @@ def agent_tree(cache: Path) -> Path:
 def build(apt: IsolatedApt, cache: Path, kernel: Kernel) -> Path:
     """The initramfs for `kernel`, rebuilt only when an input changed."""
     tree = userland(apt, cache)
+    inputs = hashlib.sha256(tree.parent.name.encode() + INIT.encode())
+    for path in (*(ROOT / name for name in AGENT_FILES), *kernel.modules):
+        inputs.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    path = cache / "initramfs" / f"{kernel.uname}-{inputs.hexdigest()[:16]}.cpio"
+    if path.exists():
+        return path
     agent = agent_tree(cache)
     archive = Cpio()
     for directory in ("dev", "proc", "sys", "tmp", "modules", "opt"):
@@ -151,11 +157,8 @@ def build(apt: IsolatedApt, cache: Path, kernel: Kernel) -> Path:
         archive.add(f"modules/{module.name}", stat.S_IFREG | 0o644, module.read_bytes())
     modules = " ".join(m.name for m in kernel.modules)
     archive.add("init", stat.S_IFREG | 0o755, INIT.format(modules=modules, port=PORT).encode())
-    data = archive.finish()
-    path = cache / "initramfs" / f"{kernel.uname}-{hashlib.sha256(data).hexdigest()[:16]}.cpio"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(data)
-        temporary.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(archive.finish())
+    temporary.replace(path)
     return path
