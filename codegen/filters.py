@@ -38,7 +38,12 @@ def shift_left(value: int, bits: int) -> int:
     return value << bits
 
 
+def split_lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
+    "split_lines": split_lines,
     "shl": shift_left,
     "hex_u64": hex_u64,
     "hex_u32": hex_u32,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import jinja2
 
-from codegen import __version__
+from codegen import __version__, docs
 from codegen.filters import FILTERS
 from codegen.json_model import model_to_json
-from codegen.model import Spec
+from codegen.model import Register, Release, Rule, Spec
 
 MARKER = "kvm-fwspec-generated:"
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,8 @@ def banner_lines(spec: Spec, name: str) -> list[str]:
 def format_banner(lines: list[str], style: str) -> str:
     if style == "c":
         return "/*\n" + "".join(f" * {line}\n" for line in lines) + " */"
+    if style == "rst":
+        return "..\n" + "\n".join(f"   {line}" for line in lines)
     prefix = {"hash": "# ", "slash": "// "}[style]
     return "\n".join(prefix + line for line in lines)
 
@@ -120,6 +122,130 @@ def _render_reference_tables(spec: Spec, banner: str) -> str:
     )
 
 
+def _docs_template(name: str, **extra: object) -> Callable[[Spec, str], str]:
+    def render(spec: Spec, banner: str) -> str:
+        return _environment().get_template(name).render({"spec": spec, "banner": banner, **extra})
+
+    return render
+
+
+def _register_page(register: Register) -> Callable[[Spec, str], str]:
+    def render(spec: Spec, banner: str) -> str:
+        from conformance.cases import build_cases
+        from conformance.profile import resolve_profile
+
+        profile = resolve_profile(spec, "latest", spec.host_profiles[0].name)
+        counts: dict[str, int] = {}
+        for case in build_cases(spec, profile):
+            counts[case.rule] = counts.get(case.rule, 0) + 1
+        rules = [
+            r
+            for r in spec.rules
+            if r.register is register or r.register_class is register.register_class
+        ]
+        context = {
+            "spec": spec,
+            "banner": banner,
+            "r": register,
+            "diagrams": {arch: docs.id_diagram(spec, register, arch) for arch in register.ids},
+            "rules": rules,
+            "outcomes": {r.id: rule_outcome(r) for r in rules},
+            "case_counts": counts,
+            "profile_label": profile.label,
+        }
+        return _environment().get_template("docs_register.rst.j2").render(context)
+
+    return render
+
+
+def rule_outcome(rule: Rule) -> str:
+    """A rule's outcome in words, for the docs."""
+    if rule.errno:
+        return f"-{rule.errno.name}"
+    if rule.value_text:
+        return f"returns ``{rule.value_text}``"
+    if rule.store_text:
+        return f"accepted, stores ``{rule.store_text}``"
+    if rule.listed is not None:
+        return "listed" if rule.listed else "not listed"
+    if rule.undefined:
+        return f"undefined ({rule.undefined})"
+    return "accepted, nothing stored"
+
+
+def rule_sentence(rule: Rule) -> str:
+    releases = ""
+    if rule.lifetime.until:
+        releases = f" ({rule.lifetime.since} to {rule.lifetime.until})"
+    elif rule.lifetime.since > Release(4, 17):
+        releases = f" (since {rule.lifetime.since})"
+    when = f"when ``{rule.when_text}``" if rule.when_text else "otherwise"
+    return f"{rule.op.upper()}{releases}: {rule_outcome(rule)} {when}."
+
+
+def _kernel_page(spec: Spec, banner: str) -> str:
+    rules_of = {r.name: [rule for rule in spec.rules if rule.register is r] for r in spec.registers}
+    errno_uses: dict[str, list[str]] = {}
+    for rule in spec.rules:
+        if rule.errno:
+            target = (
+                rule.register.c_name
+                if rule.register
+                else f"class {rule.register_class.name if rule.register_class else ''}"
+            )
+            errno_uses.setdefault(rule.errno.name, []).append(
+                f"{target}, {rule.doc.split('.')[0].strip()}"
+            )
+    context = {
+        "spec": spec,
+        "banner": banner,
+        "fw_registers": [r for r in spec.registers if r.kind != "bitmap"],
+        "bmap_registers": [r for r in spec.registers if r.kind == "bitmap"],
+        "rules_of": rules_of,
+        "rule_sentence": {rule.id: rule_sentence(rule) for rule in spec.rules},
+        "errno_uses": sorted(errno_uses.items()),
+    }
+    return _environment().get_template("docs_kernel_page.rst.j2").render(context)
+
+
+CLI_EXAMPLES = [
+    ["decode", "0x6030000000140000"],
+    ["decode", "0x603000000013c082"],
+    ["show", "psci-version/set/reject-0.1-with-psci-0.2"],
+    ["show", "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED"],
+    ["validate"],
+]
+
+
+def docs_outputs(spec: Spec) -> list[Output]:
+    release_items = []
+    for register in spec.registers:
+        release_items.append((f"``{register.c_name}``", register.lifetime))
+        release_items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
+        release_items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
+    pages = [
+        Output(
+            f"docs-register-{r.name}",
+            f"docs/reference/registers/{r.name}.rst",
+            "rst",
+            _register_page(r),
+        )
+        for r in spec.registers
+    ]
+    return [
+        *pages,
+        Output("docs-reference-index", "docs/reference/index.rst", "rst",
+               _docs_template("docs_reference_index.rst.j2", registers=spec.registers)),
+        Output("docs-psci-matrix", "docs/reference/psci-matrix.rst", "rst",
+               _docs_template("docs_psci_matrix.rst.j2", matrix=docs.psci_matrix(spec))),
+        Output("docs-release-matrix", "docs/reference/release-matrix.rst", "rst",
+               _docs_template("docs_release_matrix.rst.j2", points=docs.change_points(spec), items=release_items)),
+        Output("docs-cli-examples", "docs/reference/cli-examples.rst", "rst",
+               _docs_template("docs_cli.rst.j2", examples=docs.cli_examples(CLI_EXAMPLES))),
+        Output("docs-kernel-page", "docs/kernel/fw-pseudo-registers.rst", "rst", _kernel_page),
+    ]  # fmt: skip
+
+
 def outputs(spec: Spec) -> list[Output]:
     """Every generated file, in a fixed order."""
     arches = {a.name: a for a in spec.architectures}
@@ -149,6 +275,7 @@ def outputs(spec: Spec) -> list[Output]:
         ),
         Output("json", "codegen/generated/json/kvm-fwspec.json", "json", _render_json),
         Output("reference-tables", "reference_impl/tables.py", "hash", _render_reference_tables),
+        *docs_outputs(spec),
     ]
 
 
@@ -187,7 +314,7 @@ def generate(spec: Spec, root: Path = ROOT) -> list[str]:
 
 
 _MARKER_LINE = re.compile(
-    rb'^(?: \* |# |// | *")' + re.escape(MARKER.encode()) + rb" [a-z0-9-]+", re.MULTILINE
+    rb'^(?: \* |# |// |   | *")' + re.escape(MARKER.encode()) + rb" [a-z0-9.-]+", re.MULTILINE
 )
 _SOURCE_LINE = re.compile(r"source: (\S+) sha256:([0-9a-f]{64})")
 _VERSION_LINE = re.compile(r"Generated by kvm-fwspec (\S+) ")

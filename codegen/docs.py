@@ -1,0 +1,115 @@
+"""What the docs' reference pages need beyond the model: bit diagrams, matrices, examples.
+
+Everything here is computed from the spec, so changing the spec changes the pages on the
+next `kvm-fwspec generate`; nothing in docs/reference or docs/kernel is written by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from html import escape
+
+from codegen.model import Field, Lifetime, Register, Release, Spec
+
+CELL = 26  # pixels per diagram cell
+
+
+def id_diagram(spec: Spec, register: Register, arch: str) -> str:
+    """An SVG of the register id's fields: name, bit range and this register's value in each."""
+    layout = spec.layout("reg-id")
+    reg_id = register.ids[arch]
+    boxes = []
+    x = 0
+    widths = {"arch": 3, "size": 2, "reserved": 4, "class": 3, "index": 3}
+    for field in layout.fields:
+        width = widths.get(field.name, 3) * CELL * 2
+        value = field.extract(reg_id)
+        label = _value_label(field, value, arch)
+        boxes.append(
+            f'<g class="field field-{field.name}"><rect x="{x}" y="20" width="{width}" height="44" '
+            f'fill="{"#eeeeee" if field.reserved else "#dbe9f6"}" stroke="#333"/>'
+            f'<text x="{x + width / 2}" y="38" text-anchor="middle" font-size="13">{escape(field.name)}</text>'
+            f'<text x="{x + width / 2}" y="56" text-anchor="middle" font-size="12" font-family="monospace">'
+            f"{escape(label)}</text>"
+            f'<text x="{x + 2}" y="14" font-size="10">{field.high}</text>'
+            f'<text x="{x + width - 2}" y="14" font-size="10" text-anchor="end">{field.low}</text></g>'
+        )
+        x += width
+    title = f"{register.c_name} on {arch}: {reg_id:#018x}"
+    return (
+        f'<svg class="reg-id-diagram" xmlns="http://www.w3.org/2000/svg" width="{x + 1}" height="70" '
+        f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>{"".join(boxes)}</svg>'
+    )
+
+
+def _value_label(field: Field, value: int, arch: str) -> str:
+    named = next((v for v in field.values if v.value == value and arch in v.architectures), None)
+    return f"{value:#x} {named.name}" if named else f"{value:#x}"
+
+
+def change_points(spec: Spec) -> list[Release]:
+    """The releases where some register, value, bit or rule appears or goes: the matrix columns."""
+    points: set[Release] = set()
+
+    def add(lifetime: Lifetime) -> None:
+        points.add(lifetime.since)
+        if lifetime.until:
+            points.add(lifetime.until)
+
+    for register in spec.registers:
+        add(register.lifetime)
+        for value in register.values:
+            add(value.lifetime)
+        for bit in register.bits:
+            add(bit.lifetime)
+    for rule in spec.rules:
+        add(rule.lifetime)
+    for version in spec.psci_versions:
+        add(version.lifetime)
+    return sorted(p for p in points if p in spec.releases)
+
+
+@dataclass(frozen=True)
+class PsciCell:
+    handled: bool
+    features: str
+
+
+def psci_matrix(spec: Spec) -> list[tuple[str, str, list[PsciCell]]]:
+    """Per PSCI function: its ids, and per PSCI version what KVM does with it."""
+    rows = []
+    for function in spec.psci_functions:
+        cells = []
+        for version in spec.psci_versions:
+            kvm = function.kvm
+            handled = (
+                kvm is not None
+                and version.encoded >= kvm.from_version.encoded
+                and version.name != "0.1"
+            )
+            if handled and kvm is not None:
+                since = (
+                    f" from {kvm.lifetime.since}" if kvm.lifetime.since != spec.releases[0] else ""
+                )
+                needs = f", needs {kvm.needs_capability.c_name}" if kvm.needs_capability else ""
+                cells.append(PsciCell(True, f"handled{since}{needs}; FEATURES {kvm.features}"))
+            else:
+                cells.append(PsciCell(False, "NOT_SUPPORTED"))
+        ids = ", ".join(f"``{fid:#010x}``" for _, fid in sorted(function.ids.items()))
+        rows.append((function.name, ids, cells))
+    return rows
+
+
+def cli_examples(commands: list[list[str]]) -> list[tuple[str, str]]:
+    """Run CLI commands in-process and capture what they print, for pages that must not drift."""
+    from codegen.cli import main
+
+    results = []
+    for args in commands:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            main(args)
+        results.append((" ".join(["kvm-fwspec", *args]), buffer.getvalue().rstrip("\n")))
+    return results
