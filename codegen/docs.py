@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+from collections import Counter
 from dataclasses import dataclass
 from html import escape
 
@@ -103,13 +105,44 @@ def psci_matrix(spec: Spec) -> list[tuple[str, str, list[PsciCell]]]:
 
 
 def cli_examples(commands: list[list[str]]) -> list[tuple[str, str]]:
-    """Run CLI commands in-process and capture what they print, for pages that must not drift."""
+    """Run CLI commands in-process and capture what they print, for pages that must not drift.
+    `--help` is captured at a fixed width so the page does not depend on the terminal."""
     from codegen.cli import main
 
     results = []
-    for args in commands:
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            main(args)
-        results.append((" ".join(["kvm-fwspec", *args]), buffer.getvalue().rstrip("\n")))
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        for args in commands:
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+                main(args)
+            results.append((" ".join(["kvm-fwspec", *args]), buffer.getvalue().rstrip("\n")))
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
     return results
+
+
+def reference_verdicts(spec: Spec, kernel: str, host: str) -> dict[str, Counter[str]]:
+    """Per rule, the verdicts of the reference implementation built from this very spec
+    (its tables made in memory, so the page never lags the tables file on disk)."""
+    from codegen.json_model import model_to_json
+    from conformance.adapters.reference import ReferenceAdapter
+    from conformance.cases import build_cases
+    from conformance.profile import resolve_profile
+    from conformance.verdicts import certify_cases
+    from reference_impl.kvm import ReferenceKvm
+
+    profile = resolve_profile(spec, kernel, host)
+    levels = {name: value.name for name, value in profile.host.levels.items()}
+    kvm = ReferenceKvm(
+        str(profile.release), levels, tables=model_to_json(spec), stable=profile.stable
+    )
+    _, results = certify_cases(ReferenceAdapter(kvm), build_cases(spec, profile))
+    verdicts: dict[str, Counter[str]] = {}
+    for result in results:
+        verdicts.setdefault(result.rule, Counter())[result.outcome] += 1
+    return verdicts

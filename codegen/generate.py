@@ -13,6 +13,7 @@ import pprint
 import re
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,15 +130,10 @@ def _docs_template(name: str, **extra: object) -> Callable[[Spec, str], str]:
     return render
 
 
-def _register_page(register: Register) -> Callable[[Spec, str], str]:
+def _register_page(
+    register: Register, verdicts: dict[str, Counter[str]], profile: str
+) -> Callable[[Spec, str], str]:
     def render(spec: Spec, banner: str) -> str:
-        from conformance.cases import build_cases
-        from conformance.profile import resolve_profile
-
-        profile = resolve_profile(spec, "latest", spec.host_profiles[0].name)
-        counts: dict[str, int] = {}
-        for case in build_cases(spec, profile):
-            counts[case.rule] = counts.get(case.rule, 0) + 1
         rules = [
             r
             for r in spec.rules
@@ -150,8 +146,11 @@ def _register_page(register: Register) -> Callable[[Spec, str], str]:
             "diagrams": {arch: docs.id_diagram(spec, register, arch) for arch in register.ids},
             "rules": rules,
             "outcomes": {r.id: rule_outcome(r) for r in rules},
-            "case_counts": counts,
-            "profile_label": profile.label,
+            "verdicts": {
+                rule_id: ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+                for rule_id, counts in verdicts.items()
+            },
+            "profile_label": profile,
         }
         return _environment().get_template("docs_register.rst.j2").render(context)
 
@@ -209,6 +208,19 @@ def _kernel_page(spec: Spec, banner: str) -> str:
 
 
 CLI_EXAMPLES = [
+    *[
+        [command, "--help"]
+        for command in (
+            "validate",
+            "generate",
+            "show",
+            "decode",
+            "certify",
+            "verify",
+            "agent",
+            "qemu",
+        )
+    ],
     ["decode", "0x6030000000140000"],
     ["decode", "0x603000000013c082"],
     ["show", "psci-version/set/reject-0.1-with-psci-0.2"],
@@ -223,12 +235,14 @@ def docs_outputs(spec: Spec) -> list[Output]:
         release_items.append((f"``{register.c_name}``", register.lifetime))
         release_items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
         release_items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
+    kernel, host = str(spec.releases[-1]), spec.host_profiles[0].name
+    verdicts = docs.reference_verdicts(spec, kernel, host)
     pages = [
         Output(
             f"docs-register-{r.name}",
             f"docs/reference/registers/{r.name}.rst",
             "rst",
-            _register_page(r),
+            _register_page(r, verdicts, f"arm64 {kernel} host={host}"),
         )
         for r in spec.registers
     ]
