@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from conformance.adapters.agent import AgentAdapter
-from conformance.harness.debian import IsolatedApt
+from conformance.harness.debian import IsolatedApt, cache_lock
 from conformance.harness.initramfs import build
 from conformance.harness.kernels import Kernel, fetch_kernel, line_for
 from conformance.harness.qemu import BOOT_TIMEOUT, Guest
@@ -39,10 +39,11 @@ class QemuAdapter(AgentAdapter):
 
 def prepare(release: str, cache: Path, exact: str | None = None) -> tuple[Kernel, Path]:
     """Fetch the kernel of `release` (or the exact package) and build its initramfs."""
-    apt = IsolatedApt(cache / "apt")
-    apt.update()
-    kernel = fetch_kernel(apt, cache, line_for(release), exact)
-    return kernel, build(apt, cache, kernel)
+    with cache_lock(cache):
+        apt = IsolatedApt(cache / "apt")
+        apt.update()
+        kernel = fetch_kernel(apt, cache, line_for(release), exact)
+        return kernel, build(apt, cache, kernel)
 
 
 def create(profile: Profile, options: Mapping[str, str]) -> QemuAdapter:

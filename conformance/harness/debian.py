@@ -7,9 +7,12 @@ and unpacked with `dpkg -x`, never installed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,16 @@ class Package:
     name: str
     version: str
     suite: str
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One process at a time per cache (xdist workers and parallel runs share it): apt's own
+    locking is off because its lists live in our cache, so this lock stands in for it."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 class IsolatedApt:

@@ -32,13 +32,14 @@ class LineResult:
 
 def _moved_on(line: KernelLine, cache: Path) -> KernelLine | None:
     """For an unstable line no longer served: the line unstable serves now, if any."""
-    apt = IsolatedApt(cache / "apt")
-    apt.update()
-    if apt.candidates(line.packages[0], line.suites):
-        return None
-    newest = apt.candidates(
-        r"linux-binary-unsigned-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-arm64", line.suites
-    )
+    with cache_lock(cache):
+        apt = IsolatedApt(cache / "apt")
+        apt.update()
+        if apt.candidates(line.packages[0], line.suites):
+            return None
+        newest = apt.candidates(
+            r"linux-binary-unsigned-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-arm64", line.suites
+        )
     if not newest:
         return None
     release = ".".join(newest[0].name.removeprefix("linux-binary-unsigned-").split(".")[:2])
