@@ -16,7 +16,7 @@ from codegen.errors import UsageError
 from codegen.loader import load_spec
 from conformance.adapters.qemu import default_cache
 from conformance.certify import certify
-from conformance.harness.debian import IsolatedApt
+from conformance.harness.debian import IsolatedApt, cache_lock
 from conformance.harness.kernels import KernelLine, kernel_lines, line_for
 
 
