@@ -21,9 +21,9 @@ CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disabl
 
 
 @pytest.fixture(scope="module")
-def site() -> Path:
-    html = ARTIFACTS / "html"
-    shutil.rmtree(html, ignore_errors=True)
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Each xdist worker builds its own copy; .ci/run builds the one kept in reports/docs/html.
+    html = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", str(ROOT / "docs"), str(html)],
         capture_output=True, text=True,
