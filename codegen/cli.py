@@ -107,6 +107,47 @@ def _qemu(args: argparse.Namespace) -> int:
     return run_qemu(args.kernel, args.kernel_package, args.cache, args.report)
 
 
+def _migrate_check(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from conformance import migration
+
+    spec = load_spec(args.spec_dir)
+
+    def side(text: str) -> migration.Side:
+        path = Path(text)
+        return (
+            migration.side_from_dump(spec, path)
+            if path.is_file()
+            else migration.side_from_profile(spec, text)
+        )
+
+    source, target = side(args.source), side(args.target)
+    report = migration.check(spec, source, target.profile, target.features)
+    print(json_module.dumps(report.to_json(), indent=1) if args.json else migration.render(report))
+    return 0 if report.safe else 1
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from conformance.adapters import parse_options
+    from conformance.dump import dump
+
+    psci = int(args.psci_version, 0) if args.psci_version else None
+    document = dump(
+        args.adapter,
+        args.kernel,
+        args.host,
+        args.features,
+        psci,
+        parse_options(args.option),
+        args.output,
+    )
+    print(
+        f"{args.output}: {len(document['registers'])} firmware registers of {document['implementation']}"
+    )
+    return 0
+
+
 def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
@@ -182,6 +223,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", type=Path, default=Path("reports/real-kvm"), help="report directory"
     )
     qemu.set_defaults(handler=_qemu)
+    migrate = sub.add_parser(
+        "migrate-check", help="will a VM's firmware registers restore on another KVM?"
+    )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="a dump file, or KERNEL[:HOST[:FEATURES]] (e.g. 6.13:mitigated:psci-0.2)",
+    )
+    migrate.add_argument(
+        "--to", dest="target", required=True, help="KERNEL[:HOST[:FEATURES]] or a dump file"
+    )
+    migrate.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    migrate.set_defaults(handler=_migrate_check)
+    dump_cmd = sub.add_parser(
+        "dump", help="save a VM's firmware registers through an adapter, as a VMM would"
+    )
+    dump_cmd.add_argument("--adapter", default="reference")
+    _add_profile_arguments(dump_cmd)
+    dump_cmd.add_argument("--features", default="psci-0.2", help="vcpu features: psci-0.2 or none")
+    dump_cmd.add_argument(
+        "--psci-version", default=None, help="write this PSCI version first (e.g. 0x10000)"
+    )
+    dump_cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    dump_cmd.add_argument("--output", type=Path, required=True)
+    dump_cmd.set_defaults(handler=_dump)
     return parser
 
 

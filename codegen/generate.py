@@ -229,6 +229,38 @@ CLI_EXAMPLES = [
 ]
 
 
+MIGRATION_SCENARIOS = [
+    ("A PSCI 0.2 guest onto a PSCI 0.1 vcpu",
+     "The source's vcpus have KVM_ARM_VCPU_PSCI_0_2, the target's do not (the thread's first case).",
+     ["migrate-check", "--from", "4.17:mitigated:psci-0.2", "--to", "4.17:mitigated:none"]),
+    ("A PSCI 0.1 guest onto a PSCI 0.2 vcpu",
+     "The reverse: the source's vcpus lack the feature, so their guest sees 0.1.",
+     ["migrate-check", "--from", "4.17:mitigated:none", "--to", "4.17:mitigated:psci-0.2"]),
+    ("A PSCI 1.0 guest onto a kernel that cannot hold the register",
+     "Marc Zyngier's case: a 1.0 guest migrated to a kernel without the selection API.",
+     ["migrate-check", "--from", "4.17", "--to", "4.16"]),
+    ("A newer default onto an older kernel",
+     "How userspace knows to force an older version: the check says which version to pin, and where.",
+     ["migrate-check", "--from", "6.13", "--to", "6.12"]),
+    ("The same KVM on both sides",
+     "The control: nothing fails and nothing changes.",
+     ["migrate-check", "--from", "6.12", "--to", "6.12"]),
+]  # fmt: skip
+
+
+def _migration_page(spec: Spec, banner: str) -> str:
+    outputs = docs.cli_examples([args for _, _, args in MIGRATION_SCENARIOS])
+    scenarios = [
+        (title, text, command, output)
+        for (title, text, _), (command, output) in zip(MIGRATION_SCENARIOS, outputs, strict=True)
+    ]
+    return (
+        _environment()
+        .get_template("docs_migration.rst.j2")
+        .render({"banner": banner, "scenarios": scenarios})
+    )
+
+
 def docs_outputs(spec: Spec) -> list[Output]:
     release_items = []
     for register in spec.registers:
@@ -257,6 +289,7 @@ def docs_outputs(spec: Spec) -> list[Output]:
         Output("docs-cli-examples", "docs/reference/cli-examples.rst", "rst",
                _docs_template("docs_cli.rst.j2", examples=docs.cli_examples(CLI_EXAMPLES))),
         Output("docs-kernel-page", "docs/kernel/fw-pseudo-registers.rst", "rst", _kernel_page),
+        Output("docs-migration", "docs/reference/migration.rst", "rst", _migration_page),
     ]  # fmt: skip
 
 

@@ -1,0 +1,83 @@
+"""`kvm-fwspec dump`: save a VM's firmware registers exactly as a VMM would.
+
+A fresh VM with one vcpu initialised with the given features; KVM_GET_REG_LIST for the
+firmware classes, in KVM's order, then KVM_GET_ONE_REG of each id. An optional PSCI version
+is written first, as a VMM pinning the version would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from codegen.errors import UsageError
+from codegen.loader import load_spec
+from conformance.adapters import load_adapter
+from conformance.migration import parse_features
+from conformance.profile import observed_host, resolve_profile
+
+
+def dump(adapter_name: str, kernel: str, host: str, features_text: str, psci: int | None,
+         options: dict[str, str], output: Path) -> dict[str, Any]:  # fmt: skip
+    spec = load_spec()
+    profile = resolve_profile(spec, kernel, spec.host_profiles[0].name if host == "auto" else host)
+    adapter = load_adapter(adapter_name, profile, options)
+    try:
+        capabilities = adapter.capabilities()
+        if host == "auto":
+            if capabilities.host_levels is None:
+                raise UsageError("--host auto needs an adapter that reports its host's levels")
+            host = observed_host(spec, capabilities.host_levels)
+        features = list(parse_features(features_text))
+        classes = sorted({r.register_class for r in spec.registers}, key=lambda c: c.value)
+        class_field = spec.layout("reg-id").field("class")
+        prefix = (
+            []
+            if psci is None
+            else [{"op": "set", "vcpu": 0, "reg": _psci_id(spec, profile.arch), "value": psci}]
+        )
+        listing = [
+            {"op": "list", "vcpu": 0, "mask": class_field.mask, "match": c.value << class_field.low}
+            for c in classes
+        ]
+        observed = adapter.run_programs(
+            [{"vcpus": 1, "features": features, "steps": prefix + listing}]
+        )[0]
+        _fail_on_errors(observed, prefix)
+        ids = [reg_id for outcome in observed[len(prefix) :] for reg_id in outcome["ids"]]
+        gets = [{"op": "get", "vcpu": 0, "reg": reg_id} for reg_id in ids]
+        values = adapter.run_programs([{"vcpus": 1, "features": features, "steps": prefix + gets}])[
+            0
+        ]
+        _fail_on_errors(values, prefix)
+    finally:
+        adapter.close()
+    document = {
+        "format": "kvm-fwspec-dump/1",
+        "implementation": capabilities.implementation,
+        "provenance": capabilities.provenance,
+        "kernel": profile.kernel,
+        "arch": profile.arch,
+        "host-profile": host,
+        "features": features,
+        "registers": [
+            {"id": reg_id, "value": v["value"]}
+            for reg_id, v in zip(ids, values[len(prefix) :], strict=True)
+        ],
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    return document
+
+
+def _psci_id(spec: Any, arch: str) -> int:
+    return int(next(r for r in spec.registers if r.kind == "psci-version").ids[arch])
+
+
+def _fail_on_errors(observed: list[dict[str, Any]], prefix: list[dict[str, Any]]) -> None:
+    for step, outcome in enumerate(observed):
+        if "error" in outcome or ("errno" in outcome and step >= len(prefix)):
+            raise UsageError(f"the implementation could not be read: step {step}: {outcome}")
+        if "errno" in outcome:
+            raise UsageError(f"setting the PSCI version was refused with {outcome['errno']}")
