@@ -30,6 +30,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from codegen.generate import ROOT
+
+    if not (ROOT / "pyproject.toml").is_file():
+        raise UsageError("generate writes into a kvm-fwspec source checkout, and this installation is not one")
     spec = load_spec(args.spec_dir)
     if args.check:
         problems = check(spec)
