@@ -33,7 +33,9 @@ def _generate(args: argparse.Namespace) -> int:
     from codegen.generate import ROOT
 
     if not (ROOT / "pyproject.toml").is_file():
-        raise UsageError("generate writes into a kvm-fwspec source checkout, and this installation is not one")
+        raise UsageError(
+            "generate writes into a kvm-fwspec source checkout, and this installation is not one"
+        )
     spec = load_spec(args.spec_dir)
     if args.check:
         problems = check(spec)
@@ -152,6 +154,12 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_proof(args: argparse.Namespace) -> int:
+    from conformance.harness.migration_proof import run_proof
+
+    return run_proof(args.report, args.save_fixtures)
+
+
 def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
@@ -253,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     dump_cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     dump_cmd.add_argument("--output", type=Path, required=True)
     dump_cmd.set_defaults(handler=_dump)
+    proof = sub.add_parser(
+        "migrate-proof", help="check migrate-check against real restores between the pinned kernels"
+    )
+    proof.add_argument("--report", type=Path, default=Path("reports/migration"))
+    proof.add_argument(
+        "--save-fixtures",
+        type=Path,
+        default=None,
+        help="also keep the real dumps and outcomes here",
+    )
+    proof.set_defaults(handler=_migrate_proof)
     return parser
 
 

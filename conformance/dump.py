@@ -13,9 +13,10 @@ from typing import Any
 
 from codegen.errors import UsageError
 from codegen.loader import load_spec
-from conformance.adapters import load_adapter
+from codegen.model import Spec
+from conformance.adapters import Adapter, load_adapter
 from conformance.migration import parse_features
-from conformance.profile import observed_host, resolve_profile
+from conformance.profile import Profile, observed_host, resolve_profile
 
 
 def dump(adapter_name: str, kernel: str, host: str, features_text: str, psci: int | None,
@@ -24,54 +25,64 @@ def dump(adapter_name: str, kernel: str, host: str, features_text: str, psci: in
     profile = resolve_profile(spec, kernel, spec.host_profiles[0].name if host == "auto" else host)
     adapter = load_adapter(adapter_name, profile, options)
     try:
-        capabilities = adapter.capabilities()
         if host == "auto":
-            if capabilities.host_levels is None:
+            levels = adapter.capabilities().host_levels
+            if levels is None:
                 raise UsageError("--host auto needs an adapter that reports its host's levels")
-            host = observed_host(spec, capabilities.host_levels)
-        features = list(parse_features(features_text))
-        classes = sorted({r.register_class for r in spec.registers}, key=lambda c: c.value)
-        class_field = spec.layout("reg-id").field("class")
-        prefix = (
-            []
-            if psci is None
-            else [{"op": "set", "vcpu": 0, "reg": _psci_id(spec, profile.arch), "value": psci}]
+            host = observed_host(spec, levels)
+        document = dump_with(
+            adapter, spec, resolve_profile(spec, kernel, host), parse_features(features_text), psci
         )
-        listing = [
-            {"op": "list", "vcpu": 0, "mask": class_field.mask, "match": c.value << class_field.low}
-            for c in classes
-        ]
-        observed = adapter.run_programs(
-            [{"vcpus": 1, "features": features, "steps": prefix + listing}]
-        )[0]
-        _fail_on_errors(observed, prefix)
-        ids = [reg_id for outcome in observed[len(prefix) :] for reg_id in outcome["ids"]]
-        gets = [{"op": "get", "vcpu": 0, "reg": reg_id} for reg_id in ids]
-        values = adapter.run_programs([{"vcpus": 1, "features": features, "steps": prefix + gets}])[
-            0
-        ]
-        _fail_on_errors(values, prefix)
     finally:
         adapter.close()
-    document = {
-        "format": "kvm-fwspec-dump/1",
-        "implementation": capabilities.implementation,
-        "provenance": capabilities.provenance,
-        "kernel": profile.kernel,
-        "arch": profile.arch,
-        "host-profile": host,
-        "features": features,
-        "registers": [
-            {"id": reg_id, "value": v["value"]}
-            for reg_id, v in zip(ids, values[len(prefix) :], strict=True)
-        ],
-    }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     return document
 
 
-def _psci_id(spec: Any, arch: str) -> int:
+def dump_with(
+    adapter: Adapter, spec: Spec, profile: Profile, features: tuple[str, ...], psci: int | None
+) -> dict[str, Any]:
+    """The dump document of one fresh VM, through an adapter that is already open."""
+    capabilities = adapter.capabilities()
+    classes = sorted({r.register_class for r in spec.registers}, key=lambda c: c.value)
+    class_field = spec.layout("reg-id").field("class")
+    prefix = (
+        []
+        if psci is None
+        else [{"op": "set", "vcpu": 0, "reg": _psci_id(spec, profile.arch), "value": psci}]
+    )
+    listing = [
+        {"op": "list", "vcpu": 0, "mask": class_field.mask, "match": c.value << class_field.low}
+        for c in classes
+    ]
+    observed = adapter.run_programs(
+        [{"vcpus": 1, "features": list(features), "steps": prefix + listing}]
+    )[0]
+    _fail_on_errors(observed, prefix)
+    ids = [reg_id for outcome in observed[len(prefix) :] for reg_id in outcome["ids"]]
+    gets = [{"op": "get", "vcpu": 0, "reg": reg_id} for reg_id in ids]
+    values = adapter.run_programs(
+        [{"vcpus": 1, "features": list(features), "steps": prefix + gets}]
+    )[0]
+    _fail_on_errors(values, prefix)
+    return {
+        "format": "kvm-fwspec-dump/1",
+        "implementation": capabilities.implementation,
+        "provenance": capabilities.provenance,
+        "kernel": profile.kernel,
+        "arch": profile.arch,
+        "host-profile": profile.host.name,
+        "features": list(features),
+        "psci-version-set": psci,
+        "registers": [
+            {"id": reg_id, "value": v["value"]}
+            for reg_id, v in zip(ids, values[len(prefix) :], strict=True)
+        ],
+    }
+
+
+def _psci_id(spec: Spec, arch: str) -> int:
     return int(next(r for r in spec.registers if r.kind == "psci-version").ids[arch])
 
 
