@@ -160,6 +160,28 @@ def _migrate_proof(args: argparse.Namespace) -> int:
     return run_proof(args.report, args.save_fixtures)
 
 
+def _sync_check(args: argparse.Namespace) -> int:
+    from codegen.model import Release
+    from codegen.sync_check import check, fix_patch
+
+    spec = load_spec(args.spec_dir)
+    release = Release.parse(args.kernel)
+    findings = check(spec, args.files, release, args.arch)
+    wrong = [f for f in findings if f.status in ("differs", "missing")]
+    agrees = sum(f.status == "agrees" for f in findings)
+    print(
+        f"{', '.join(map(str, args.files))}: {agrees} constants agree with the spec for {release}, {len(wrong)} do not"
+    )
+    for finding in findings:
+        if finding.status != "agrees":
+            print(f"  {finding}")
+    if wrong and args.fix:
+        patch = args.files[0].with_name(args.files[0].name + ".kvm-fwspec.patch")
+        patch.write_text(fix_patch(spec, args.files[0], findings, args.arch), encoding="utf-8")
+        print(f"  patch written to {patch}")
+    return 1 if wrong else 0
+
+
 def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
@@ -272,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep the real dumps and outcomes here",
     )
     proof.set_defaults(handler=_migrate_proof)
+    sync = sub.add_parser("sync-check", help="check a copy of the uapi constants against the spec")
+    sync.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    sync.add_argument(
+        "--kernel", required=True, help="the release the copy should match, e.g. 6.12"
+    )
+    sync.add_argument("--arch", default="arm64")
+    sync.add_argument(
+        "--fix", action="store_true", help="write FILE.kvm-fwspec.patch that makes the copy agree"
+    )
+    sync.set_defaults(handler=_sync_check)
     return parser
 
 

@@ -219,6 +219,10 @@ CLI_EXAMPLES = [
             "verify",
             "agent",
             "qemu",
+            "migrate-check",
+            "dump",
+            "migrate-proof",
+            "sync-check",
         )
     ],
     ["decode", "0x6030000000140000"],

@@ -1,0 +1,240 @@
+"""`kvm-fwspec sync-check`: is a copy of the uapi constants (a kernel tree's asm/kvm.h, QEMU's
+linux-headers, a VMM's own header) in step with the spec for its kernel release?
+
+Values are evaluated by the C compiler, never read off the text, so `KVM_REG_ARM_FW_REG(1)`
+and `(1U << 4)` count as what they mean. `--fix` writes a patch that makes the copy agree,
+taking each definition from the generated header.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen.errors import UsageError
+from codegen.model import Lifetime, Release, Spec
+
+DOMAIN = re.compile(
+    r"^(KVM_REG_ARM_(FW|PSCI|SMCCC|STD|VENDOR)|KVM_REG_ARM_FW_FEAT|PSCI_|KVM_PSCI_|KVM_ARM_PSCI_)"
+)
+
+
+@dataclass(frozen=True)
+class Expected:
+    value: int
+    lifetime: Lifetime | None  # None: as old as the spec's first release
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    status: str  # agrees, differs, missing, unevaluated, unknown
+    file_value: int | None = None
+    spec_value: int | None = None
+    file: Path | None = None
+
+    def __str__(self) -> str:
+        if self.status == "differs":
+            return f"{self.name}: differs: file {self.file_value:#x}, spec {self.spec_value:#x}"
+        if self.status == "agrees":
+            return f"{self.name}: agrees ({self.spec_value:#x})"
+        if self.status == "missing":
+            return f"{self.name}: missing (the spec has it in this release)"
+        if self.status == "unevaluated":
+            return f"{self.name}: defined, but its definition does not compile on its own"
+        return f"{self.name}: unknown to the spec"
+
+
+def expected_constants(spec: Spec, arch: str) -> dict[str, Expected]:
+    """Every uapi constant of the firmware-register ABI the spec defines, with its value on `arch`."""
+    found: dict[str, Expected] = {}
+    for register in spec.registers:
+        if arch in register.ids:
+            found[register.c_name] = Expected(register.ids[arch], register.lifetime)
+        for value in register.values:
+            found[value.c_name] = Expected(value.value, value.lifetime)
+        for bit in register.bits:
+            found[bit.c_name] = Expected(
+                bit.bit if register.kind == "bitmap" else bit.mask, bit.lifetime
+            )
+    for c_class in spec.layout("reg-id").field("class").values:
+        if c_class.c_name and c_class.firmware:
+            found[c_class.c_name] = Expected(c_class.value << 16, c_class.lifetime)
+    for function in spec.psci_functions:
+        for convention, c_name in function.c_names.items():
+            since = function.header_since
+            found[c_name] = Expected(function.ids[convention], Lifetime(since) if since else None)
+    for code in spec.psci_return_codes:
+        found[code.c_name] = Expected(
+            code.value & 0xFFFFFFFFFFFFFFFF if code.value < 0 else code.value, None
+        )
+    for group in spec.psci_constant_groups:
+        for constant in group.constants:
+            found[constant.c_name] = Expected(constant.value, None)
+    for function_01 in spec.kvm_psci_01_functions:
+        found[function_01.c_name] = Expected(function_01.function_id, None)
+    found[spec.kvm_psci_01_c_base] = Expected(spec.kvm_psci_01_base, None)
+    for feature in spec.vcpu_features:
+        if arch in feature.bits:
+            found[feature.c_name] = Expected(feature.bits[arch], None)
+    return found
+
+
+def _names_in(text: str) -> list[str]:
+    objects = re.findall(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+\S", text, re.MULTILINE)
+    objects += re.findall(r"^\s+([A-Z][A-Z0-9_]*)\s*=\s*[^,\n]+,?\s*$", text, re.MULTILINE)
+    return sorted(set(objects))
+
+
+def evaluate(path: Path, names: list[str]) -> dict[str, int]:
+    """Compile a program that includes `path` and prints each name's value as C sees it.
+    A name whose definition does not compile on its own (BIT() in uapi) is left out."""
+    with tempfile.TemporaryDirectory() as work:
+        overlay = Path(work) / "include" / path.parent.name
+        overlay.mkdir(parents=True)
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"^#include <linux/compiler(_types)?\.h>\n", "", text, flags=re.MULTILINE)
+        (overlay / path.name).write_text(
+            re.sub(r"([\s(])(__user|__force|__iomem)\s", r"\1", text), encoding="utf-8"
+        )
+        flags = [
+            f"-I{Path(work) / 'include'}",
+            "-I/usr/include/aarch64-linux-gnu",
+            "-I/usr/include",
+        ]
+        values: dict[str, int] = {}
+        pending = list(names)
+        while pending:
+            program = Path(work) / "probe.c"
+            body = "".join(
+                f'\tprintf("{n} %llu\\n", (unsigned long long)({n}));\n' for n in pending
+            )
+            # linux/kvm.h first, for KVM_REG_ARM64 and the sizes; the copy last, so its own
+            # definitions are the ones evaluated.
+            include = f'#include <stdio.h>\n#include <linux/kvm.h>\n#include "{path.parent.name}/{path.name}"\n'
+            program.write_text(f"{include}int main(void)\n{{\n{body}\treturn 0;\n}}\n")
+            binary = Path(work) / "probe"
+            built = subprocess.run(
+                ["gcc", "-w", *flags, "-o", str(binary), str(program)],
+                capture_output=True,
+                text=True,
+            )
+            if built.returncode == 0:
+                output = subprocess.run(
+                    [str(binary)], capture_output=True, text=True, check=True
+                ).stdout
+                values.update(
+                    {n: int(v) for n, v in (line.split() for line in output.splitlines())}
+                )
+                break
+            failing = {int(m) for m in re.findall(r"probe\.c:(\d+):", built.stderr)}
+            bad = {pending[line - 6] for line in failing if 0 <= line - 6 < len(pending)}
+            if not bad:
+                raise UsageError(
+                    f"{path}: does not compile: {built.stderr.strip().splitlines()[-1]}"
+                )
+            pending = [n for n in pending if n not in bad]
+    return values
+
+
+def check(spec: Spec, paths: list[Path], release: Release, arch: str = "arm64") -> list[Finding]:
+    """Findings over a set of files taken together (asm/kvm.h and linux/psci.h split the
+    constants between them): a constant is missing only if none of the files defines it."""
+    if shutil.which("gcc") is None:
+        raise UsageError("sync-check evaluates C with gcc, which is not installed")
+    expected = expected_constants(spec, arch)
+    present: dict[str, Path] = {}
+    values: dict[str, int] = {}
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        names = _names_in(path.read_text(encoding="utf-8"))
+        present.update({n: path for n in names if n not in present})
+        values.update(evaluate(path, [n for n in names if n in expected and n not in values]))
+    generated = _generated_names(spec, arch)
+    findings = []
+    for name in sorted(set(present) | set(expected)):
+        if name in expected:
+            spec_value = expected[name].value & 0xFFFFFFFFFFFFFFFF
+            lifetime = expected[name].lifetime
+            if name in values:
+                status = "agrees" if values[name] == spec_value else "differs"
+                findings.append(Finding(name, status, values[name], spec_value, present[name]))
+            elif name in present:
+                findings.append(Finding(name, "unevaluated", None, spec_value, present[name]))
+            elif (
+                name not in present
+                and name in generated
+                and _uapi(spec, name)
+                and (lifetime is None or lifetime.covers(release, stable=True))
+            ):
+                findings.append(Finding(name, "missing", None, spec_value))
+        elif DOMAIN.match(name):
+            findings.append(Finding(name, "unknown", file=present[name]))
+    return findings
+
+
+def _uapi(spec: Spec, name: str) -> bool:
+    """Kernel-internal names (KVM_ARM_PSCI_*) are not expected in a uapi copy."""
+    return not any(v.c_name == name for v in spec.psci_versions)
+
+
+def _generated_names(spec: Spec, arch: str) -> set[str]:
+    names = set()
+    for text in _generated_headers(spec, arch).values():
+        names.update(_names_in(text))
+    return names
+
+
+def _generated_headers(spec: Spec, arch: str) -> dict[str, str]:
+    from codegen.generate import render_all
+
+    rendered = render_all(spec)
+    return {p: t for p, t in rendered.items() if p.endswith((f"kvm_fw_{arch}.h", "kvm_fw_psci.h"))}
+
+
+def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm64") -> str:
+    """A unified diff that makes `path` agree: its differing definitions replaced, and the
+    missing constants added (to this file, the first of those checked)."""
+    definitions: dict[str, str] = {}
+    for text in _generated_headers(spec, arch).values():
+        for line in text.splitlines():
+            match = re.match(r"^#define\s+([A-Z][A-Z0-9_]*)\s+(.*)$", line) or re.match(
+                r"^\s+([A-Z][A-Z0-9_]*)\s*=\s*(\d+),?$", line
+            )
+            if match:
+                definitions[match.group(1)] = match.group(2).strip()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    fixed = list(lines)
+    for finding in findings:
+        if finding.status != "differs" or finding.file != path:
+            continue
+        pattern = re.compile(
+            rf"^(\s*#\s*define\s+{finding.name}\s+).*?(\s*(/\*.*)?)$|^(\s+{finding.name}\s*=\s*)[^,\n]+(,?.*)$"
+        )
+        for i, line in enumerate(fixed):
+            match = pattern.match(line.rstrip("\n"))
+            if match:
+                value = definitions.get(finding.name, f"{finding.spec_value:#x}")
+                if match.group(1):
+                    fixed[i] = f"{match.group(1)}{value}\n"
+                else:
+                    fixed[i] = f"{match.group(4)}{value}{match.group(5)}\n"
+                break
+    missing = [f for f in findings if f.status == "missing"]
+    if missing:
+        block = ["/* Added by kvm-fwspec sync-check --fix from the spec. */\n"]
+        block += [
+            f"#define {f.name}\t{definitions.get(f.name, hex(f.spec_value or 0))}\n"
+            for f in missing
+        ]
+        endif = max(
+            (i for i, line in enumerate(fixed) if line.startswith("#endif")), default=len(fixed)
+        )
+        fixed[endif:endif] = block
+    return "".join(difflib.unified_diff(lines, fixed, f"a/{path.name}", f"b/{path.name}"))
