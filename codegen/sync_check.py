@@ -91,16 +91,22 @@ def _names_in(text: str) -> list[str]:
     return sorted(set(objects))
 
 
+def headers_install(text: str) -> str:
+    """The parts of the kernel's scripts/headers_install.sh a uapi source file needs before a
+    compiler outside the kernel tree can read it: no compiler.h, no sparse annotations.
+    Already-installed headers come out unchanged."""
+    text = re.sub(r"^#include <linux/compiler(_types)?\.h>\n", "", text, flags=re.MULTILINE)
+    return re.sub(r"([\s(])(__user|__force|__iomem)\s", r"\1", text)
+
+
 def evaluate(path: Path, names: list[str]) -> dict[str, int]:
     """Compile a program that includes `path` and prints each name's value as C sees it.
     A name whose definition does not compile on its own (BIT() in uapi) is left out."""
     with tempfile.TemporaryDirectory() as work:
         overlay = Path(work) / "include" / path.parent.name
         overlay.mkdir(parents=True)
-        text = path.read_text(encoding="utf-8")
-        text = re.sub(r"^#include <linux/compiler(_types)?\.h>\n", "", text, flags=re.MULTILINE)
         (overlay / path.name).write_text(
-            re.sub(r"([\s(])(__user|__force|__iomem)\s", r"\1", text), encoding="utf-8"
+            headers_install(path.read_text(encoding="utf-8")), encoding="utf-8"
         )
         flags = [
             f"-I{Path(work) / 'include'}",

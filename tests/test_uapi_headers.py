@@ -17,6 +17,7 @@ import pytest
 
 from codegen.loader import load_spec
 from codegen.model import Release, Spec
+from codegen.sync_check import headers_install
 from tests.c_probe import GENERATED_C, defined_names, evaluate, expressions
 
 INTERNAL_HEADER = "include/kvm/arm_psci.h"
@@ -66,16 +67,6 @@ def _headers_612() -> KernelHeaders:
             "linux/psci.h": root / "include/uapi/linux/psci.h",
         },
     )
-
-
-def headers_install(text: str) -> str:
-    """The parts of the kernel's scripts/headers_install.sh these three files need.
-
-    It drops the kernel-only compiler.h include and the sparse annotations; applied to
-    already-installed headers it changes nothing.
-    """
-    text = re.sub(r"^#include <linux/compiler(_types)?\.h>\n", "", text, flags=re.MULTILINE)
-    return re.sub(r"([\s(])(__user|__force|__iomem)\s", r"\1", text)
 
 
 def install_overlay(kernel: KernelHeaders, workdir: Path) -> list[str]:
