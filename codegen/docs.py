@@ -146,3 +146,41 @@ def reference_verdicts(spec: Spec, kernel: str, host: str) -> dict[str, Counter[
     for result in results:
         verdicts.setdefault(result.rule, Counter())[result.outcome] += 1
     return verdicts
+
+
+@dataclass(frozen=True)
+class MatrixVerdict:
+    """One distinct outcome of a migration: the registers that fail and what the guest sees change."""
+
+    status: str  # safe, changes, fails
+    failures: tuple[str, ...]
+    changes: tuple[str, ...]
+
+
+def migration_matrix(
+    spec: Spec,
+) -> tuple[list[Release], dict[tuple[Release, Release], int], list[MatrixVerdict]]:
+    """Every pair of releases (default PSCI version, psci-0.2 vcpus, the first host profile):
+    each cell points at one of the distinct verdicts, so the page lists each reason once."""
+    from conformance import migration
+
+    host = spec.host_profiles[0].name
+    sides = {r: migration.side_from_profile(spec, f"{r}:{host}:psci-0.2") for r in spec.releases}
+    verdicts: list[MatrixVerdict] = []
+    cells: dict[tuple[Release, Release], int] = {}
+    for source in spec.releases:
+        for target in spec.releases:
+            report = migration.check(
+                spec, sides[source], sides[target].profile, sides[target].features
+            )
+            failures = tuple(
+                f"{r.name} {r.value:#x}: {r.errno or 'no rule'} ({r.rule or 'none'})"
+                for r in report.registers
+                if not r.restored
+            )
+            status = "safe" if report.safe else "changes" if report.restored else "fails"
+            verdict = MatrixVerdict(status, failures, tuple(report.changes))
+            if verdict not in verdicts:
+                verdicts.append(verdict)
+            cells[(source, target)] = verdicts.index(verdict)
+    return list(spec.releases), cells, verdicts

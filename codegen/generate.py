@@ -265,6 +265,19 @@ def _migration_page(spec: Spec, banner: str) -> str:
     )
 
 
+def _migration_matrix_page(spec: Spec, banner: str) -> str:
+    releases, cells, verdicts = docs.migration_matrix(spec)
+    context = {
+        "banner": banner,
+        "releases": releases,
+        "cells": cells,
+        "verdicts": verdicts,
+        "host": spec.host_profiles[0].name,
+        "colours": {"safe": "#8fd18f", "changes": "#f3dc6b", "fails": "#e78a8a"},
+    }
+    return _environment().get_template("docs_migration_matrix.rst.j2").render(context)
+
+
 def docs_outputs(spec: Spec) -> list[Output]:
     release_items = []
     for register in spec.registers:
@@ -294,6 +307,7 @@ def docs_outputs(spec: Spec) -> list[Output]:
                _docs_template("docs_cli.rst.j2", examples=docs.cli_examples(CLI_EXAMPLES))),
         Output("docs-kernel-page", "docs/kernel/fw-pseudo-registers.rst", "rst", _kernel_page),
         Output("docs-migration", "docs/reference/migration.rst", "rst", _migration_page),
+        Output("docs-migration-matrix", "docs/reference/migration-matrix.rst", "rst", _migration_matrix_page),
     ]  # fmt: skip
 
 

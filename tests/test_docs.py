@@ -95,6 +95,18 @@ def test_register_pages_render_with_diagram_and_tables(site: Path, tmp_path: Pat
         assert f"{register.ids['arm64']:#018x}" in dom
 
 
+def test_migration_grid_has_a_cell_for_every_pair(site: Path, tmp_path: Path) -> None:
+    releases = len(load_spec().releases)
+    dom = browser(["--dump-dom", (site / "reference" / "migration-matrix.html").as_uri()], tmp_path)
+    grid = dom[
+        dom.index('class="migration-matrix"') : dom.index(
+            "</table>", dom.index('class="migration-matrix"')
+        )
+    ]
+    assert grid.count("<td") == releases * releases
+    assert grid.count('href="#verdict-') == releases * releases
+
+
 def test_no_internal_link_is_broken(site: Path) -> None:
     assert broken_links(site) == []
 
