@@ -8,11 +8,13 @@ taking each definition from the generated header.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +93,82 @@ def _names_in(text: str) -> list[str]:
     return sorted(set(objects))
 
 
+_RUST_CONST = re.compile(
+    r"^\s*pub\s+const\s+([A-Z][A-Z0-9_]*)\s*:\s*[A-Za-z0-9_]+\s*=\s*([^;]+);", re.MULTILINE
+)
+_RUST_OPERATORS: dict[type[ast.operator], Callable[[int, int], int]] = {
+    ast.BitOr: lambda a, b: a | b, ast.BitAnd: lambda a, b: a & b, ast.LShift: lambda a, b: a << b,
+    ast.RShift: lambda a, b: a >> b, ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+}  # fmt: skip
+
+
+def rust_constants(text: str, arch: str) -> dict[str, str]:
+    """`pub const` items and their expressions; in a file with per-architecture modules (the
+    generated kvm_fw.rs, kvm-bindings' arm64/), those of other architectures' modules are left out."""
+    found: dict[str, str] = {}
+    modules: list[str] = []
+    for line in text.splitlines():
+        opened = re.match(r"^\s*pub\s+mod\s+(\w+)\s*\{", line)
+        if opened:
+            modules.append(opened.group(1))
+            continue
+        if line.strip() == "}" and modules:
+            modules.pop()
+            continue
+        if any(m in ("arm", "arm64") and m != arch for m in modules):
+            continue
+        match = _RUST_CONST.match(line)
+        if match:
+            found.setdefault(match.group(1), match.group(2).strip())
+    return found
+
+
+def rust_values(text: str, arch: str) -> dict[str, int]:
+    """Evaluate Rust constant expressions (literals, casts, names, | & << >> + - * ~) by parsing
+    them, never by matching their text; names resolve to other constants of the file."""
+    expressions = rust_constants(text, arch)
+    values: dict[str, int] = {}
+    progress = True
+    while progress:
+        progress = False
+        for name, expression in expressions.items():
+            if name in values:
+                continue
+            try:
+                values[name] = _rust_eval(
+                    ast.parse(_rust_to_python(expression), mode="eval").body, values
+                )
+                progress = True
+            except (KeyError, SyntaxError, ValueError):
+                continue
+    return values
+
+
+def _rust_to_python(expression: str) -> str:
+    expression = re.sub(r"\bas\s+[iu](8|16|32|64|128|size)\b", "", expression)
+    expression = re.sub(r"(?<=[0-9a-fA-F])_(?=[0-9a-fA-F])", "", expression)
+    return re.sub(r"\b(0x[0-9a-fA-F]+|[0-9]+)(u8|u16|u32|u64|i32|i64|usize)\b", r"\1", expression)
+
+
+def _rust_eval(node: ast.expr, values: dict[str, int]) -> int:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.Name):
+        return values[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _RUST_OPERATORS:
+        return int(
+            _RUST_OPERATORS[type(node.op)](
+                _rust_eval(node.left, values), _rust_eval(node.right, values)
+            )
+        )
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+        return ~_rust_eval(node.operand, values) & 0xFFFFFFFFFFFFFFFF
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_rust_eval(node.operand, values)
+    raise ValueError(f"cannot evaluate {ast.dump(node)}")
+
+
 def headers_install(text: str) -> str:
     """The parts of the kernel's scripts/headers_install.sh a uapi source file needs before a
     compiler outside the kernel tree can read it: no compiler.h, no sparse annotations.
@@ -159,7 +237,14 @@ def check(spec: Spec, paths: list[Path], release: Release, arch: str = "arm64") 
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
-        names = _names_in(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".rs":
+            evaluated = {n: v & 0xFFFFFFFFFFFFFFFF for n, v in rust_values(text, arch).items()}
+            names = sorted(rust_constants(text, arch))
+            present.update({n: path for n in names if n not in present})
+            values.update({n: v for n, v in evaluated.items() if n in expected and n not in values})
+            continue
+        names = _names_in(text)
         present.update({n: path for n in names if n not in present})
         values.update(evaluate(path, [n for n in names if n in expected and n not in values]))
     generated = _generated_names(spec, arch)
@@ -217,6 +302,17 @@ def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm6
                 definitions[match.group(1)] = match.group(2).strip()
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     fixed = list(lines)
+    if path.suffix == ".rs":
+        for finding in findings:
+            if finding.status == "differs" and finding.file == path:
+                rust = re.compile(
+                    rf"^(\s*pub\s+const\s+{finding.name}\s*:\s*[A-Za-z0-9_]+\s*=\s*)[^;]+(;.*)$"
+                )
+                fixed = [
+                    rust.sub(rf"\g<1>{finding.spec_value:#x}\g<2>", line.rstrip("\n")) + "\n"
+                    for line in fixed
+                ]
+        return "".join(difflib.unified_diff(lines, fixed, f"a/{path.name}", f"b/{path.name}"))
     for finding in findings:
         if finding.status != "differs" or finding.file != path:
             continue

@@ -74,3 +74,47 @@ def test_a_corrupted_copy_is_named_and_fixed(tmp_path: Path) -> None:
     subprocess.run(["patch", "-s", str(copy), str(patch)], check=True)
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout
+
+
+GENERATED_RUST = (
+    Path(__file__).resolve().parent.parent / "codegen" / "generated" / "rust" / "kvm_fw.rs"
+)
+
+HAND_WRITTEN_RUST = """\
+// A VMM's own constants, written the way Rust VMMs write them by hand.
+pub const KVM_REG_ARM64: u64 = 0x6000_0000_0000_0000;
+pub const KVM_REG_SIZE_U64: u64 = 0x0030_0000_0000_0000;
+pub const KVM_REG_ARM_FW: u64 = 0x0014 << 16;
+pub const KVM_REG_ARM_PSCI_VERSION: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_FW;
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_FW | 1;
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_FW | 3;
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED: u64 = 1 << 4;
+pub const PSCI_0_2_FN_PSCI_VERSION: u32 = 0x8400_0000u32;
+"""
+
+
+def test_generated_rust_constants_agree_with_the_spec() -> None:
+    findings = check(SPEC, [GENERATED_RUST], Release.parse("7.2"))
+    assert [str(f) for f in findings if f.status in ("differs", "missing")] == []
+    assert sum(f.status == "agrees" for f in findings) >= 85
+
+
+def test_hand_written_rust_is_evaluated_and_fixed(tmp_path: Path) -> None:
+    copy = tmp_path / "consts.rs"
+    copy.write_text(HAND_WRITTEN_RUST)
+    findings = {f.name: f for f in check(SPEC, [copy], Release.parse("6.1"))}
+    assert findings["KVM_REG_ARM_PSCI_VERSION"].status == "agrees"
+    assert findings["KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED"].status == "agrees"
+    wrong = findings["KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2"]
+    assert (wrong.status, wrong.file_value, wrong.spec_value) == (
+        "differs",
+        0x6030000000140003,
+        0x6030000000140002,
+    )
+    command = [sys.executable, "-m", "codegen.cli", "sync-check", "--kernel", "6.1", str(copy)]
+    assert subprocess.run([*command, "--fix"], capture_output=True, text=True).returncode == 1
+    subprocess.run(
+        ["patch", "-s", str(copy), str(copy.with_name("consts.rs.kvm-fwspec.patch"))], check=True
+    )
+    fixed = {f.name: f for f in check(SPEC, [copy], Release.parse("6.1"))}
+    assert fixed["KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2"].status == "agrees"

@@ -16,6 +16,10 @@
 
 /// Register ids and values for arm64 hosts.
 pub mod arm64 {
+    /// The fw register class, in place in an id.
+    pub const KVM_REG_ARM_FW: u64 = 0x0014_0000;
+    /// The fw-feat-bmap register class, in place in an id.
+    pub const KVM_REG_ARM_FW_FEAT_BMAP: u64 = 0x0016_0000;
     /// KVM_REG_ARM_PSCI_VERSION (since 4.17).
     pub const KVM_REG_ARM_PSCI_VERSION: u64 = 0x6030_0000_0014_0000;
     /// KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1 (since 5.3).
@@ -113,10 +117,23 @@ pub mod psci {
     pub const KVM_ARM_PSCI_1_1: u32 = 0x0001_0001;
     pub const KVM_ARM_PSCI_1_2: u32 = 0x0001_0002;
     pub const KVM_ARM_PSCI_1_3: u32 = 0x0001_0003;
+    pub const KVM_PSCI_FN_BASE: u32 = 0x95c1_ba5e;
     pub const KVM_PSCI_FN_CPU_SUSPEND: u32 = 0x95c1_ba5e;
     pub const KVM_PSCI_FN_CPU_OFF: u32 = 0x95c1_ba5f;
     pub const KVM_PSCI_FN_CPU_ON: u32 = 0x95c1_ba60;
     pub const KVM_PSCI_FN_MIGRATE: u32 = 0x95c1_ba61;
+    pub const PSCI_0_2_AFFINITY_LEVEL_ON: u32 = 0;
+    pub const PSCI_0_2_AFFINITY_LEVEL_OFF: u32 = 1;
+    pub const PSCI_0_2_AFFINITY_LEVEL_ON_PENDING: u32 = 2;
+    pub const PSCI_0_2_TOS_UP_MIGRATE: u32 = 0;
+    pub const PSCI_0_2_TOS_UP_NO_MIGRATE: u32 = 1;
+    pub const PSCI_0_2_TOS_MP: u32 = 2;
+    pub const PSCI_1_1_RESET_TYPE_SYSTEM_WARM_RESET: u32 = 0;
+    pub const PSCI_1_1_RESET_TYPE_VENDOR_START: u32 = 2147483648;
+    pub const PSCI_1_0_SUSPEND_MODE_PC: u32 = 0;
+    pub const PSCI_1_0_SUSPEND_MODE_OSI: u32 = 1;
+    pub const PSCI_VERSION_MAJOR_SHIFT: u32 = 16;
+    pub const PSCI_1_0_FEATURES_CPU_SUSPEND_PF_SHIFT: u32 = 1;
 }
 
 /// SMCCC function ids of the non-PSCI calls KVM answers.
