@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codegen.model import PsciFunction, Register, Spec
-from conformance.oracle import Access, Decision, Oracle
+from conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracle
 from conformance.profile import Profile
 
 U64 = (1 << 64) - 1
-NOT_SUPPORTED = -1
 REQUIRES_GUEST = "guest-calls"
 REQUIRES_PSCI_01 = "psci-0.1-vcpus"
 
@@ -238,32 +237,10 @@ class CaseBuilder:
         features = self._psci_function("psci-features")
         sim.call(self._psci_function("psci-version").ids["smc32"], version)
         for fid in self.function_ids:
-            sim.call(features.ids["smc32"], self._features_answer(fid, version), (fid,))
+            sim.call(features.ids["smc32"], self.oracle.psci_features(fid, version), (fid,))
 
     def _psci_function(self, name: str) -> PsciFunction:
         return next(f for f in self.spec.psci_functions if f.name == name)
-
-    def _handled(self, function: PsciFunction, version: int) -> bool:
-        kvm = function.kvm
-        return (
-            kvm is not None
-            and kvm.needs_capability is None
-            and version >= kvm.from_version.encoded
-            and self.profile.has(kvm.lifetime)
-        )
-
-    def _features_answer(self, fid: int, version: int) -> int:
-        if not self._handled(self._psci_function("psci-features"), version):
-            return NOT_SUPPORTED
-        for function in self.spec.psci_functions:
-            if fid in function.ids.values():
-                return (
-                    function.kvm.features
-                    if function.kvm and self._handled(function, version)
-                    else NOT_SUPPORTED
-                )
-        smccc = next(f for f in self.spec.smccc_functions if f.function_id == fid)
-        return smccc.psci_features if smccc.psci_features is not None else NOT_SUPPORTED
 
     # -- ids the spec gives no register: other sizes, other indices ------------------------
 

@@ -14,9 +14,9 @@ from typing import Any
 from codegen.errors import UsageError
 from codegen.loader import load_spec
 from codegen.model import Spec
-from conformance.adapters import Adapter, load_adapter
+from conformance.adapters import Adapter, load_adapter, reported_host
 from conformance.migration import parse_features
-from conformance.profile import Profile, observed_host, resolve_profile
+from conformance.profile import Profile, resolve_profile
 
 
 def dump(adapter_name: str, kernel: str, host: str, features_text: str, psci: int | None,
@@ -26,10 +26,7 @@ def dump(adapter_name: str, kernel: str, host: str, features_text: str, psci: in
     adapter = load_adapter(adapter_name, profile, options)
     try:
         if host == "auto":
-            levels = adapter.capabilities().host_levels
-            if levels is None:
-                raise UsageError("--host auto needs an adapter that reports its host's levels")
-            host = observed_host(spec, levels)
+            host = reported_host(adapter, spec)
         document = dump_with(
             adapter, spec, resolve_profile(spec, kernel, host), parse_features(features_text), psci
         )

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from codegen.errors import UsageError
-from codegen.model import PsciFunction, Register, Spec
+from codegen.model import Register, Spec
 from conformance.oracle import Access, Oracle
 from conformance.profile import Profile, resolve_profile
 
-NOT_SUPPORTED = -1
 FEATURES = ("psci-0.2",)
 
 
@@ -218,14 +217,9 @@ def guest_view(
     if features:
         version = stored.get("psci-version") or oracle.psci_latest
     view["PSCI_VERSION"] = version
-    features_fn = next(f for f in spec.psci_functions if f.name == "psci-features")
     for function in spec.psci_functions:
-        answer = (
-            _features(profile, function, version)
-            if _handled(profile, features_fn, version)
-            else NOT_SUPPORTED
-        )
-        view[f"PSCI_FEATURES({function.name})"] = answer
+        fid = next(iter(function.ids.values()))
+        view[f"PSCI_FEATURES({function.name})"] = oracle.psci_features(fid, version)
     for service in spec.services:
         if service.name == "arch":
             continue
@@ -233,25 +227,6 @@ def guest_view(
             "available" if _service(profile, oracle, service.name, stored) else "absent"
         )
     return view
-
-
-def _handled(profile: Profile, function: PsciFunction, version: int) -> bool:
-    kvm = function.kvm
-    return (
-        kvm is not None
-        and kvm.needs_capability is None
-        and version != 0x1
-        and version >= kvm.from_version.encoded
-        and profile.has(kvm.lifetime)
-    )
-
-
-def _features(profile: Profile, function: PsciFunction, version: int) -> int:
-    return (
-        function.kvm.features
-        if function.kvm and _handled(profile, function, version)
-        else NOT_SUPPORTED
-    )
 
 
 def _service(profile: Profile, oracle: Oracle, service: str, stored: dict[str, int]) -> bool:

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from codegen import rule_language as rl
-from codegen.model import Register, Rule, Spec
+from codegen.model import PsciFunction, Register, Rule, Spec
 from conformance.profile import Profile
+
+NOT_SUPPORTED = -1
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,30 @@ class Oracle:
                 )
                 values[register.name] = rl.evaluate_int(register.reset, names)
         return values
+
+    def psci_handled(self, function: PsciFunction, version: int) -> bool:
+        """Whether KVM of this profile answers `function` for a guest at PSCI `version`."""
+        kvm = function.kvm
+        return (
+            kvm is not None
+            and kvm.needs_capability is None
+            and version >= kvm.from_version.encoded
+            and self.profile.has(kvm.lifetime)
+        )
+
+    def psci_features(self, fid: int, version: int) -> int:
+        """What the guest's PSCI_FEATURES(fid) returns at PSCI `version`."""
+        functions = self.spec.psci_functions
+        if not self.psci_handled(next(f for f in functions if f.name == "psci-features"), version):
+            return NOT_SUPPORTED
+        for function in functions:
+            if fid in function.ids.values():
+                kvm = function.kvm
+                return (
+                    kvm.features if kvm and self.psci_handled(function, version) else NOT_SUPPORTED
+                )
+        smccc = next(f for f in self.spec.smccc_functions if f.function_id == fid)
+        return smccc.psci_features if smccc.psci_features is not None else NOT_SUPPORTED
 
     def known_bits(self, register: Register) -> int:
         mask = 0

@@ -19,9 +19,9 @@ import pytest
 from codegen.errors import SpecError, UsageError
 from codegen.loader import load_spec
 from codegen.model import Spec
-from conformance.adapters import Adapter, Capabilities, load_adapter, parse_options
+from conformance.adapters import Adapter, Capabilities, load_adapter, parse_options, reported_host
 from conformance.cases import Case, build_cases
-from conformance.profile import Profile, observed_host, resolve_profile
+from conformance.profile import Profile, resolve_profile
 from conformance.results import build_document, write_report
 from conformance.verdicts import CaseResult, certify_cases
 
@@ -83,16 +83,6 @@ class ConformanceRun:
             self._adapter.close()
 
 
-def _host_of(adapter: Adapter, spec: Spec) -> str:
-    """`--fwspec-host auto`: the host profile whose levels the implementation reports."""
-    levels = adapter.capabilities().host_levels
-    if levels is None:
-        raise UsageError(
-            "--host auto needs an adapter that reports its host's levels (real KVM does)"
-        )
-    return observed_host(spec, levels)
-
-
 class ConformancePlugin:
     def __init__(self, config: pytest.Config) -> None:
         spec = load_spec()
@@ -106,7 +96,7 @@ class ConformancePlugin:
             adapter = load_adapter(
                 name, resolve_profile(spec, kernel, spec.host_profiles[0].name, arch), options
             )
-            host = _host_of(adapter, spec)
+            host = reported_host(adapter, spec)
         profile = resolve_profile(spec, kernel, host, arch)
         groups: dict[str, list[Case]] = defaultdict(list)
         for case in build_cases(spec, profile):

@@ -9,7 +9,8 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from codegen.errors import UsageError
-from conformance.profile import Profile
+from codegen.model import Spec
+from conformance.profile import Profile, observed_host
 
 ENTRY_POINT_GROUP = "kvm_fwspec.adapters"
 
@@ -37,6 +38,16 @@ class Adapter(Protocol):
 
 
 AdapterFactory = Callable[[Profile, Mapping[str, str]], Adapter]
+
+
+def reported_host(adapter: Adapter, spec: Spec) -> str:
+    """`--host auto`: the host profile whose levels the implementation reports."""
+    levels = adapter.capabilities().host_levels
+    if levels is None:
+        raise UsageError(
+            "--host auto needs an adapter that reports its host's levels (real KVM does)"
+        )
+    return observed_host(spec, levels)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
