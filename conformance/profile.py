@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.errors import UsageError
+from codegen.kernel_names import parse_kernel_name
 from codegen.model import HostProfile, Lifetime, Register, Release, Spec
 
 
@@ -72,20 +73,8 @@ def observed_host(spec: Spec, reported: dict[str, int]) -> str:
 
 def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> Profile:
     """Validate user-given names against the spec; `latest` is the newest release it knows."""
-    stable = kernel.endswith(".y")
-    kernel = kernel.removesuffix(".y")
-    release = spec.releases[-1] if kernel == "latest" else None
-    if release is None:
-        try:
-            release = Release.parse(kernel)
-        except ValueError:
-            raise UsageError(
-                f"kernel '{kernel}' is not a release such as 6.12 (or 6.12.y for its stable series)"
-            ) from None
-        if release not in spec.releases:
-            raise UsageError(
-                f"kernel {release} is not a release the spec knows ({spec.releases[0]}-{spec.releases[-1]})"
-            )
+    name = parse_kernel_name(spec, kernel)
+    release, stable = name.release, name.stable
     found = levels_profile(spec, host) if host.startswith(LEVELS_PREFIX) else None
     found = found or next((h for h in spec.host_profiles if h.name == host), None)
     if found is None:
