@@ -148,6 +148,16 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "ids": dict(sorted(f.ids.items())),
                     "c-names": dict(sorted(f.c_names.items())),
                     "header-since": str(f.header_since) if f.header_since else None,
+                    "header-errata": [
+                        {
+                            "number": e.number,
+                            "ids": dict(sorted(e.ids.items())),
+                            "fixed": _lifetime(e.fixed),
+                            "source": _source(e.source),
+                        }
+                        for e in f.header_errata
+                    ],
+                    "source": _source(f.source),
                     "kvm": None
                     if f.kvm is None
                     else {

@@ -295,6 +295,20 @@ class PsciFunction:
     c_names: dict[str, str] = field(hash=False)
     header_since: Release | None = None
     kvm: KvmPsciHandling | None = None
+    header_errata: tuple[HeaderErratum, ...] = ()
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class HeaderErratum:
+    """A stretch of releases whose uapi header gave a function's ids another number: a header
+    copy of such a release really has the wrong value, and sync-check must expect it there."""
+
+    number: int
+    doc: str
+    fixed: Lifetime
+    ids: dict[str, int] = field(hash=False)
+    source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +346,7 @@ class ConstantGroup:
     name: str
     doc: str
     constants: tuple[Constant, ...]
+    header_since: Release | None = None  # None: in the uapi header since the spec's first release
 
 
 @dataclass(frozen=True)

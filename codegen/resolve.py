@@ -23,6 +23,7 @@ from codegen.model import (
     Errno,
     Field,
     FieldValue,
+    HeaderErratum,
     HostProfile,
     Ioctl,
     KernelDocs,
@@ -648,24 +649,43 @@ class _Resolver:
         conventions = {v.name: v.value for v in smccc.field("convention").values}
         owner = smccc.field("owner").value_named("standard").value
         fast = smccc.field("call-type").value_named("fast").value
+
+        def function_ids(number: int, c_names: Raw) -> dict[str, int]:
+            return {
+                conv: smccc.compose(
+                    call_type=fast, convention=conventions[conv], owner=owner, function=number
+                )
+                for conv in c_names
+            }
+
         result = []
         for i, raw in enumerate(raws):
             path = ("functions", i)
             version = self.psci_version((*path, "psci"), raw["psci"], versions)
-            ids: dict[str, int] = {
-                conv: smccc.compose(
-                    call_type=fast,
-                    convention=conventions[conv],
-                    owner=owner,
-                    function=raw["number"],
+
+            ids = function_ids(raw["number"], raw["c-names"])
+            errata = tuple(
+                HeaderErratum(
+                    e["number"],
+                    e["doc"],
+                    self.lifetime("psci", (*path, "header-errata", j, "fixed"), e["fixed"]),
+                    function_ids(e["number"], raw["c-names"]),
+                    self.source(e["source"]),
                 )
-                for conv in raw["c-names"]
-            }
+                for j, e in enumerate(raw.get("header-errata", []))
+            )
             header_since = (
                 self.release("psci", (*path, "header-since"), raw["header-since"])
                 if "header-since" in raw
                 else None
             )
+            for j, erratum in enumerate(errata):
+                if header_since is None or erratum.fixed.since <= header_since:
+                    self.error(
+                        "psci",
+                        (*path, "header-errata", j, "fixed", "since"),
+                        "a header erratum must be fixed after the function's header-since",
+                    )
             kvm = self.kvm_handling((*path, "kvm"), raw.get("kvm"), versions, caps)
             if version is not None:
                 result.append(
@@ -678,6 +698,8 @@ class _Resolver:
                         dict(raw["c-names"]),
                         header_since,
                         kvm,
+                        errata,
+                        self.source(raw.get("source")),
                     )
                 )
         self.unique("psci", ("functions",), raws, "name", "PSCI function")
@@ -714,8 +736,11 @@ class _Resolver:
                 tuple(
                     Constant(c["name"], c["c-name"], c["value"], c["doc"]) for c in g["constants"]
                 ),
+                self.release("psci", ("constant-groups", i, "header-since"), g["header-since"])
+                if "header-since" in g
+                else None,
             )
-            for g in psci["constant-groups"]
+            for i, g in enumerate(psci["constant-groups"])
         )
         return codes, groups
 
