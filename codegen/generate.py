@@ -7,6 +7,7 @@ generated files that no generator writes any more.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pprint
@@ -23,7 +24,7 @@ import jinja2
 from codegen import __version__, docs
 from codegen.filters import FILTERS
 from codegen.json_model import model_to_json
-from codegen.model import Register, Release, Rule, Spec
+from codegen.model import Lifetime, Register, Release, Rule, Spec
 
 MARKER = "kvm-fwspec-generated:"
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,17 +124,29 @@ def _render_reference_tables(spec: Spec, banner: str) -> str:
     )
 
 
-def _docs_template(name: str, **extra: object) -> Callable[[Spec, str], str]:
+def _docs_template(
+    name: str, context: Callable[[Spec], dict[str, object]] = lambda spec: {}
+) -> Callable[[Spec, str], str]:
+    """A page whose context is computed when it is rendered, not when the outputs are listed
+    (sync-check lists them all to render two headers)."""
+
     def render(spec: Spec, banner: str) -> str:
-        return _environment().get_template(name).render({"spec": spec, "banner": banner, **extra})
+        values = {"spec": spec, "banner": banner, **context(spec)}
+        return _environment().get_template(name).render(values)
 
     return render
 
 
-def _register_page(
-    register: Register, verdicts: dict[str, Counter[str]], profile: str
-) -> Callable[[Spec, str], str]:
+@functools.cache
+def _verdict_profile(spec: Spec) -> tuple[dict[str, Counter[str]], str]:
+    """The reference's verdicts shown on every register page, computed once per spec."""
+    kernel, host = str(spec.releases[-1]), spec.host_profiles[0].name
+    return docs.reference_verdicts(spec, kernel, host), f"arm64 {kernel} host={host}"
+
+
+def _register_page(register: Register) -> Callable[[Spec, str], str]:
     def render(spec: Spec, banner: str) -> str:
+        verdicts, profile = _verdict_profile(spec)
         rules = [
             r
             for r in spec.rules
@@ -278,33 +291,36 @@ def _migration_matrix_page(spec: Spec, banner: str) -> str:
     return _environment().get_template("docs_migration_matrix.rst.j2").render(context)
 
 
-def docs_outputs(spec: Spec) -> list[Output]:
-    release_items = []
+def _release_items(spec: Spec) -> list[tuple[str, Lifetime]]:
+    items = []
     for register in spec.registers:
-        release_items.append((f"``{register.c_name}``", register.lifetime))
-        release_items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
-        release_items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
-    kernel, host = str(spec.releases[-1]), spec.host_profiles[0].name
-    verdicts = docs.reference_verdicts(spec, kernel, host)
+        items.append((f"``{register.c_name}``", register.lifetime))
+        items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
+        items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
+    return items
+
+
+def docs_outputs(spec: Spec) -> list[Output]:
     pages = [
         Output(
             f"docs-register-{r.name}",
             f"docs/reference/registers/{r.name}.rst",
             "rst",
-            _register_page(r, verdicts, f"arm64 {kernel} host={host}"),
+            _register_page(r),
         )
         for r in spec.registers
     ]
     return [
         *pages,
         Output("docs-reference-index", "docs/reference/index.rst", "rst",
-               _docs_template("docs_reference_index.rst.j2", registers=spec.registers)),
+               _docs_template("docs_reference_index.rst.j2", lambda s: {"registers": s.registers})),
         Output("docs-psci-matrix", "docs/reference/psci-matrix.rst", "rst",
-               _docs_template("docs_psci_matrix.rst.j2", matrix=docs.psci_matrix(spec))),
+               _docs_template("docs_psci_matrix.rst.j2", lambda s: {"matrix": docs.psci_matrix(s)})),
         Output("docs-release-matrix", "docs/reference/release-matrix.rst", "rst",
-               _docs_template("docs_release_matrix.rst.j2", points=docs.change_points(spec), items=release_items)),
+               _docs_template("docs_release_matrix.rst.j2",
+                              lambda s: {"points": docs.change_points(s), "items": _release_items(s)})),
         Output("docs-cli-examples", "docs/reference/cli-examples.rst", "rst",
-               _docs_template("docs_cli.rst.j2", examples=docs.cli_examples(CLI_EXAMPLES))),
+               _docs_template("docs_cli.rst.j2", lambda s: {"examples": docs.cli_examples(CLI_EXAMPLES)})),
         Output("docs-kernel-page", "docs/kernel/fw-pseudo-registers.rst", "rst", _kernel_page),
         Output("docs-migration", "docs/reference/migration.rst", "rst", _migration_page),
         Output("docs-migration-matrix", "docs/reference/migration-matrix.rst", "rst", _migration_matrix_page),
@@ -344,10 +360,11 @@ def outputs(spec: Spec) -> list[Output]:
     ]
 
 
-def render_all(spec: Spec) -> dict[str, str]:
-    """Path (relative to the project root) -> the exact text that belongs there."""
+def render_all(spec: Spec, only: Callable[[str], bool] = lambda path: True) -> dict[str, str]:
+    """Path (relative to the project root) -> the exact text that belongs there; `only` picks
+    the paths to render (sync-check needs two headers, not the docs)."""
     rendered = {}
-    for output in outputs(spec):
+    for output in (o for o in outputs(spec) if only(o.path)):
         lines = banner_lines(spec, output.name)
         banner = (
             "\n".join(lines) if output.comment == "json" else format_banner(lines, output.comment)
