@@ -160,17 +160,25 @@ def _migrate_proof(args: argparse.Namespace) -> int:
     return run_proof(args.report, args.save_fixtures)
 
 
+def _sync_proof(args: argparse.Namespace) -> int:
+    from conformance.harness.sync_proof import run_sync_proof
+
+    return run_sync_proof(args.report)
+
+
 def _sync_check(args: argparse.Namespace) -> int:
-    from codegen.model import Release
-    from codegen.sync_check import check, fix_patch
+    from codegen.kernel_names import parse_kernel_name
+    from codegen.sync_check import check, claimed_by, fix_patch
 
     spec = load_spec(args.spec_dir)
-    release = Release.parse(args.kernel)
-    findings = check(spec, args.files, release, args.arch)
-    wrong = [f for f in findings if f.status in ("differs", "missing")]
+    kernel = parse_kernel_name(spec, args.kernel or claimed_by(args.files))
+    findings = check(spec, args.files, kernel, args.arch)
+    wrong = [f for f in findings if f.wrong]
     agrees = sum(f.status == "agrees" for f in findings)
+    claim = "" if args.kernel else " (the release the files claim)"
+    files = ", ".join(map(str, args.files))
     print(
-        f"{', '.join(map(str, args.files))}: {agrees} constants agree with the spec for {release}, {len(wrong)} do not"
+        f"{files}: {agrees} constants agree with the spec for {kernel}{claim}, {len(wrong)} do not"
     )
     for finding in findings:
         if finding.status != "agrees":
@@ -294,10 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep the real dumps and outcomes here",
     )
     proof.set_defaults(handler=_migrate_proof)
+    sync_proof = sub.add_parser(
+        "sync-proof",
+        help="check sync-check on Debian's arm64 uapi headers of the pinned kernel lines",
+    )
+    sync_proof.add_argument("--report", type=Path, default=Path("reports/sync-check"))
+    sync_proof.set_defaults(handler=_sync_proof)
     sync = sub.add_parser("sync-check", help="check a copy of the uapi constants against the spec")
     sync.add_argument("files", nargs="+", type=Path, metavar="FILE")
     sync.add_argument(
-        "--kernel", required=True, help="the release the copy should match, e.g. 6.12"
+        "--kernel",
+        default=None,
+        help="the release the copy should match, e.g. 6.12 or 6.12.y (default: the release the "
+        "files claim, from a kernel tree's Makefile or an installed linux/version.h)",
     )
     sync.add_argument("--arch", default="arm64")
     sync.add_argument(

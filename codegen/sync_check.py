@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import re
 import shutil
 import subprocess
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.errors import UsageError
-from codegen.model import Lifetime, Release, Spec
+from codegen.header_release import claimed_kernel
+from codegen.kernel_names import KernelName
+from codegen.model import Lifetime, Spec
 
 DOMAIN = re.compile(
     r"^(KVM_REG_ARM_(FW|PSCI|SMCCC|STD|VENDOR)|KVM_REG_ARM_FW_FEAT|PSCI_|KVM_PSCI_|KVM_ARM_PSCI_)"
@@ -30,21 +33,44 @@ DOMAIN = re.compile(
 class Expected:
     value: int
     lifetime: Lifetime | None  # None: as old as the spec's first release
+    errata: tuple[tuple[Lifetime, int], ...] = ()  # (releases fixed, value before the fix)
+
+    def value_in(self, kernel: KernelName) -> int:
+        """What a true copy of `kernel`'s header holds: the wrong value where the spec records
+        that the header itself had one."""
+        exists = self.lifetime is None or self.lifetime.covers(kernel.release, kernel.stable)
+        for fixed, wrong in self.errata:
+            if exists and not fixed.covers(kernel.release, kernel.stable):
+                return wrong
+        return self.value
 
 
 @dataclass(frozen=True)
 class Finding:
     name: str
-    status: str  # agrees, differs, missing, unevaluated, unknown
+    status: str  # agrees, differs, ahead, missing, beyond-bindgen, unevaluated, unknown
     file_value: int | None = None
     spec_value: int | None = None
     file: Path | None = None
+    lifetime: Lifetime | None = None
+
+    @property
+    def wrong(self) -> bool:
+        """Whether the copy disagrees with the spec for its release (sync-check exits 1)."""
+        return self.status in ("differs", "ahead", "missing")
 
     def __str__(self) -> str:
         if self.status == "differs":
             return f"{self.name}: differs: file {self.file_value:#x}, spec {self.spec_value:#x}"
         if self.status == "agrees":
             return f"{self.name}: agrees ({self.spec_value:#x})"
+        if self.status == "ahead" and self.lifetime is not None:
+            return f"{self.name}: defined, but the spec has it only from {self.lifetime.since}"
+        if self.status == "beyond-bindgen":
+            return (
+                f"{self.name}: absent, as bindgen leaves out every constant the kernel defines "
+                "through a function-like macro; the VMM must define it itself"
+            )
         if self.status == "missing":
             return f"{self.name}: missing (the spec has it in this release)"
         if self.status == "unevaluated":
@@ -70,14 +96,18 @@ def expected_constants(spec: Spec, arch: str) -> dict[str, Expected]:
     for function in spec.psci_functions:
         for convention, c_name in function.c_names.items():
             since = function.header_since
-            found[c_name] = Expected(function.ids[convention], Lifetime(since) if since else None)
+            errata = tuple((e.fixed, e.ids[convention]) for e in function.header_errata)
+            found[c_name] = Expected(
+                function.ids[convention], Lifetime(since) if since else None, errata
+            )
     for code in spec.psci_return_codes:
         found[code.c_name] = Expected(
             code.value & 0xFFFFFFFFFFFFFFFF if code.value < 0 else code.value, None
         )
     for group in spec.psci_constant_groups:
         for constant in group.constants:
-            found[constant.c_name] = Expected(constant.value, None)
+            group_lifetime = Lifetime(group.header_since) if group.header_since else None
+            found[constant.c_name] = Expected(constant.value, group_lifetime)
     for function_01 in spec.kvm_psci_01_functions:
         found[function_01.c_name] = Expected(function_01.function_id, None)
     found[spec.kvm_psci_01_c_base] = Expected(spec.kvm_psci_01_base, None)
@@ -204,7 +234,18 @@ def evaluate(path: Path, names: list[str]) -> dict[str, int]:
             program.write_text(f"{include}int main(void)\n{{\n{body}\treturn 0;\n}}\n")
             binary = Path(work) / "probe"
             built = subprocess.run(
-                ["gcc", "-w", *flags, "-o", str(binary), str(program)],
+                # An undefined helper macro (BIT() in uapi) must fail at its probe line, not at
+                # link time; the copy may reach us through a system header (asm/kvm.h includes
+                # linux/psci.h), where gcc would otherwise keep the diagnostic to itself.
+                [
+                    "gcc",
+                    "-Wsystem-headers",
+                    "-Werror=implicit-function-declaration",
+                    *flags,
+                    "-o",
+                    str(binary),
+                    str(program),
+                ],
                 capture_output=True,
                 text=True,
             )
@@ -216,7 +257,12 @@ def evaluate(path: Path, names: list[str]) -> dict[str, int]:
                     {n: int(v) for n, v in (line.split() for line in output.splitlines())}
                 )
                 break
-            failing = {int(m) for m in re.findall(r"probe\.c:(\d+):", built.stderr)}
+            failing = {
+                int(m)
+                for m in re.findall(
+                    r"probe\.c:(\d+):\d+: (?:error|note: in expansion of macro)", built.stderr
+                )
+            }
             bad = {pending[line - 6] for line in failing if 0 <= line - 6 < len(pending)}
             if not bad:
                 raise UsageError(
@@ -226,19 +272,31 @@ def evaluate(path: Path, names: list[str]) -> dict[str, int]:
     return values
 
 
-def check(spec: Spec, paths: list[Path], release: Release, arch: str = "arm64") -> list[Finding]:
-    """Findings over a set of files taken together (asm/kvm.h and linux/psci.h split the
-    constants between them): a constant is missing only if none of the files defines it."""
+@dataclass(frozen=True)
+class CopyContents:
+    """What a set of files defines and the values the compiler gives them, whatever release
+    they are then checked against."""
+
+    present: dict[str, Path]
+    values: dict[str, int]
+    bindgen: bool = False  # written by rust-bindgen, which drops function-like macros
+
+
+def read_copy(spec: Spec, paths: list[Path], arch: str = "arm64") -> CopyContents:
+    """Files taken together (asm/kvm.h and linux/psci.h split the constants between them); the
+    first file that defines a name is the one that counts."""
     if shutil.which("gcc") is None:
         raise UsageError("sync-check evaluates C with gcc, which is not installed")
     expected = expected_constants(spec, arch)
     present: dict[str, Path] = {}
     values: dict[str, int] = {}
+    bindgen = False
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".rs":
+            bindgen |= "automatically generated by rust-bindgen" in text[:200]
             evaluated = {n: v & 0xFFFFFFFFFFFFFFFF for n, v in rust_values(text, arch).items()}
             names = sorted(rust_constants(text, arch))
             present.update({n: path for n in names if n not in present})
@@ -247,27 +305,53 @@ def check(spec: Spec, paths: list[Path], release: Release, arch: str = "arm64") 
         names = _names_in(text)
         present.update({n: path for n in names if n not in present})
         values.update(evaluate(path, [n for n in names if n in expected and n not in values]))
+    return CopyContents(present, values, bindgen)
+
+
+def classify(
+    spec: Spec, contents: CopyContents, kernel: KernelName, arch: str = "arm64"
+) -> list[Finding]:
+    """A copy's constants against `kernel`: missing only if no file defines one, ahead if a
+    file defines one before the release the spec says it came in."""
+    expected = expected_constants(spec, arch)
+    present, values = contents.present, contents.values
     generated = _generated_names(spec, arch)
     findings = []
     for name in sorted(set(present) | set(expected)):
         if name in expected:
-            spec_value = expected[name].value & 0xFFFFFFFFFFFFFFFF
+            spec_value = expected[name].value_in(kernel) & 0xFFFFFFFFFFFFFFFF
             lifetime = expected[name].lifetime
+            exists = lifetime is None or lifetime.covers(kernel.release, kernel.stable)
             if name in values:
                 status = "agrees" if values[name] == spec_value else "differs"
-                findings.append(Finding(name, status, values[name], spec_value, present[name]))
+                if status == "agrees" and not exists and _uapi(spec, name):
+                    status = "ahead"
+                findings.append(
+                    Finding(name, status, values[name], spec_value, present[name], lifetime)
+                )
             elif name in present:
                 findings.append(Finding(name, "unevaluated", None, spec_value, present[name]))
-            elif (
-                name not in present
-                and name in generated
-                and _uapi(spec, name)
-                and (lifetime is None or lifetime.covers(release, stable=True))
-            ):
-                findings.append(Finding(name, "missing", None, spec_value))
+            elif name in generated and _uapi(spec, name) and exists:
+                beyond = contents.bindgen and name in _through_function_macros(spec, arch)
+                status = "beyond-bindgen" if beyond else "missing"
+                findings.append(Finding(name, status, None, spec_value))
         elif DOMAIN.match(name):
             findings.append(Finding(name, "unknown", file=present[name]))
     return findings
+
+
+def check(spec: Spec, paths: list[Path], kernel: KernelName, arch: str = "arm64") -> list[Finding]:
+    """sync-check on files: read once, classified against one release."""
+    return classify(spec, read_copy(spec, paths, arch), kernel, arch)
+
+
+def claimed_by(paths: list[Path]) -> str:
+    """The one release the files claim; an error when they claim none or several."""
+    claims = {c for c in map(claimed_kernel, paths) if c}
+    if len(claims) != 1:
+        said = f"claim {', '.join(sorted(claims))}" if claims else "claim no kernel release"
+        raise UsageError(f"{', '.join(map(str, paths))}: {said}; give --kernel")
+    return claims.pop()
 
 
 def _uapi(spec: Spec, name: str) -> bool:
@@ -275,6 +359,17 @@ def _uapi(spec: Spec, name: str) -> bool:
     return not any(v.c_name == name for v in spec.psci_versions)
 
 
+@functools.cache
+def _through_function_macros(spec: Spec, arch: str) -> set[str]:
+    """Names the kernel (and the generated header, which spells them alike) defines by calling a
+    function-like macro: KVM_REG_ARM_FW_REG(0), PSCI_0_2_FN(3)."""
+    names = set()
+    for text in _generated_headers(spec, arch).values():
+        names.update(re.findall(r"^#define\s+([A-Z][A-Z0-9_]*)\s+[A-Z][A-Z0-9_]*\(", text, re.M))
+    return names
+
+
+@functools.cache
 def _generated_names(spec: Spec, arch: str) -> set[str]:
     names = set()
     for text in _generated_headers(spec, arch).values():
@@ -285,8 +380,7 @@ def _generated_names(spec: Spec, arch: str) -> set[str]:
 def _generated_headers(spec: Spec, arch: str) -> dict[str, str]:
     from codegen.generate import render_all
 
-    rendered = render_all(spec)
-    return {p: t for p, t in rendered.items() if p.endswith((f"kvm_fw_{arch}.h", "kvm_fw_psci.h"))}
+    return render_all(spec, lambda path: path.endswith((f"kvm_fw_{arch}.h", "kvm_fw_psci.h")))
 
 
 def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm64") -> str:
@@ -300,6 +394,7 @@ def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm6
             )
             if match:
                 definitions[match.group(1)] = match.group(2).strip()
+    current = {n: e.value & 0xFFFFFFFFFFFFFFFF for n, e in expected_constants(spec, arch).items()}
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     fixed = list(lines)
     if path.suffix == ".rs":
@@ -322,7 +417,11 @@ def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm6
         for i, line in enumerate(fixed):
             match = pattern.match(line.rstrip("\n"))
             if match:
-                value = definitions.get(finding.name, f"{finding.spec_value:#x}")
+                value = (
+                    definitions.get(finding.name, f"{finding.spec_value:#x}")
+                    if finding.spec_value == current.get(finding.name)
+                    else f"{finding.spec_value:#x}"  # the release's own (erratum) value
+                )
                 if match.group(1):
                     fixed[i] = f"{match.group(1)}{value}\n"
                 else:

@@ -17,7 +17,7 @@ import pytest
 
 from codegen.loader import load_spec
 from codegen.model import Release, Spec
-from codegen.sync_check import headers_install
+from codegen.sync_check import expected_constants, headers_install
 from tests.c_probe import GENERATED_C, defined_names, evaluate, expressions
 
 INTERNAL_HEADER = "include/kvm/arm_psci.h"
@@ -85,24 +85,18 @@ def install_overlay(kernel: KernelHeaders, workdir: Path) -> list[str]:
 
 
 def spec_dates(spec: Spec) -> dict[str, tuple[Release | None, bool]]:
-    """C name -> (release it entered the uapi headers, whether it is uapi at all)."""
-    dates: dict[str, tuple[Release | None, bool]] = {}
-    for register in spec.registers:
-        dates[register.c_name] = (register.lifetime.since, True)
-        for value in register.values:
-            dates[value.c_name] = (value.lifetime.since, True)
-        for bit in register.bits:
-            dates[bit.c_name] = (bit.lifetime.since, True)
-    for function in spec.psci_functions:
-        for c_name in function.c_names.values():
-            dates[c_name] = (function.header_since, True)
+    """C name -> (release it entered the uapi headers, whether it is uapi at all), as
+    sync-check expects them, plus the register-id macros (KVM_REG_ARM_FW_REG())."""
+    dates: dict[str, tuple[Release | None, bool]] = {
+        name: (expected.lifetime.since if expected.lifetime else None, True)
+        for name, expected in expected_constants(spec, "arm64").items()
+    }
     for version in spec.psci_versions:
         if version.c_name:
             dates[version.c_name] = (None, False)
     for c_class in spec.layout("reg-id").field("class").values:
         if c_class.c_name and c_class.c_reg_macro:
             dates[c_class.c_reg_macro] = (c_class.lifetime.since, True)
-            dates[c_class.c_name] = (c_class.lifetime.since, True)
     return dates
 
 
