@@ -24,6 +24,7 @@ class KernelLine:
     suites: tuple[str, ...]
     packages: tuple[str, ...]
     doc: str
+    headers: str  # the package of the line's arm64 uapi headers (a pattern, like packages)
     unstable: bool = False
 
 
@@ -50,6 +51,7 @@ def kernel_lines() -> list[KernelLine]:
             tuple(line["suites"]),
             tuple(line["packages"]),
             line["doc"],
+            line["headers"],
             line.get("unstable", False),
         )
         for line in raw["lines"]

@@ -46,7 +46,12 @@ def _moved_on(line: KernelLine, cache: Path) -> KernelLine | None:
     escaped = re.escape(release)
     pattern = rf"linux-binary-unsigned-{escaped}\.[0-9]+\+deb[0-9]+-arm64"
     return KernelLine(
-        release, line.suites, (pattern, *line.packages[1:]), f"unstable now ({release})", True
+        release,
+        line.suites,
+        (pattern, *line.packages[1:]),
+        f"unstable now ({release})",
+        line.headers,
+        True,
     )
 
 
