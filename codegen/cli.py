@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -99,11 +100,22 @@ def _agent(args: argparse.Namespace) -> int:
             f"no agent implementation '{args.impl}'; have: {', '.join(sorted(IMPLEMENTATIONS))}"
         )
     spec = load_spec(args.spec_dir)
+    from conformance.agent_guard import TOKEN_VARIABLE, Guard, GuardError, server_tls
     from conformance.profile import resolve_profile
 
     profile = resolve_profile(spec, args.kernel, args.host, args.arch)
     options = {"kernel": str(profile.release), "host": profile.host.name, "arch": profile.arch}
-    run_agent(args.impl, options, args.listen)
+    token = (
+        args.token_file.read_text(encoding="utf-8").strip()
+        if args.token_file
+        else os.environ.get(TOKEN_VARIABLE)
+    )
+    guard = Guard(args.max_message, args.max_rate, token or None)
+    tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    try:
+        run_agent(args.impl, options, args.listen, guard=guard, tls=tls)
+    except GuardError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -243,7 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--impl", default="reference")
     _add_profile_arguments(agent)
     agent.add_argument(
-        "--listen", default=None, metavar="HOST:PORT", help="serve TCP instead of stdin/stdout"
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve TCP instead of stdin/stdout (HOST defaults to 127.0.0.1; any other address "
+        "needs a token)",
+    )
+    agent.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="clients must send this file's token in their hello (default: $KVM_FWSPEC_AGENT_TOKEN)",
+    )
+    agent.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    agent.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    agent.add_argument(
+        "--tls-client-ca", default=None, help="require client certificates signed by this CA"
+    )
+    agent.add_argument("--max-message", type=int, default=16 << 20, help="largest request in bytes")
+    agent.add_argument(
+        "--max-rate", type=float, default=1000.0, help="requests per second per connection"
     )
     agent.set_defaults(handler=_agent)
     qemu = sub.add_parser(

@@ -1,7 +1,8 @@
 """The agent side of the agent protocol: serve an implementation over JSON lines.
 
 `kvm-fwspec agent --impl reference --kernel 6.12 --host mitigated` answers on stdin/stdout;
-with `--listen HOST:PORT` it answers TCP connections instead, one at a time. Stdlib only, so
+with `--listen HOST:PORT` it answers TCP connections instead, within the limits of
+conformance.agent_guard. Stdlib only, so
 the same agent can run inside a minimal guest. The protocol is documented in
 docs/agent-protocol.md.
 """
@@ -9,16 +10,31 @@ docs/agent-protocol.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import socketserver
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from conformance.agent_guard import (
+    DEFAULT_GUARD,
+    Guard,
+    LineSource,
+    Pacer,
+    TooLong,
+    admits,
+    check_listener,
+    read_message,
+)
 from conformance.program import Implementation, execute
+
+if TYPE_CHECKING:
+    import ssl  # only a TLS listener needs it; the guest's Python may lack libssl
 
 PROTOCOL = "kvm-fwspec-agent/1"
 
@@ -31,16 +47,42 @@ class Served:
     hello: dict[str, Any]
 
 
-def serve_stream(served: Served, reader: IO[str], writer: IO[str]) -> None:
-    """Answer requests line by line until `bye` or end of input."""
-    for line in reader:
+def serve_stream(
+    served: Served,
+    reader: LineSource,
+    writer: IO[str],
+    guard: Guard = DEFAULT_GUARD,
+    lock: threading.Lock | None = None,
+) -> None:
+    """Answer requests line by line until `bye`, end of input, or a breach of the guard."""
+    pacer = Pacer(guard)
+    admitted = guard.token is None
+    while True:
+        try:
+            line = read_message(reader, guard)
+        except TooLong as exc:
+            _reply(writer, {"id": None, "error": {"message": str(exc)}})
+            return
+        if not line:
+            return
         if not line.strip():
             continue
-        response, done = answer(served, line)
-        writer.write(json.dumps(response, separators=(",", ":")) + "\n")
-        writer.flush()
+        pacer.wait()
+        if not admitted:
+            admitted, refusal = admits(line, guard.token or "")
+            if not admitted:
+                _reply(writer, refusal)
+                return
+        with lock or contextlib.nullcontext():
+            response, done = answer(served, line.decode("utf-8", errors="replace"))
+        _reply(writer, response)
         if done:
             return
+
+
+def _reply(writer: IO[str], response: dict[str, Any]) -> None:
+    writer.write(json.dumps(response, separators=(",", ":")) + "\n")
+    writer.flush()
 
 
 def answer(served: Served, line: str) -> tuple[dict[str, Any], bool]:
@@ -65,32 +107,52 @@ def answer(served: Served, line: str) -> tuple[dict[str, Any], bool]:
         return {"id": request_id, "error": {"message": f"{type(exc).__name__}: {exc}"}}, False
 
 
+MAX_CONNECTIONS = 8
+IDLE_TIMEOUT = 600.0  # seconds a connection may stay silent before the agent drops it
+
+
 def serve_tcp(
-    served: Served, host: str, port: int, ready: Callable[[int], None] | None = None
+    served: Served,
+    host: str,
+    port: int,
+    ready: Callable[[int], None] | None = None,
+    guard: Guard = DEFAULT_GUARD,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Serve one connection at a time on host:port (port 0 picks one; `ready` learns it)."""
+    """Serve host:port (port 0 picks one; `ready` learns it), a few connections at a time,
+    one implementation call at a time: a refused or misbehaving client never holds up the
+    authenticated one."""
+    lock = threading.Lock()
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
-            reader = _TextLines(self.rfile)
-            writer = _TextWriter(self.wfile)
-            serve_stream(served, reader, writer)  # type: ignore[arg-type]
+            if not slots.acquire(blocking=False):
+                return
+            try:
+                self.connection.settimeout(IDLE_TIMEOUT)
+                if tls is not None:
+                    self.connection.do_handshake()
+                serve_stream(served, self.rfile, _TextWriter(self.wfile), guard, lock)  # type: ignore[arg-type]
+            except OSError:
+                return  # a client that went away or failed the TLS handshake (SSLError)
+            finally:
+                slots.release()
 
-    with socketserver.TCPServer((host, port), Handler) as server:
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    with Server((host, port), Handler, bind_and_activate=False) as server:
+        server.server_bind()
+        server.server_activate()
+        if tls is not None:
+            server.socket = tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         if ready is not None:
             ready(server.server_address[1])
         server.serve_forever()
-
-
-class _TextLines:
-    """Iterate UTF-8 lines of a binary socket file."""
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-
-    def __iter__(self) -> Any:
-        for line in self.raw:
-            yield line.decode("utf-8")
 
 
 class _TextWriter:
@@ -142,25 +204,36 @@ IMPLEMENTATIONS: dict[str, Callable[[Mapping[str, str]], Served]] = {
 
 
 def run_agent(
-    impl: str, options: Mapping[str, str], listen: str | None, channel: str | None = None
+    impl: str,
+    options: Mapping[str, str],
+    listen: str | None,
+    channel: str | None = None,
+    guard: Guard = DEFAULT_GUARD,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Serve `impl` on stdin/stdout, on a character device (a virtio-serial port), or on TCP."""
+    """Serve `impl` on stdin/stdout, on a character device (a virtio-serial port), or on TCP
+    (loopback unless told otherwise, and then only with a token)."""
+    if listen is not None:
+        host, _, port = listen.rpartition(":")
+        host = host or "127.0.0.1"
+        check_listener(host, guard.token)
     served = IMPLEMENTATIONS[impl](options)
     if channel is not None:
         # One descriptor for both directions: a virtio-serial port can be open only once.
         fd = os.open(channel, os.O_RDWR)
         with io.BufferedReader(io.FileIO(fd, "r", closefd=False), 1 << 16) as reader:
-            serve_stream(served, _TextLines(reader), _TextWriter(io.FileIO(fd, "w")))  # type: ignore[arg-type]
+            serve_stream(served, reader, _TextWriter(io.FileIO(fd, "w")), guard)  # type: ignore[arg-type]
         return
     if listen is None:
-        serve_stream(served, sys.stdin, sys.stdout)
+        serve_stream(served, sys.stdin.buffer, sys.stdout, guard)
         return
-    host, _, port = listen.rpartition(":")
     serve_tcp(
         served,
-        host or "127.0.0.1",
+        host,
         int(port),
         lambda p: print(f"listening on {host}:{p}", flush=True),
+        guard,
+        tls,
     )
 
 

@@ -28,7 +28,8 @@ PRUNE = ("usr/share", "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "
          "usr/lib/python3.11/distutils", "usr/lib/python3.11/unittest", "usr/lib/python3.11/asyncio",
          "usr/lib/python3.11/email", "usr/lib/python3.11/sqlite3", "usr/lib/python3.11/xml",
          "usr/lib/aarch64-linux-gnu/gconv", "usr/lib/locale", "usr/bin/pydoc3.11")  # fmt: skip
-AGENT_FILES = ("conformance/__init__.py", "conformance/agent.py", "conformance/program.py",
+AGENT_FILES = ("conformance/__init__.py", "conformance/agent.py", "conformance/agent_guard.py",
+               "conformance/program.py",
                "conformance/kvm_ioctl.py", "codegen/__init__.py", "codegen/generated/__init__.py",
                "codegen/generated/kvm_fw_constants.py")  # fmt: skip
 PORT = "/dev/vport0p1"

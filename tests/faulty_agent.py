@@ -1,0 +1,82 @@
+"""An agent that serves the reference faithfully except for one injected fault, for the tests
+that show a faulty implementation costs only the cases its fault touched.
+
+    python -m tests.faulty_agent FAULT MARKER --kernel 6.12 --host mitigated
+
+The fault fires once, on the second `run` request (or on `hello` for old-protocol); MARKER is
+a file created when it fires, so the fresh agent the client starts afterwards behaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from conformance.agent import answer, reference_served
+
+FAULTS = ("crash", "hang", "garbage", "oversized", "truncated", "old-protocol", "wrong-id")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("fault", choices=FAULTS)
+    parser.add_argument("marker", type=Path)
+    parser.add_argument("--kernel", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--oversize", type=int, default=4 << 20)
+    args = parser.parse_args()
+    served = reference_served({"kernel": args.kernel, "host": args.host})
+    out = sys.stdout.buffer
+    runs = 0
+    for line in sys.stdin:
+        request = json.loads(line)
+        runs += request["method"] == "run"
+        response, done = answer(served, line)
+        trigger = "hello" if args.fault == "old-protocol" else "run"
+        fires = request["method"] == trigger and (trigger == "hello" or runs == 2)
+        if fires and not args.marker.exists():
+            args.marker.touch()
+            inject(args.fault, response, out, args.oversize)
+            continue
+        out.write(json.dumps(response).encode() + b"\n")
+        out.flush()
+        if done:
+            return
+
+
+def inject(fault: str, response: dict[str, object], out: object, oversize: int) -> None:
+    write = out.write  # type: ignore[attr-defined]
+    text = json.dumps(response).encode()
+    if fault == "crash":
+        os._exit(3)
+    if fault == "hang":
+        time.sleep(3600)
+    if fault == "garbage":
+        write(b"\x00\xffthis is not json\n")
+    if fault == "oversized":
+        chunk = b"9" * (1 << 16)
+        for _ in range(oversize // len(chunk) + 1):  # one endless line, never a newline
+            write(chunk)
+        time.sleep(3600)
+    if fault == "truncated":
+        write(text[: len(text) // 2])
+        out.flush()  # type: ignore[attr-defined]
+        os._exit(0)
+    if fault == "old-protocol":
+        write(
+            json.dumps(
+                {"id": response["id"], "result": {"protocol": "kvm-fwspec-agent/0"}}
+            ).encode()
+            + b"\n"
+        )
+    if fault == "wrong-id":
+        write(json.dumps({**response, "id": 999999}).encode() + b"\n")
+    out.flush()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
