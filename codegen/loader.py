@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -48,8 +48,29 @@ def _validate(document: SourceDocument, schema: dict[str, Any], stem: str) -> li
             known = best.schema.get("properties", {})
             extra = next((k for k in best.instance if k not in known), None)
             path = (*path, extra) if extra is not None else path
-        problems.append(document.problem(path, best.message))
+        message = best.message
+        if best.validator == "oneOf":
+            message = _one_of_message(best) or message
+        if "propertyNames" in best.schema_path:
+            path = (*path, best.instance)  # the offending key's own line
+        problems.append(document.problem(path, message))
     return problems
+
+
+def _one_of_message(error: jsonschema.exceptions.ValidationError) -> str | None:
+    """jsonschema dumps the whole object for a failed oneOf; where each alternative only
+    requires one key, say which keys and how many were given instead."""
+    alternatives: list[dict[str, Any]] = list(cast(list[dict[str, Any]], error.validator_value))
+    keys = [
+        a["required"][0]
+        for a in alternatives
+        if list(a) == ["required"] and len(a["required"]) == 1
+    ]
+    if len(keys) != len(alternatives) or not isinstance(error.instance, dict):
+        return None
+    given = [k for k in keys if k in error.instance]
+    found = f"has {' and '.join(repr(k) for k in given)}" if given else "has none"
+    return f"needs exactly one of {', '.join(repr(k) for k in keys)}; it {found}"
 
 
 def read_documents(spec_dir: Path) -> dict[str, SourceDocument]:
@@ -68,7 +89,7 @@ def read_documents(spec_dir: Path) -> dict[str, SourceDocument]:
     documents: dict[str, SourceDocument] = {}
     for stem in SPEC_FILES:
         path = spec_dir / f"{stem}.yaml"
-        if not path.is_file():
+        if not path.exists():
             problems.append(SpecProblem(path, 1, "", "spec file is missing"))
             continue
         try:

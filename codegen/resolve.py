@@ -277,7 +277,9 @@ class _Resolver:
             }
             if absent:
                 self.error(
-                    "encoding", ("layouts",), f"layout '{required}' lacks fields {sorted(absent)}"
+                    "encoding",
+                    ("layouts", index, "fields"),
+                    f"layout '{required}' lacks fields {sorted(absent)}",
                 )
         if self.problems:
             raise SpecError(self.problems)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import cast
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import LarkError, UnexpectedInput
+from lark.exceptions import UnexpectedInput, VisitError
 
 from codegen.operators import BINARY_OPERATORS
 
@@ -71,7 +71,10 @@ class ExpressionError(Exception):
 @v_args(inline=True)
 class _ToAst(Transformer[Token, Expr]):
     def number(self, token: Token) -> Expr:
-        return Number(int(str(token), 0))
+        try:
+            return Number(int(str(token), 0))
+        except ValueError:  # the grammar lets `08` through; Python's int() does not
+            raise ExpressionError(f"'{token}' is not a number (no leading zeros)") from None
 
     def name(self, token: Token) -> Expr:
         return Name(str(token))
@@ -127,11 +130,14 @@ def parse(text: str) -> Expr:
     """Parse an expression; raise ExpressionError with the column of a syntax error."""
     try:
         tree: Tree[Token] = _PARSER.parse(text)
-    except UnexpectedInput as exc:
+    except UnexpectedInput as exc:  # what the LALR parser raises for any text it refuses
         raise ExpressionError(f"syntax error at column {exc.column} of '{text}'") from exc
-    except LarkError as exc:
-        raise ExpressionError(f"cannot parse '{text}': {exc}") from exc
-    return _ToAst().transform(tree)
+    try:
+        return _ToAst().transform(tree)
+    except VisitError as exc:  # lark wraps what the transformer raised
+        if isinstance(exc.orig_exc, ExpressionError):
+            raise exc.orig_exc from None
+        raise
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -49,6 +49,16 @@ class SourceDocument:
         return SpecProblem(self.path, self.line_of(path), format_json_path(path), message)
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML without dates: the spec writes releases, never timestamps, and an unquoted
+    2020-02-30 should fail the schema as a string, not crash as an impossible date."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, Any]]]] = {  # type: ignore[misc]
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
 class _Builder:
     """Turns a composed node tree into plain data, recording lines and refusing duplicate keys."""
 
@@ -75,7 +85,11 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node)
+        try:
+            return self.loader.construct_object(node)
+        except ValueError as exc:  # a scalar YAML recognises but cannot build, such as 0o9
+            self._problem(node, path, f"cannot read value {node.value!r}: {exc}")
+            return None
 
     def _problem(self, node: yaml.Node, path: JsonPath, message: str) -> None:
         line = node.start_mark.line + 1
@@ -85,12 +99,20 @@ class _Builder:
 def load_document(path: Path) -> SourceDocument:
     """Parse one spec file; raise SpecError naming the line of a syntax error or duplicate key."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecProblem(path, 1, "", f"cannot read: {exc}")]) from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([SpecProblem(path, 1, "", f"cannot read: {exc.strerror}")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        byte = raw[exc.start]
+        raise SpecError(
+            [SpecProblem(path, line, "", f"not UTF-8: byte {byte:#04x} cannot be decoded")]
+        ) from exc
     if not text.startswith(SPDX_PREFIX):
         raise SpecError([SpecProblem(path, 1, "", f"first line must be '{SPDX_PREFIX}...'")])
-    loader = yaml.SafeLoader(text)
+    loader = _SpecLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -100,7 +122,7 @@ def load_document(path: Path) -> SourceDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        reason = exc.problem or exc.context or "invalid YAML"
+        reason = "; ".join(filter(None, (exc.context, exc.problem))) or "invalid YAML"
         raise SpecError([SpecProblem(path, line, "", f"YAML syntax: {reason}")]) from exc
     finally:
         loader.dispose()
