@@ -41,7 +41,7 @@ TARGETS: dict[str, tuple[float, Any, Any]] = {
 }  # fmt: skip
 
 
-def fuzz(name: str, inputs: int) -> tuple[str, int, float]:
+def fuzz(name: str, inputs: int) -> tuple[str, int, float, str]:
     _, strategy, target = TARGETS[name]
     count = 0
 
@@ -58,8 +58,12 @@ def fuzz(name: str, inputs: int) -> tuple[str, int, float]:
         suppress_health_check=list(HealthCheck),
     )(given(strategy)(counted))
     start = time.perf_counter()
-    test()
-    return name, count, time.perf_counter() - start
+    try:
+        test()
+    except Exception as exc:  # a finding: report it whole, as text the pool can carry back
+        notes = "\n".join(getattr(exc, "__notes__", []))
+        return name, count, time.perf_counter() - start, f"{type(exc).__name__}: {exc}\n{notes}"
+    return name, count, time.perf_counter() - start, ""
 
 
 def main() -> None:
@@ -75,10 +79,13 @@ def main() -> None:
     ]
     start = time.perf_counter()
     totals: dict[str, list[float]] = {name: [0, 0.0] for name in TARGETS}
+    findings: list[str] = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        for name, count, seconds in pool.map(fuzz, *zip(*slices, strict=True)):
+        for name, count, seconds, finding in pool.map(fuzz, *zip(*slices, strict=True)):
             totals[name][0] += count
             totals[name][1] += seconds
+            if finding:
+                findings.append(f"{name}: {finding}")
     wall = time.perf_counter() - start
     print(f"{'target':<40} {'inputs':>10} {'cpu s':>8} {'inputs/s':>10}")
     for name, (count, seconds) in totals.items():

@@ -355,10 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """Parse and dispatch, letting every error through: for callers that run commands
+    in-process (the docs' executed examples) and must not have an interrupt swallowed."""
     args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return int(args.handler(args))
+        return run(argv)
     except SpecError as exc:
         for problem in exc.problems:
             print(f"kvm-fwspec: {problem}", file=sys.stderr)
@@ -366,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"kvm-fwspec: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("kvm-fwspec: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def psci_matrix(spec: Spec) -> list[tuple[str, str, list[PsciCell]]]:
 def cli_examples(commands: list[list[str]]) -> list[tuple[str, str]]:
     """Run CLI commands in-process and capture what they print, for pages that must not drift.
     `--help` is captured at a fixed width so the page does not depend on the terminal."""
-    from codegen.cli import main
+    from codegen.cli import run
 
     results = []
     saved = os.environ.get("COLUMNS")
@@ -116,7 +116,7 @@ def cli_examples(commands: list[list[str]]) -> list[tuple[str, str]]:
         for args in commands:
             buffer = io.StringIO()
             with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
-                main(args)
+                run(args)
             results.append((" ".join(["kvm-fwspec", *args]), buffer.getvalue().rstrip("\n")))
     finally:
         if saved is None:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import pprint
 import re
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from codegen import __version__, docs
+from codegen.atomic import write_atomically
 from codegen.filters import FILTERS
 from codegen.json_model import model_to_json
 from codegen.model import Lifetime, Register, Release, Rule, Spec
@@ -371,23 +370,6 @@ def render_all(spec: Spec, only: Callable[[str], bool] = lambda path: True) -> d
         )
         rendered[output.path] = output.render(spec, banner)
     return rendered
-
-
-def write_atomically(path: Path, text: str) -> bool:
-    """Replace `path` with `text` in one rename, and only if the bytes differ."""
-    data = text.encode("utf-8")
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 def generate(spec: Spec, root: Path = ROOT) -> list[str]:

@@ -65,6 +65,8 @@ def certify(
                 f"kvm-fwspec: running serially: adapter '{adapter}' answers faster than xdist workers start"
             )
     code = pytest.main(args)
+    if code == pytest.ExitCode.INTERRUPTED:
+        raise KeyboardInterrupt  # the CLI says so; the run wrote no results
     results = report / "results.json"
     if not results.is_file():
         raise UsageError(f"the run wrote no results (pytest exit code {int(code)})")

@@ -96,7 +96,11 @@ class ConformancePlugin:
             adapter = load_adapter(
                 name, resolve_profile(spec, kernel, spec.host_profiles[0].name, arch), options
             )
-            host = reported_host(adapter, spec)
+            try:
+                host = reported_host(adapter, spec)
+            except BaseException:  # Ctrl-C while a guest boots: stop it before pytest gives up
+                adapter.close()
+                raise
         profile = resolve_profile(spec, kernel, host, arch)
         groups: dict[str, list[Case]] = defaultdict(list)
         for case in build_cases(spec, profile):
@@ -127,9 +131,11 @@ class ConformancePlugin:
             elif key == "fwspec-capabilities":
                 self.run.capabilities = cast(dict[str, Any], value)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(session.config, "workerinput") or self.run.capabilities is None:
             return  # workers report to the controller, which writes the results
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            return  # an interrupted run's results would be incomplete: write none
         caps = self.run.capabilities
         capabilities = Capabilities(
             caps["implementation"],

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from codegen import __version__
+from codegen.atomic import write_atomically
 from codegen.generate import ROOT
 from codegen.model import Spec
 from conformance.adapters import Capabilities
@@ -142,14 +143,13 @@ def html_report(document: dict[str, Any]) -> str:
 
 
 def write_report(directory: Path, document: dict[str, Any]) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
+    """The three files, each replaced whole (results.json last, so a reader that finds it
+    finds its JUnit and HTML beside it)."""
     written = {
-        directory / "results.json": (json.dumps(document, indent=1) + "\n").encode(),
         directory / "results.junit.xml": junit_xml(document),
         directory / "report.html": html_report(document).encode(),
+        directory / "results.json": (json.dumps(document, indent=1) + "\n").encode(),
     }
     for path, data in written.items():
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_bytes(data)
-        temporary.replace(path)
+        write_atomically(path, data)
     return list(written)

@@ -29,6 +29,7 @@ from conformance.profile import Profile
 
 DEFAULT_BATCH = 256
 DEFAULT_TIMEOUT = 120.0
+BYE_TIMEOUT = 5.0
 DEFAULT_MAX_MESSAGE = 64 << 20  # an answer to 256 programs is well under 1 MiB
 
 
@@ -178,6 +179,7 @@ class AgentAdapter:
 
     def close(self) -> None:
         if self.channel is not None:
+            self.timeout = min(self.timeout, BYE_TIMEOUT)  # a hung agent must not hold us up
             with contextlib.suppress(AgentError, OSError, ValueError):
                 self.request("bye", {})
         if self.channel is not None:
@@ -279,7 +281,7 @@ def _process_channel(argv: list[str]) -> Channel:
         with contextlib.suppress(BrokenPipeError):  # an agent that already exited
             stdin.close()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=BYE_TIMEOUT)  # an agent exits at end of input
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

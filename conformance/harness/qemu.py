@@ -7,8 +7,10 @@ go over a virtio-serial port backed by a Unix socket.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +26,16 @@ BOOT_TIMEOUT = 120.0
 
 class GuestError(Exception):
     """The guest did not come up or went away; the message ends with its console's last lines."""
+
+
+def _die_with_parent() -> None:
+    """In the child before QEMU starts: the kernel kills QEMU if kvm-fwspec dies, however it
+    dies (Ctrl-C, SIGKILL, a crash), so no guest outlives the run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Guest:
@@ -55,8 +67,15 @@ class Guest:
                 "-device", "virtserialport,chardev=agent,name=kvm-fwspec",
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
-        self.sock = self._connect()
+        try:
+            self.sock = self._connect()
+        except BaseException:  # Ctrl-C or a guest that never came up: no QEMU left behind
+            self.process.kill()
+            self.process.wait()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
 
     def _connect(self) -> socket.socket:
         deadline = time.monotonic() + 10
