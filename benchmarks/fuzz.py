@@ -94,6 +94,10 @@ def main() -> None:
     print(
         f"{'all targets':<40} {total:>10} {wall:>8.1f} {total / wall:>10.0f}  (wall clock, {args.jobs} jobs)"
     )
+    print(f"findings: {len(findings)}")
+    for finding in findings:
+        print(finding)
+    sys.exit(1 if findings else 0)
 
 
 if __name__ == "__main__":
