@@ -122,7 +122,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _qemu(args: argparse.Namespace) -> int:
     from conformance.harness.realkvm import run_qemu
 
-    return run_qemu(args.kernel, args.kernel_package, args.cache, args.report)
+    return run_qemu(args.kernel, args.kernel_package, args.cache, args.report, args.jobs)
 
 
 def _migrate_check(args: argparse.Namespace) -> int:
@@ -286,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a release line (5.10, 6.1, ...), 'pinned' (all) or 'latest'",
     )
     qemu.add_argument("--kernel-package", default=None, help="an exact Debian package for the line")
+    qemu.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="lines certified at once, one guest each (default: one per core)",
+    )
     qemu.add_argument(
         "--cache",
         type=Path,

@@ -49,6 +49,7 @@ def certify(
         "--pyargs", "conformance.suite",
         "-p", "no:cacheprovider",
         "-p", "no:benchmark",
+        "-p", "no:hypothesispytest",  # would import hypothesis (0.8 s) to summarise no test of its
         "-q", "--no-header",
         # Independent of the ini file of whatever directory certify runs in; the suite was
         # imported before pytest starts, so it is not assertion-rewritten.

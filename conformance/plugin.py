@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+PREFETCH_CASES = 256  # the agent protocol's default batch: one request per prefetch
+
+
 @dataclass
 class ConformanceRun:
     """Spec, profile and cases of this process; the adapter is opened on first use."""
@@ -56,6 +59,11 @@ class ConformanceRun:
     _adapter: Adapter | None = None
     collected: list[dict[str, Any]] = field(default_factory=list)
     capabilities: dict[str, Any] | None = None
+    # Without xdist the selected groups are known in their running order, so each adapter
+    # call carries the next groups' cases too (up to PREFETCH_CASES): a few round trips for a
+    # whole run instead of one per group. A fault still costs only that call's cases.
+    selected: list[str] | None = None
+    _ready: dict[str, tuple[Capabilities, list[CaseResult]]] = field(default_factory=dict)
 
     @property
     def adapter(self) -> Adapter:
@@ -64,7 +72,13 @@ class ConformanceRun:
         return self._adapter
 
     def run_group(self, group: str) -> tuple[Capabilities, list[CaseResult]]:
-        capabilities, results = certify_cases(self.adapter, self.groups[group])
+        if self.selected is not None and group not in self._ready:
+            self._prefetch(group)
+        capabilities, results = (
+            self._ready.pop(group)
+            if group in self._ready
+            else certify_cases(self.adapter, self.groups[group])
+        )
         claimed = capabilities.kernel
         if (
             claimed is not None
@@ -77,6 +91,24 @@ class ConformanceRun:
                 for r in results
             ]
         return capabilities, results
+
+    def _prefetch(self, first: str) -> None:
+        """Run `first` and the selected groups after it, up to PREFETCH_CASES cases, at once."""
+        order = self.selected or [first]
+        following = order[order.index(first) :] if first in order else [first]
+        chunk: list[str] = []
+        count = 0
+        for group in following:
+            if chunk and count + len(self.groups[group]) > PREFETCH_CASES:
+                break
+            chunk.append(group)
+            count += len(self.groups[group])
+        capabilities, results = certify_cases(
+            self.adapter, [case for group in chunk for case in self.groups[group]]
+        )
+        by_id = {result.id: result for result in results}
+        for group in chunk:
+            self._ready[group] = (capabilities, [by_id[c.id] for c in self.groups[group]])
 
     def close(self) -> None:
         if self._adapter is not None:
@@ -112,6 +144,15 @@ class ConformancePlugin:
     def fwspec_run(self) -> Iterator[ConformanceRun]:
         yield self.run
         self.run.close()
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):
+            return  # an xdist worker learns its groups one at a time
+        self.run.selected = [
+            str(item.callspec.params["fwspec_group"])
+            for item in session.items
+            if isinstance(item, pytest.Function) and "fwspec_group" in item.callspec.params
+        ]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "fwspec_group" not in metafunc.fixturenames:

@@ -8,13 +8,15 @@ unstable has moved past the pinned line, the new line is certified as informatio
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.errors import UsageError
 from codegen.loader import load_spec
-from conformance.adapters.qemu import default_cache
+from conformance.adapters.qemu import default_cache, prepare
 from conformance.certify import certify
 from conformance.harness.debian import IsolatedApt, cache_lock
 from conformance.harness.kernels import KernelLine, kernel_lines, line_for
@@ -79,31 +81,80 @@ def certify_line(
     return LineResult(line.release, f"{profile_release}.y", informational, code, report, note)
 
 
-def run_qemu(kernel: str, package: str | None, cache: Path | None, report: Path) -> int:
-    """Certify the pinned lines (`pinned`), one line, or what unstable ships (`latest`)."""
+@dataclass(frozen=True)
+class LineTask:
+    """One line to certify, where its report goes, and whether it is information only."""
+
+    line: KernelLine
+    report: Path
+    informational: bool
+    package: str | None = None
+
+
+def run_qemu(
+    kernel: str, package: str | None, cache: Path | None, report: Path, jobs: int | None = None
+) -> int:
+    """Certify the pinned lines (`pinned`), one line, or what unstable ships (`latest`), up
+    to `jobs` lines at once (default: as many as there are cores), one guest per line."""
     cache = cache or default_cache()
-    results: list[LineResult] = []
+    tasks: list[LineTask] = []
     if kernel == "pinned":
         for line in kernel_lines():
             moved = _moved_on(line, cache) if line.unstable else None
             if moved is not None:
                 print(f"kvm-fwspec: unstable no longer serves the {line.release} line; certifying {moved.release} "
                       "as information only until kernel-lines.yaml and the spec are updated")  # fmt: skip
-                results.append(certify_line(moved, cache, report / moved.release, True, None))
+                tasks.append(LineTask(moved, report / moved.release, True))
             else:
-                results.append(certify_line(line, cache, report / line.release, False, None))
+                tasks.append(LineTask(line, report / line.release, False))
     elif kernel == "latest":
         unstable = next(line for line in kernel_lines() if line.unstable)
         current = _moved_on(unstable, cache) or unstable
-        results.append(certify_line(current, cache, report / current.release, True, None))
+        tasks.append(LineTask(current, report / current.release, True))
     else:
-        results.append(
-            certify_line(
-                line_for(kernel.removesuffix(".y")), cache, report / kernel, False, package
-            )
-        )
+        line = line_for(kernel.removesuffix(".y"))
+        tasks.append(LineTask(line, report / kernel, False, package))
+    jobs = max(1, min(len(tasks), jobs or os.cpu_count() or 1))
+    results = (
+        [_certify_task(task, cache) for task in tasks]
+        if jobs == 1
+        else _certify_in_parallel(tasks, cache, jobs)
+    )
     write_summary(report, results)
     return 1 if any(r.exit_code and not r.informational for r in results) else 0
+
+
+def _certify_task(task: LineTask, cache: Path) -> LineResult:
+    return certify_line(task.line, cache, task.report, task.informational, task.package)
+
+
+def _certify_logged(task: LineTask, cache: Path) -> LineResult:
+    """In a worker: one line's certification, its output into the line's certify.log."""
+    task.report.mkdir(parents=True, exist_ok=True)
+    with open(task.report / "certify.log", "w", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        return _certify_task(task, cache)
+
+
+def _certify_in_parallel(tasks: list[LineTask], cache: Path, jobs: int) -> list[LineResult]:
+    """Each line in a worker process of its own, with its own guest (one vCPU each, so the
+    guests do not fight over the host's cores). Workers are forked: pytest runs once per
+    process. The kernels are fetched and their images built first, one at a time."""
+    for task in tasks:
+        prepare(task.line.release, cache, task.package)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(jobs) as pool:
+        pending = [pool.apply_async(_certify_logged, (task, cache)) for task in tasks]
+        results = []
+        for task, job in zip(tasks, pending, strict=True):
+            result = job.get()
+            verdict = "conforms" if result.exit_code == 0 else f"exit {result.exit_code}"
+            print(
+                f"kvm-fwspec: {task.line.release}: {verdict}; log in {task.report / 'certify.log'}"
+            )
+            results.append(result)
+    return results
 
 
 def write_summary(report: Path, results: list[LineResult]) -> None:
