@@ -31,7 +31,9 @@ def default_spec_dir() -> Path:
 @cache
 def _schema(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as handle:
-        schema: dict[str, Any] = yaml.safe_load(handle)
+        schema: dict[str, Any] = yaml.load(
+            handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
     return schema
 
 
