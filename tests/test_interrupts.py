@@ -114,9 +114,8 @@ def qemu_children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("after", [0.5, 5.0], ids=["booting", "certifying"])
-def test_interrupted_qemu_leaves_no_guest(tmp_path: Path, after: float) -> None:
-    report = tmp_path / "report"
+def start_qemu_run(report: Path, output: int) -> tuple[subprocess.Popen[str], list[int]]:
+    """`kvm-fwspec qemu --kernel 6.12` started, and the QEMU processes it started once it has."""
     command = [
         sys.executable,
         "-m",
@@ -127,15 +126,20 @@ def test_interrupted_qemu_leaves_no_guest(tmp_path: Path, after: float) -> None:
         "--report",
         str(report),
     ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=output, text=True)
     deadline = time.monotonic() + 300  # a first run downloads the kernel
     guests: list[int] = []
     while not guests and time.monotonic() < deadline and process.poll() is None:
         guests = qemu_children(process.pid)
         time.sleep(0.1)
     assert guests, "QEMU never started"
+    return process, guests
+
+
+@pytest.mark.parametrize("after", [0.5, 5.0], ids=["booting", "certifying"])
+def test_interrupted_qemu_leaves_no_guest(tmp_path: Path, after: float) -> None:
+    report = tmp_path / "report"
+    process, guests = start_qemu_run(report, subprocess.PIPE)
     time.sleep(after)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -148,30 +152,12 @@ def test_interrupted_qemu_leaves_no_guest(tmp_path: Path, after: float) -> None:
 
 def test_a_killed_run_takes_its_guest_with_it(tmp_path: Path) -> None:
     """Even SIGKILL, which no handler sees: the kernel ends QEMU with its parent."""
-    command = [
-        sys.executable,
-        "-m",
-        "codegen.cli",
-        "qemu",
-        "--kernel",
-        "6.12",
-        "--report",
-        str(tmp_path),
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    guests: list[int] = []
-    deadline = time.monotonic() + 300
-    while not guests and time.monotonic() < deadline and process.poll() is None:
-        guests = qemu_children(process.pid)
-        time.sleep(0.1)
-    assert guests, "QEMU never started"
+    process, guests = start_qemu_run(tmp_path, subprocess.DEVNULL)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     time.sleep(1)
-    assert all(
-        not Path(f"/proc/{pid}").exists()
-        or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split(b")")[1][:3]
-        for pid in guests
-    ), "QEMU outlived a killed run"
+    for pid in guests:  # gone, or a zombie awaiting its new parent's wait
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", (
+            f"QEMU {pid} outlived a killed run"
+        )

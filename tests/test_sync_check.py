@@ -25,6 +25,10 @@ LIBC = [Path("/usr/include/aarch64-linux-gnu/asm/kvm.h"), Path("/usr/include/lin
 SPEC = load_spec()
 
 
+def sync_check_command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "codegen.cli", "sync-check", *map(str, args)]
+
+
 def kernel(name: str) -> KernelName:
     return parse_kernel_name(SPEC, name)
 
@@ -98,7 +102,7 @@ def test_a_header_of_6_1_as_released_carries_its_mem_protect_erratum(
 
 def test_sync_check_takes_the_release_the_files_claim(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "sync-check", *map(str, LIBC)],
+        sync_check_command(*LIBC),
         capture_output=True,
         text=True,
     )
@@ -107,7 +111,7 @@ def test_sync_check_takes_the_release_the_files_claim(tmp_path: Path) -> None:
     alone = tmp_path / "kvm.h"
     alone.write_text(LIBC[0].read_text())
     refused = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "sync-check", str(alone)],
+        sync_check_command(alone),
         capture_output=True,
         text=True,
     )
@@ -127,16 +131,7 @@ def test_a_corrupted_copy_is_named_and_fixed(tmp_path: Path) -> None:
     )
     assert corrupted.count("FW_REG(7)") == 1 and corrupted != text
     copy.write_text(corrupted)
-    command = [
-        sys.executable,
-        "-m",
-        "codegen.cli",
-        "sync-check",
-        "--kernel",
-        "6.1.y",
-        str(copy),
-        str(LIBC[1]),
-    ]
+    command = sync_check_command("--kernel", "6.1.y", copy, LIBC[1])
     result = subprocess.run([*command, "--fix"], capture_output=True, text=True)
     assert result.returncode == 1
     assert (
@@ -186,7 +181,7 @@ def test_hand_written_rust_is_evaluated_and_fixed(tmp_path: Path) -> None:
         0x6030000000140003,
         0x6030000000140002,
     )
-    command = [sys.executable, "-m", "codegen.cli", "sync-check", "--kernel", "6.1", str(copy)]
+    command = sync_check_command("--kernel", "6.1", copy)
     assert subprocess.run([*command, "--fix"], capture_output=True, text=True).returncode == 1
     subprocess.run(
         ["patch", "-s", str(copy), str(copy.with_name("consts.rs.kvm-fwspec.patch"))], check=True
@@ -223,15 +218,7 @@ def test_bindgen_output_is_checked_and_fixed(tmp_path: Path) -> None:
     line = "pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_AVAIL: u32 = 0;"
     assert text.count(line) == 1
     bindings.write_text(text.replace(line, line.replace("= 0;", "= 3;")))
-    command = [
-        sys.executable,
-        "-m",
-        "codegen.cli",
-        "sync-check",
-        "--kernel",
-        "6.1.y",
-        str(bindings),
-    ]
+    command = sync_check_command("--kernel", "6.1.y", bindings)
     result = subprocess.run([*command, "--fix"], capture_output=True, text=True)
     assert result.returncode == 1
     assert (
