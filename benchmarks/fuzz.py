@@ -8,6 +8,7 @@ beyond what the targets assert (a crash or a disagreement stops the run with its
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -66,6 +67,15 @@ def fuzz(name: str, inputs: int) -> tuple[str, int, float, str]:
     return name, count, time.perf_counter() - start, ""
 
 
+def _limit_memory() -> None:
+    """A worker that blows up its memory raises MemoryError, a finding with its example,
+    instead of being killed by the kernel with the whole run (as 10**20 vcpus once did)."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+MEMORY_LIMIT = 4 << 30
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", type=int, default=1_000_000)
@@ -80,7 +90,7 @@ def main() -> None:
     start = time.perf_counter()
     totals: dict[str, list[float]] = {name: [0, 0.0] for name in TARGETS}
     findings: list[str] = []
-    with ProcessPoolExecutor(args.jobs) as pool:
+    with ProcessPoolExecutor(args.jobs, initializer=_limit_memory) as pool:
         for name, count, seconds, finding in pool.map(fuzz, *zip(*slices, strict=True)):
             totals[name][0] += count
             totals[name][1] += seconds

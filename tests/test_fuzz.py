@@ -5,6 +5,7 @@ benchmarks/fuzz.py runs over a million."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -30,7 +31,7 @@ def test_agent_answers_any_line(line: str) -> None:
 
 
 @BOUNDED
-@given(st.binary(max_size=300) | t.json_values.map(lambda v: __import__("json").dumps(v).encode()))
+@given(st.binary(max_size=300) | t.json_values.map(lambda v: json.dumps(v).encode()))
 def test_client_accepts_only_well_formed_answers(data: bytes) -> None:
     t.client_response(data)
 
@@ -93,3 +94,12 @@ def test_random_accesses_find_each_seeded_bug(mutant: Mutant) -> None:
         settings=settings(max_examples=4000, database=None, deadline=None, derandomize=True),
     )
     assert t.disagreement(profile, found[0], found[1], mutant.build) is not None
+
+
+def test_a_program_cannot_ask_for_unbounded_work() -> None:
+    """Found by the million-input run: 10**20 vcpus exhausted the reference's memory."""
+    program = {"vcpus": 10**20, "features": None, "steps": [{"op": "run", "vcpu": 0}]}
+    line = json.dumps({"id": 1, "method": "run", "params": {"programs": [program]}})
+    response, _ = t.answer(t.SERVED, line)
+    reason = f"ValueError: a program has 1 to 8 vcpus, not {10**20}"
+    assert response["result"]["observed"] == [[{"error": reason}]]

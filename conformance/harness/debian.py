@@ -49,8 +49,9 @@ def cache_lock(cache: Path) -> Iterator[None]:
 class IsolatedApt:
     """apt-get and apt-cache confined to `root`, for arm64 packages of the suites above."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, suites: tuple[str, ...] = tuple(MIRRORS)) -> None:
         self.root = root
+        self.suites = suites
         self.sources = root / "sources.list"
         self.debs = root / "debs"
 
@@ -91,7 +92,7 @@ class IsolatedApt:
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.debs.mkdir(parents=True, exist_ok=True)
-        lines = [f"deb [arch=arm64 signed-by={KEYRING}] {source}" for source in MIRRORS.values()]
+        lines = [f"deb [arch=arm64 signed-by={KEYRING}] {MIRRORS[suite]}" for suite in self.suites]
         self.sources.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self._run("apt-get", "-q", "update")
         stamp.touch()
@@ -128,6 +129,21 @@ class IsolatedApt:
                 f"{package.name} {package.version} downloaded but not found in {self.debs}"
             )
         return wanted[0]
+
+    def download_closure(self, package: str) -> list[Path]:
+        """`package` and everything it depends on (not what it recommends), as apt resolves
+        them for an empty system: the whole closure, to unpack rather than install."""
+        empty = self.root / "empty-system"
+        (empty / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+        (empty / "status").write_text("", encoding="utf-8")
+        options = (
+            "-o", f"Dir::State::status={empty / 'status'}", "-o", "APT::Install-Recommends=false",
+            "-o", f"Dir::Cache::archives={empty / 'archives'}",
+        )  # fmt: skip
+        listing = self._run("apt-get", *options, "install", "--print-uris", "-qq", package)
+        names = [line.split()[1] for line in listing.splitlines() if line.startswith("'")]
+        self._run("apt-get", *options, "install", "--download-only", "-y", "-qq", package)
+        return [empty / "archives" / name for name in names]
 
 
 def extract(deb: Path, into: Path) -> None:
