@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -48,8 +49,11 @@ class Served:
     hello: dict[str, Any]
 
 
+Respond = Callable[[str], tuple[dict[str, Any], bool]]  # a request line -> (response, done)
+
+
 def serve_stream(
-    served: Served,
+    respond: Respond,
     reader: LineSource,
     writer: IO[str],
     guard: Guard = DEFAULT_GUARD,
@@ -75,7 +79,7 @@ def serve_stream(
                 _reply(writer, refusal)
                 return
         with lock or contextlib.nullcontext():
-            response, done = answer(served, line.decode("utf-8", errors="replace"))
+            response, done = respond(line.decode("utf-8", errors="replace"))
         _reply(writer, response)
         if done:
             return
@@ -114,6 +118,14 @@ MAX_CONNECTIONS = 8
 IDLE_TIMEOUT = 600.0  # seconds a connection may stay silent before the agent drops it
 
 
+def serve_channel(respond: Respond, channel: str, guard: Guard = DEFAULT_GUARD) -> None:
+    """Serve a character device (a virtio-serial port) until the other side says bye."""
+    # One descriptor for both directions: a virtio-serial port can be open only once.
+    fd = os.open(channel, os.O_RDWR)
+    with io.BufferedReader(io.FileIO(fd, "r", closefd=False), 1 << 16) as reader:
+        serve_stream(respond, reader, _TextWriter(io.FileIO(fd, "w")), guard)  # type: ignore[arg-type]
+
+
 def serve_tcp(
     served: Served,
     host: str,
@@ -127,6 +139,7 @@ def serve_tcp(
     authenticated one."""
     lock = threading.Lock()
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    respond = functools.partial(answer, served)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
@@ -136,7 +149,7 @@ def serve_tcp(
                 self.connection.settimeout(IDLE_TIMEOUT)
                 if tls is not None:
                     self.connection.do_handshake()
-                serve_stream(served, self.rfile, _TextWriter(self.wfile), guard, lock)  # type: ignore[arg-type]
+                serve_stream(respond, self.rfile, _TextWriter(self.wfile), guard, lock)  # type: ignore[arg-type]
             except OSError:
                 return  # a client that went away or failed the TLS handshake (SSLError)
             finally:
@@ -222,13 +235,10 @@ def run_agent(
         check_listener(host, guard.token)
     served = IMPLEMENTATIONS[impl](options)
     if channel is not None:
-        # One descriptor for both directions: a virtio-serial port can be open only once.
-        fd = os.open(channel, os.O_RDWR)
-        with io.BufferedReader(io.FileIO(fd, "r", closefd=False), 1 << 16) as reader:
-            serve_stream(served, reader, _TextWriter(io.FileIO(fd, "w")), guard)  # type: ignore[arg-type]
+        serve_channel(functools.partial(answer, served), channel, guard)
         return
     if listen is None:
-        serve_stream(served, sys.stdin.buffer, sys.stdout, guard)
+        serve_stream(functools.partial(answer, served), sys.stdin.buffer, sys.stdout, guard)
         return
     serve_tcp(
         served,

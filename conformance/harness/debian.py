@@ -140,8 +140,13 @@ class IsolatedApt:
             "-o", f"Dir::State::status={empty / 'status'}", "-o", "APT::Install-Recommends=false",
             "-o", f"Dir::Cache::archives={empty / 'archives'}",
         )  # fmt: skip
-        listing = self._run("apt-get", *options, "install", "--print-uris", "-qq", package)
-        names = [line.split()[1] for line in listing.splitlines() if line.startswith("'")]
+        # A simulated install names every package and version (--print-uris would leave out
+        # what is already downloaded); the files are apt's own names for them.
+        plan = self._run("apt-get", *options, "install", "--simulate", "-qq", package)
+        names = [
+            f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+            for name, version, arch in re.findall(r"^Inst (\S+) \((\S+) .*\[(\w+)\]\)", plan, re.M)
+        ]
         self._run("apt-get", *options, "install", "--download-only", "-y", "-qq", package)
         return [empty / "archives" / name for name in names]
 

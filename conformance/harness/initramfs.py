@@ -7,6 +7,7 @@ uncompressed newc cpio with fixed owners and times, so the same inputs give the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 from codegen.generate import ROOT
 from conformance.harness.debian import IsolatedApt, extract
 from conformance.harness.kernels import Kernel
+from conformance.harness.vmm import VmmBuild
 
 USERLAND = ("busybox-static", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
             "libc6", "zlib1g", "libexpat1")  # fmt: skip
@@ -29,7 +31,7 @@ PRUNE = ("usr/share", "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "
          "usr/lib/python3.11/email", "usr/lib/python3.11/sqlite3", "usr/lib/python3.11/xml",
          "usr/lib/aarch64-linux-gnu/gconv", "usr/lib/locale", "usr/bin/pydoc3.11")  # fmt: skip
 AGENT_FILES = ("conformance/__init__.py", "conformance/agent.py", "conformance/agent_guard.py",
-               "conformance/program.py",
+               "conformance/program.py", "conformance/vmm_agent.py",
                "conformance/kvm_ioctl.py", "codegen/__init__.py", "codegen/generated/__init__.py",
                "codegen/generated/kvm_fw_constants.py")  # fmt: skip
 PORT = "/dev/vport0p1"
@@ -43,9 +45,14 @@ for module in {modules}; do /bin/busybox insmod /modules/$module || echo "kvm-fw
 i=0
 while [ ! -e {port} ] && [ $i -lt 200 ]; do /bin/busybox usleep 20000; i=$((i+1)); done
 [ -e /dev/kvm ] || echo "kvm-fwspec: no /dev/kvm in this guest"
-echo "kvm-fwspec: starting agent on {port}"
 export PYTHONPATH=/opt/kvm-fwspec PYTHONDONTWRITEBYTECODE=1
-/usr/bin/python3.11 -m conformance.agent --impl kvm --channel {port}
+if [ -d /vmm ]; then
+  echo "kvm-fwspec: starting the VMM agent on {port}"
+  /usr/bin/python3.11 -m conformance.vmm_agent --channel {port}
+else
+  echo "kvm-fwspec: starting agent on {port}"
+  /usr/bin/python3.11 -m conformance.agent --impl kvm --channel {port}
+fi
 echo "kvm-fwspec: agent exited with $?"
 /bin/busybox poweroff -f
 """
@@ -138,10 +145,13 @@ def agent_tree(cache: Path) -> Path:
     return tree
 
 
-def build(apt: IsolatedApt, cache: Path, kernel: Kernel) -> Path:
-    """The initramfs for `kernel`, rebuilt only when an input changed."""
+def build(apt: IsolatedApt, cache: Path, kernel: Kernel, vmms: tuple[VmmBuild, ...] = ()) -> Path:
+    """The initramfs for `kernel`, rebuilt only when an input changed; with `vmms`, those QEMU
+    builds under /vmm/NAME and the VMM agent instead of the kvm agent."""
     tree = userland(apt, cache)
     inputs = hashlib.sha256(tree.parent.name.encode() + INIT.encode())
+    for vmm in vmms:
+        inputs.update(f"{vmm.name}:{vmm.tree.parent.name}".encode())
     for path in (*(ROOT / name for name in AGENT_FILES), *kernel.modules):
         inputs.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
     path = cache / "initramfs" / f"{kernel.uname}-{inputs.hexdigest()[:16]}.cpio"
@@ -156,6 +166,14 @@ def build(apt: IsolatedApt, cache: Path, kernel: Kernel) -> Path:
     archive.add_tree(agent, "opt/kvm-fwspec/")
     for module in kernel.modules:
         archive.add(f"modules/{module.name}", stat.S_IFREG | 0o644, module.read_bytes())
+    if vmms:
+        archive.add("vmm", stat.S_IFDIR | 0o755)
+    for vmm in vmms:
+        root = f"vmm/{vmm.name}"
+        archive.add(root, stat.S_IFDIR | 0o755)
+        archive.add_tree(vmm.tree, f"{root}/")
+        command = json.dumps(vmm.command(f"/{root}")).encode()
+        archive.add(f"{root}/command.json", stat.S_IFREG | 0o644, command)
     modules = " ".join(m.name for m in kernel.modules)
     archive.add("init", stat.S_IFREG | 0o755, INIT.format(modules=modules, port=PORT).encode())
     path.parent.mkdir(parents=True, exist_ok=True)

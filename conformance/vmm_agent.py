@@ -1,0 +1,176 @@
+"""Inside the guest host: run Debian's QEMU builds (unpacked under /vmm/NAME with their own
+loader) on the host's real KVM and drive them over QMP, for the VMM harness outside.
+
+Protocol `kvm-fwspec-vmm/1`, JSON lines over the same virtio-serial port and guard as the
+agent: `hello`; `start` {build, args} starts a QEMU (its QMP on a Unix socket of its own,
+capabilities negotiated) and answers its id and QMP greeting; `qmp` {vm, execute, arguments}
+answers QEMU's `return` or `error`, with the events that came before it; `console` {vm} the
+guest's UART output so far; `stop` {vm} ends it and answers its exit status and stderr tail;
+`bye`. Stdlib only: this runs on the guest host's minimal Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.agent import serve_channel
+
+PROTOCOL = "kvm-fwspec-vmm/1"
+BUILDS = Path("/vmm")
+WORK = Path("/tmp/vmm")
+QMP_TIMEOUT = 30.0
+
+
+@dataclass
+class RunningVmm:
+    process: subprocess.Popen[bytes]
+    qmp: socket.socket
+    console: Path
+    stderr: Path
+    buffer: bytes = b""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def message(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            chunk = self.qmp.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"QEMU closed QMP; stderr: {tail(self.stderr)}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        parsed: dict[str, Any] = json.loads(line)
+        return parsed
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = {"execute": command} | ({"arguments": arguments} if arguments else {})
+        self.qmp.sendall(json.dumps(request).encode() + b"\n")
+        while True:
+            reply = self.message()
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            return reply
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+class VmmHost:
+    """The QEMUs this guest host runs, by id."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, RunningVmm] = {}
+        self.next_id = 1
+        WORK.mkdir(parents=True, exist_ok=True)
+
+    def builds(self) -> dict[str, list[str]]:
+        """Each unpacked build and the argv prefix that starts it with its own loader."""
+        found = {}
+        for root in sorted(BUILDS.iterdir()) if BUILDS.exists() else []:
+            command = json.loads((root / "command.json").read_text())
+            found[root.name] = command
+        return found
+
+    def start(self, build: str, args: list[str]) -> dict[str, Any]:
+        vm = self.next_id
+        self.next_id += 1
+        qmp_path, console, stderr = (WORK / f"{vm}.{n}" for n in ("qmp", "console", "stderr"))
+        argv = [*self.builds()[build], *args, "-qmp", f"unix:{qmp_path},server=on,wait=off",
+                "-serial", f"file:{console}"]  # fmt: skip
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=stderr.open("wb"))  # fmt: skip
+        deadline = time.monotonic() + QMP_TIMEOUT
+        sock = socket.socket(socket.AF_UNIX)
+        while True:
+            try:
+                sock.connect(str(qmp_path))
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    raise RuntimeError(
+                        f"QEMU exited with {process.wait()} before QMP: {tail(stderr)}"
+                    ) from None
+                time.sleep(0.02)
+        running = RunningVmm(process, sock, console, stderr)
+        greeting = running.message()
+        running.execute("qmp_capabilities")
+        self.running[vm] = running
+        return {"vm": vm, "greeting": greeting}
+
+    def qmp(self, vm: int, execute: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
+        running = self.running[vm]
+        reply = running.execute(execute, arguments)
+        events, running.events = running.events, []
+        return {"reply": reply, "events": events}
+
+    def console(self, vm: int) -> dict[str, Any]:
+        return {"text": self.running[vm].console.read_text(errors="replace")}
+
+    def stop(self, vm: int) -> dict[str, Any]:
+        running = self.running.pop(vm)
+        running.qmp.close()
+        if running.process.poll() is None:
+            running.process.kill()
+        return {"status": running.process.wait(), "stderr": tail(running.stderr)}
+
+    def close(self) -> None:
+        for vm in list(self.running):
+            self.stop(vm)
+
+
+def respond(host: VmmHost, line: str) -> tuple[dict[str, Any], bool]:
+    """One response, and whether the client said goodbye."""
+    try:
+        request = json.loads(line)
+        request_id, method = request.get("id"), request["method"]
+        params = request.get("params") or {}
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        return {"id": None, "error": {"message": f"malformed request: {exc}"}}, False
+    try:
+        if method == "hello":
+            result = {
+                "protocol": PROTOCOL,
+                "kernel": os.uname().release,
+                "builds": sorted(host.builds()),
+            }
+        elif method == "start":
+            result = host.start(params["build"], [str(a) for a in params["args"]])
+        elif method == "qmp":
+            result = host.qmp(int(params["vm"]), params["execute"], params.get("arguments"))
+        elif method == "console":
+            result = host.console(int(params["vm"]))
+        elif method == "stop":
+            result = host.stop(int(params["vm"]))
+        elif method == "bye":
+            host.close()
+            return {"id": request_id, "result": {}}, True
+        else:
+            return {"id": request_id, "error": {"message": f"unknown method '{method}'"}}, False
+    except Exception as exc:  # the request failed; the agent keeps serving
+        return {"id": request_id, "error": {"message": f"{type(exc).__name__}: {exc}"}}, False
+    return {"id": request_id, "result": result}, False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m conformance.vmm_agent")
+    parser.add_argument("--channel", required=True, help="the virtio-serial port to serve")
+    args = parser.parse_args()
+    host = VmmHost()
+    try:
+        serve_channel(lambda line: respond(host, line), args.channel)
+    finally:
+        host.close()
+
+
+if __name__ == "__main__":
+    main()
