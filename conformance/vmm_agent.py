@@ -5,13 +5,15 @@ Protocol `kvm-fwspec-vmm/1`, JSON lines over the same virtio-serial port and gua
 agent: `hello`; `start` {build, args} starts a QEMU (its QMP on a Unix socket of its own,
 capabilities negotiated) and answers its id and QMP greeting; `qmp` {vm, execute, arguments}
 answers QEMU's `return` or `error`, with the events that came before it; `console` {vm} the
-guest's UART output so far; `stop` {vm} ends it and answers its exit status and stderr tail;
-`bye`. Stdlib only: this runs on the guest host's minimal Python.
+guest's UART output so far; `put-file` / `get-file` {name, data} move a file (base64) in and
+out of the work folder; `stop` {vm} ends it and answers its exit status and stderr tail; `bye`.
+Stdlib only: this runs on the guest host's minimal Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -57,6 +59,13 @@ class RunningVmm:
                 self.events.append(reply)
                 continue
             return reply
+
+
+def _work_file(name: str) -> Path:
+    """Files move only in and out of the work folder, by plain names."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"'{name}' is not a plain file name")
+    return WORK / name
 
 
 def tail(path: Path, lines: int = 8) -> str:
@@ -114,7 +123,20 @@ class VmmHost:
         return {"reply": reply, "events": events}
 
     def console(self, vm: int) -> dict[str, Any]:
-        return {"text": self.running[vm].console.read_text(errors="replace")}
+        """The UART's bytes so far (base64: the tiny guest writes binary), and whether the
+        QEMU is still running."""
+        running = self.running[vm]
+        data = running.console.read_bytes() if running.console.exists() else b""
+        return {"data": base64.b64encode(data).decode(), "running": running.process.poll() is None}
+
+    def put_file(self, name: str, data: str) -> dict[str, Any]:
+        """A file from the harness (a guest image, a migration stream) into the work folder."""
+        path = _work_file(name)
+        path.write_bytes(base64.b64decode(data))
+        return {"path": str(path)}
+
+    def get_file(self, name: str) -> dict[str, Any]:
+        return {"data": base64.b64encode(_work_file(name).read_bytes()).decode()}
 
     def stop(self, vm: int) -> dict[str, Any]:
         running = self.running.pop(vm)
@@ -149,6 +171,10 @@ def respond(host: VmmHost, line: str) -> tuple[dict[str, Any], bool]:
             result = host.qmp(int(params["vm"]), params["execute"], params.get("arguments"))
         elif method == "console":
             result = host.console(int(params["vm"]))
+        elif method == "put-file":
+            result = host.put_file(str(params["name"]), str(params["data"]))
+        elif method == "get-file":
+            result = host.get_file(str(params["name"]))
         elif method == "stop":
             result = host.stop(int(params["vm"]))
         elif method == "bye":

@@ -4,13 +4,21 @@ stands on."""
 
 from __future__ import annotations
 
+import base64
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from codegen.loader import load_spec
 from conformance.adapters.agent import AgentAdapter, AgentError
 from conformance.adapters.qemu import default_cache
+from conformance.harness.tiny_guest import LOAD_ADDRESS, assemble, observed
 from conformance.harness.vmm import SOURCES, boot_vmm_host, fetch_vmm
+from conformance.oracle import Oracle
+from conformance.profile import resolve_profile
+
+SPEC = load_spec()
 
 KVM_MACHINE = ["-machine", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host", "-m", "64",
                "-display", "none", "-nodefaults", "-S"]  # fmt: skip
@@ -56,3 +64,46 @@ def test_a_qemu_that_will_not_start_is_an_error_with_its_reason(vmm_host: AgentA
         vmm_host.request("start", {"build": "bookworm", "args": ["-machine", "no-such-machine"]})
     with pytest.raises(AgentError, match="KeyError: 'no-such-build'"):
         vmm_host.request("start", {"build": "no-such-build", "args": []})
+
+
+def guest_calls() -> tuple[list[tuple[int, int]], list[int]]:
+    """PSCI_VERSION, PSCI_FEATURES of every PSCI function id the spec knows, SMCCC_VERSION and
+    TRNG_VERSION, with what the spec says a default guest of 6.12.y sees for each."""
+    profile = resolve_profile(SPEC, "6.12.y", "mitigated")
+    oracle = Oracle(SPEC, profile)
+    latest = oracle.psci_latest
+    version_fid = next(f for f in SPEC.psci_functions if f.name == "psci-version").ids["smc32"]
+    features_fid = next(f for f in SPEC.psci_functions if f.name == "psci-features").ids["smc32"]
+    calls, expected = [(version_fid, 0)], [latest]
+    for function in SPEC.psci_functions:
+        for fid in sorted(function.ids.values()):
+            calls.append((features_fid, fid))
+            expected.append(oracle.psci_features(fid, latest))
+    for name in ("smccc-version", "trng-version"):
+        smccc = next(f for f in SPEC.smccc_functions if f.name == name)
+        assert smccc.returns is not None
+        calls.append((smccc.function_id, 0))
+        expected.append(smccc.returns)
+    return calls, expected
+
+
+@pytest.mark.parametrize("build", sorted(SOURCES))
+def test_the_tiny_guest_sees_what_the_spec_says(vmm_host: AgentAdapter, build: str) -> None:
+    """The guest, booted by QEMU on real KVM, reports PSCI_VERSION, every PSCI_FEATURES answer, the
+    SMCCC and TRNG versions over its UART, then powers itself off."""
+    calls, expected = guest_calls()
+    image = base64.b64encode(assemble(calls)).decode()
+    vmm_host.request("put-file", {"name": "guest.bin", "data": image})
+    loader = f"loader,file=/tmp/vmm/guest.bin,addr={LOAD_ADDRESS:#x},cpu-num=0"
+    vm = vmm_host.request(
+        "start", {"build": build, "args": [*KVM_MACHINE[:-1], "-device", loader]}
+    )["vm"]
+    deadline = time.monotonic() + 30
+    while (console := vmm_host.request("console", {"vm": vm}))[
+        "running"
+    ] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not console["running"], "the guest did not power off"
+    assert vmm_host.request("stop", {"vm": vm})["status"] == 0  # QEMU left on SYSTEM_OFF
+    assert observed(base64.b64decode(console["data"]), len(calls)) == expected
+    assert len(calls) > 30
