@@ -41,6 +41,7 @@ INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin  # sh and cat, for QEMU's exec: migration streams
 for module in {modules}; do /bin/busybox insmod /modules/$module || echo "kvm-fwspec: insmod $module failed"; done
 i=0
 while [ ! -e {port} ] && [ $i -lt 200 ]; do /bin/busybox usleep 20000; i=$((i+1)); done
