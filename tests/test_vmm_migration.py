@@ -35,7 +35,8 @@ def test_same_kernel_control_resumes_the_guest_unchanged() -> None:
 
 def test_newer_to_older_kernel_is_refused_without_naming_a_register() -> None:
     moved = migrate("7.2", "5.10", "bookworm", CALLS, default_cache())
-    assert moved.before == sees("7.2.y") == [0x10003, 1]  # PSCI 1.3; SYSTEM_OFF2 offers HIBERNATE_OFF
+    # PSCI 1.3, and SYSTEM_OFF2 offering HIBERNATE_OFF
+    assert moved.before == sees("7.2.y") == [0x10003, 1]
     assert not moved.completed and moved.after is None
     assert "Failed to load cpu:cpreg_vmstate_array_len" in moved.qemu_error
     assert "0x6030" not in moved.qemu_error and "PSCI" not in moved.qemu_error
