@@ -29,6 +29,7 @@ PROTOCOL = "kvm-fwspec-vmm/1"
 BUILDS = Path("/vmm")
 WORK = Path("/tmp/vmm")
 QMP_TIMEOUT = 30.0
+STDERR_LIMIT = 64 << 10
 
 
 @dataclass
@@ -143,7 +144,9 @@ class VmmHost:
         running.qmp.close()
         if running.process.poll() is None:
             running.process.kill()
-        return {"status": running.process.wait(), "stderr": tail(running.stderr)}
+        status = running.process.wait()
+        stderr = running.stderr.read_text(errors="replace") if running.stderr.exists() else ""
+        return {"status": status, "stderr": stderr[-STDERR_LIMIT:]}  # QEMU 11 names each register
 
     def close(self) -> None:
         for vm in list(self.running):
