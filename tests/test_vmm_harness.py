@@ -5,6 +5,7 @@ stands on."""
 from __future__ import annotations
 
 import base64
+import struct
 import time
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 from codegen.loader import load_spec
 from conformance.adapters.agent import AgentAdapter, AgentError
 from conformance.adapters.qemu import default_cache
-from conformance.harness.tiny_guest import LOAD_ADDRESS, assemble, observed
+from conformance.harness.tiny_guest import LOAD_ADDRESS, ROUND, assemble, observed
 from conformance.harness.vmm import SOURCES, boot_vmm_host, fetch_vmm
 from conformance.oracle import Oracle
 from conformance.profile import resolve_profile
@@ -107,3 +108,12 @@ def test_the_tiny_guest_sees_what_the_spec_says(vmm_host: AgentAdapter, build: s
     assert vmm_host.request("stop", {"vm": vm})["status"] == 0  # QEMU left on SYSTEM_OFF
     assert observed(base64.b64decode(console["data"]), len(calls)) == [expected]
     assert len(calls) > 30
+
+
+def test_rounds_are_found_at_any_byte() -> None:
+    """A guest saved in the middle of writing a word resumes on the target mid-word."""
+    marker = struct.pack("<q", ROUND)
+    uart = (
+        b"\x01\x02\x03" + marker + struct.pack("<qq", 0x10001, -1) + marker + struct.pack("<q", 5)
+    )
+    assert observed(uart, 2) == [[0x10001, -1]]  # the last round is cut short

@@ -94,12 +94,16 @@ def assemble(calls: Sequence[tuple[int, int]], rounds: int = 1) -> bytes:
 
 
 def observed(uart: bytes, calls: int) -> list[list[int]]:
-    """The x0 of each call, signed, round by round, from the guest's UART output (a round cut
-    short by a stop or a migration is left out)."""
-    words = [struct.unpack_from("<q", uart, i)[0] for i in range(0, len(uart) - len(uart) % 8, 8)]
+    """The x0 of each call, signed, round by round, from the guest's UART output. Rounds are
+    found by their marker at any byte: a guest stopped in the middle of writing a word resumes
+    elsewhere mid-word. A round cut short is left out."""
+    marker = struct.pack("<q", ROUND)
     rounds = []
-    for start in (i for i, word in enumerate(words) if word == ROUND):
-        answers = words[start + 1 : start + 1 + calls]
+    start = uart.find(marker)
+    while start >= 0:
+        body = uart[start + 8 : start + 8 + 8 * calls]
+        answers = [struct.unpack_from("<q", body, 8 * i)[0] for i in range(len(body) // 8)]
         if len(answers) == calls and ROUND not in answers:
             rounds.append(answers)
+        start = uart.find(marker, start + 8)
     return rounds
