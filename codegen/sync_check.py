@@ -35,12 +35,14 @@ class Expected:
     lifetime: Lifetime | None  # None: as old as the spec's first release
     errata: tuple[tuple[Lifetime, int], ...] = ()  # (releases fixed, value before the fix)
 
+    def exists_in(self, kernel: KernelName) -> bool:
+        return self.lifetime is None or self.lifetime.covers(kernel.release, kernel.stable)
+
     def value_in(self, kernel: KernelName) -> int:
         """What a true copy of `kernel`'s header holds: the wrong value where the spec records
         that the header itself had one."""
-        exists = self.lifetime is None or self.lifetime.covers(kernel.release, kernel.stable)
         for fixed, wrong in self.errata:
-            if exists and not fixed.covers(kernel.release, kernel.stable):
+            if self.exists_in(kernel) and not fixed.covers(kernel.release, kernel.stable):
                 return wrong
         return self.value
 
@@ -321,7 +323,7 @@ def classify(
         if name in expected:
             spec_value = expected[name].value_in(kernel) & 0xFFFFFFFFFFFFFFFF
             lifetime = expected[name].lifetime
-            exists = lifetime is None or lifetime.covers(kernel.release, kernel.stable)
+            exists = expected[name].exists_in(kernel)
             if name in values:
                 status = "agrees" if values[name] == spec_value else "differs"
                 if status == "agrees" and not exists and _uapi(spec, name):

@@ -2,9 +2,8 @@
 
 `kvm-fwspec agent --impl reference --kernel 6.12 --host mitigated` answers on stdin/stdout;
 with `--listen HOST:PORT` it answers TCP connections instead, within the limits of
-conformance.agent_guard. Stdlib only, so
-the same agent can run inside a minimal guest. The protocol is documented in
-docs/agent-protocol.md.
+conformance.agent_guard. Stdlib only, so the same agent can run inside a minimal guest. The
+protocol is documented in docs/agent-protocol.md.
 """
 
 from __future__ import annotations
@@ -90,28 +89,47 @@ def _reply(writer: IO[str], response: dict[str, Any]) -> None:
     writer.flush()
 
 
-def answer(served: Served, line: str) -> tuple[dict[str, Any], bool]:
-    """One response, and whether the client said goodbye."""
+Method = Callable[[dict[str, Any]], dict[str, Any]]  # a request's params -> its result
+
+
+def dispatch(methods: Mapping[str, Method], line: str) -> tuple[dict[str, Any], bool]:
+    """The JSON-lines framing every agent shares: one response to a request line, from the
+    method it names, and whether that method was `bye`. A failing method is that request's
+    error; the agent keeps serving."""
     try:
         request = json.loads(line)
         request_id = request.get("id")
         method = request["method"]
+        params = request.get("params") or {}
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
         return {"id": None, "error": {"message": f"malformed request: {exc}"}}, False
-    try:
-        if method == "hello":
-            return {"id": request_id, "result": {"protocol": PROTOCOL, **served.hello}}, False
-        if method == "run":
-            programs = request["params"]["programs"]
-            start = time.perf_counter()
-            observed = [execute(served.implementation, program) for program in programs]
-            elapsed = round(time.perf_counter() - start, 6)  # the floor benchmarks compare with
-            return {"id": request_id, "result": {"observed": observed, "elapsed": elapsed}}, False
-        if method == "bye":
-            return {"id": request_id, "result": {}}, True
+    handler = methods.get(method) if isinstance(method, str) else None
+    if handler is None:
         return {"id": request_id, "error": {"message": f"unknown method '{method}'"}}, False
+    try:
+        result = handler(params)
     except Exception as exc:  # a protocol error, not an agent crash
         return {"id": request_id, "error": {"message": f"{type(exc).__name__}: {exc}"}}, False
+    return {"id": request_id, "result": result}, method == "bye"
+
+
+def answer(served: Served, line: str) -> tuple[dict[str, Any], bool]:
+    """One response of the agent protocol, and whether the client said goodbye."""
+
+    def run(params: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        observed = [execute(served.implementation, program) for program in params["programs"]]
+        elapsed = round(time.perf_counter() - start, 6)  # the floor benchmarks compare with
+        return {"observed": observed, "elapsed": elapsed}
+
+    return dispatch(
+        {
+            "hello": lambda _: {"protocol": PROTOCOL, **served.hello},
+            "run": run,
+            "bye": lambda _: {},
+        },
+        line,
+    )
 
 
 MAX_CONNECTIONS = 8

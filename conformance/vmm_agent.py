@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.agent import serve_channel
+from conformance.agent import Method, dispatch, serve_channel
 
 PROTOCOL = "kvm-fwspec-vmm/1"
 BUILDS = Path("/vmm")
@@ -154,40 +154,23 @@ class VmmHost:
 
 
 def respond(host: VmmHost, line: str) -> tuple[dict[str, Any], bool]:
-    """One response, and whether the client said goodbye."""
-    try:
-        request = json.loads(line)
-        request_id, method = request.get("id"), request["method"]
-        params = request.get("params") or {}
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        return {"id": None, "error": {"message": f"malformed request: {exc}"}}, False
-    try:
-        if method == "hello":
-            result = {
-                "protocol": PROTOCOL,
-                "kernel": os.uname().release,
-                "builds": sorted(host.builds()),
-            }
-        elif method == "start":
-            result = host.start(params["build"], [str(a) for a in params["args"]])
-        elif method == "qmp":
-            result = host.qmp(int(params["vm"]), params["execute"], params.get("arguments"))
-        elif method == "console":
-            result = host.console(int(params["vm"]))
-        elif method == "put-file":
-            result = host.put_file(str(params["name"]), str(params["data"]))
-        elif method == "get-file":
-            result = host.get_file(str(params["name"]))
-        elif method == "stop":
-            result = host.stop(int(params["vm"]))
-        elif method == "bye":
-            host.close()
-            return {"id": request_id, "result": {}}, True
-        else:
-            return {"id": request_id, "error": {"message": f"unknown method '{method}'"}}, False
-    except Exception as exc:  # the request failed; the agent keeps serving
-        return {"id": request_id, "error": {"message": f"{type(exc).__name__}: {exc}"}}, False
-    return {"id": request_id, "result": result}, False
+    """One response of the VMM protocol, and whether the client said goodbye."""
+
+    def bye(_: dict[str, Any]) -> dict[str, Any]:
+        host.close()
+        return {}
+
+    methods: dict[str, Method] = {
+        "hello": lambda _: {"protocol": PROTOCOL, "kernel": os.uname().release, "builds": sorted(host.builds())},
+        "start": lambda p: host.start(p["build"], [str(a) for a in p["args"]]),
+        "qmp": lambda p: host.qmp(int(p["vm"]), p["execute"], p.get("arguments")),
+        "console": lambda p: host.console(int(p["vm"])),
+        "put-file": lambda p: host.put_file(str(p["name"]), str(p["data"])),
+        "get-file": lambda p: host.get_file(str(p["name"])),
+        "stop": lambda p: host.stop(int(p["vm"])),
+        "bye": bye,
+    }  # fmt: skip
+    return dispatch(methods, line)
 
 
 def main() -> None:

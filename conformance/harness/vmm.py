@@ -28,6 +28,7 @@ PACKAGE = "qemu-system-arm"  # qemu-system-aarch64 lives in it
 
 LIBRARY_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
 LOADER = "ld-linux-aarch64.so.1"
+BINARY = "usr/bin/qemu-system-aarch64"
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,7 @@ class VmmBuild:
     def command(self, root: str) -> list[str]:
         """argv that starts this QEMU from `root`, the tree's place inside the guest host."""
         libraries = ":".join(f"{root}/{d}" for d in LIBRARY_DIRS[:2])
-        return [f"{root}/{self.loader}", "--library-path", libraries,
-                f"{root}/usr/bin/qemu-system-aarch64"]  # fmt: skip
+        return [f"{root}/{self.loader}", "--library-path", libraries, f"{root}/{BINARY}"]
 
 
 def fetch_vmm(cache: Path, name: str) -> VmmBuild:
@@ -69,36 +69,32 @@ def fetch_vmm(cache: Path, name: str) -> VmmBuild:
         shutil.rmtree(root / "unpacked")
         (root / ".complete").touch()
     tree = root / "tree"
-    loader = next((f"{d}/{LOADER}" for d in LIBRARY_DIRS if (tree / d / LOADER).exists()), None)
-    if loader is None:
-        raise UsageError(f"the {name} closure has no {LOADER}")
-    return VmmBuild(name, version, len(debs), tree, loader)
+    return VmmBuild(name, version, len(debs), tree, _library(tree, LOADER))
 
 
 def _reduce(unpacked: Path, tree: Path) -> None:
     """Copy qemu-system-aarch64 and, following ELF NEEDED entries, every library it loads,
-    with the symlinks that name them; the rest of the closure (150 MB) stays behind."""
-    binary = "usr/bin/qemu-system-aarch64"
-    if not (unpacked / binary).exists():
-        raise UsageError(f"{PACKAGE} has no {binary}")
-    pending, done = [binary], set()
+    with the symlinks that name them, and the loader; the rest of the closure (150 MB) stays
+    behind."""
+    if not (unpacked / BINARY).exists():
+        raise UsageError(f"{PACKAGE} has no {BINARY}")
+    pending, done = [BINARY], set()
     while pending:
         relative = pending.pop()
         if relative in done:
             continue
         done.add(relative)
         _copy_with_links(unpacked, tree, relative)
-        for needed in _needed(unpacked / relative):
-            found = next(
-                (f"{d}/{needed}" for d in LIBRARY_DIRS if (unpacked / d / needed).exists()), None
-            )
-            if found is None:
-                raise UsageError(f"{relative} needs {needed}, which the closure does not have")
-            pending.append(found)
-    loader = next((f"{d}/{LOADER}" for d in LIBRARY_DIRS if (unpacked / d / LOADER).exists()), None)
-    if loader is None:
-        raise UsageError(f"the closure has no {LOADER}")
-    _copy_with_links(unpacked, tree, loader)
+        pending += [_library(unpacked, needed, relative) for needed in _needed(unpacked / relative)]
+    _copy_with_links(unpacked, tree, _library(unpacked, LOADER))
+
+
+def _library(tree: Path, name: str, needed_by: str = "QEMU") -> str:
+    """Where the closure keeps library `name`, as a path inside `tree`."""
+    found = next((f"{d}/{name}" for d in LIBRARY_DIRS if (tree / d / name).exists()), None)
+    if found is None:
+        raise UsageError(f"{needed_by} needs {name}, which the closure does not have")
+    return found
 
 
 def _needed(path: Path) -> list[str]:
