@@ -21,7 +21,8 @@ def _summary(spec: Spec) -> str:
         f"spec OK: {len(spec.registers)} registers, {values} values and bits, "
         f"{len(spec.psci_versions)} PSCI versions, "
         f"{len(spec.psci_functions) + len(spec.smccc_functions) + len(spec.kvm_psci_01_functions)} "
-        f"function ids, {len(spec.rules)} rules, releases {spec.releases[0]}-{spec.releases[-1]}"
+        f"function ids, {len(spec.rules)} rules, {len(spec.vmm_rules)} VMM rules, "
+        f"releases {spec.releases[0]}-{spec.releases[-1]}"
     )
 
 

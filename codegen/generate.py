@@ -322,6 +322,8 @@ def docs_outputs(spec: Spec) -> list[Output]:
                _docs_template("docs_cli.rst.j2", lambda s: {"examples": docs.cli_examples(CLI_EXAMPLES)})),
         Output("docs-kernel-page", "docs/kernel/fw-pseudo-registers.rst", "rst", _kernel_page),
         Output("docs-migration", "docs/reference/migration.rst", "rst", _migration_page),
+        Output("docs-vmm-rules", "docs/reference/vmm-rules.rst", "rst",
+               _docs_template("docs_vmm_rules.rst.j2", lambda s: {"rules": s.vmm_rules})),
         Output("docs-migration-matrix", "docs/reference/migration-matrix.rst", "rst", _migration_matrix_page),
     ]  # fmt: skip
 

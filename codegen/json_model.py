@@ -67,7 +67,14 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
         ],
         "errnos": [{"name": e.name, "value": e.value, "doc": e.doc} for e in spec.errnos],
         "vcpu-features": [
-            {"name": f.name, "c-name": f.c_name, "bit": dict(sorted(f.bits.items()))}
+            {
+                "name": f.name,
+                "c-name": f.c_name,
+                "bit": dict(sorted(f.bits.items())),
+                **_lifetime(f.lifetime),
+                **({"capability": f.capability.name} if f.capability else {}),
+                "finalize": f.finalize,
+            }
             for f in spec.vcpu_features
         ],
         "capabilities": [
@@ -241,5 +248,28 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 "source": _source(r.source),
             }
             for r in spec.rules
+        ],
+        "vmm-rules": [
+            {
+                "id": v.id,
+                "doc": v.doc,
+                "evidence": v.evidence,
+                "kernel-asks": {"file": v.kernel_asks_file, "says": v.kernel_asks},
+                "kvm-rules": [r.id for r in v.kvm_rules],
+                "known-vmms": [
+                    {
+                        "vmm": k.vmm,
+                        "versions": k.versions,
+                        "does": k.does,
+                        "source": {
+                            "repository": k.source.repository,
+                            "file": k.source.file,
+                            "note": k.source.note,
+                        },
+                    }
+                    for k in v.known_vmms
+                ],
+            }
+            for v in spec.vmm_rules
         ],
     }

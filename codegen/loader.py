@@ -15,7 +15,7 @@ from codegen.model import Spec, SpecFile
 from codegen.resolve import resolve
 from codegen.yaml_source import SourceDocument, load_document
 
-SPEC_FILES = ("kernels", "encoding", "api", "registers", "psci", "smccc", "rules")
+SPEC_FILES = ("kernels", "encoding", "api", "registers", "psci", "smccc", "rules", "vmm")
 SCHEMA_FILE = Path("schema") / "kvm-fwspec.schema.yaml"
 
 

@@ -218,10 +218,16 @@ class Errno:
 
 @dataclass(frozen=True)
 class VcpuFeature:
+    """A KVM_ARM_VCPU_INIT feature: its bit per architecture, the capability that offers it,
+    and whether KVM_ARM_VCPU_FINALIZE must follow the init."""
+
     name: str
     doc: str
     c_name: str
     bits: dict[str, int] = field(hash=False)
+    lifetime: Lifetime
+    capability: Capability | None
+    finalize: bool
 
 
 @dataclass(frozen=True)
@@ -404,6 +410,38 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class VmmSource:
+    """Where in a VMM's own source a known behaviour is."""
+
+    repository: str
+    file: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class KnownVmm:
+    """What one real VMM (in some versions) is known to do about a VMM rule."""
+
+    vmm: str
+    versions: str
+    does: str
+    source: VmmSource
+
+
+@dataclass(frozen=True)
+class VmmRule:
+    """What a correct VMM does with the firmware registers across a save and restore."""
+
+    id: str
+    doc: str
+    evidence: str
+    kernel_asks_file: str
+    kernel_asks: str
+    kvm_rules: tuple[Rule, ...]
+    known_vmms: tuple[KnownVmm, ...]
+
+
+@dataclass(frozen=True)
 class SpecFile:
     """A spec file's path relative to the spec directory and the sha256 of its bytes."""
 
@@ -441,6 +479,7 @@ class Spec:
     exit_reasons: tuple[Constant, ...]
     system_events: tuple[Constant, ...]
     core_registers: tuple[CoreRegisters, ...]
+    vmm_rules: tuple[VmmRule, ...]
 
     def layout(self, name: str) -> Layout:
         return next(lay for lay in self.layouts if lay.name == name)

@@ -27,6 +27,7 @@ from codegen.model import (
     HostProfile,
     Ioctl,
     KernelDocs,
+    KnownVmm,
     KvmPsci01Function,
     KvmPsciHandling,
     LatestPsci,
@@ -47,6 +48,8 @@ from codegen.model import (
     SpecFile,
     StateVariable,
     VcpuFeature,
+    VmmRule,
+    VmmSource,
 )
 from codegen.yaml_source import JsonPath, SourceDocument
 
@@ -300,10 +303,6 @@ class _Resolver:
             self.unique("api", (key,), api[key], "name", key.rstrip("s"))
         self.unique("api", ("errnos",), api["errnos"], "value", "errno value")
         errnos = tuple(Errno(r["name"], r["value"], r["doc"]) for r in api["errnos"])
-        features = tuple(
-            VcpuFeature(r["name"], r["doc"], r["c-name"], dict(r["bit"]))
-            for r in api["vcpu-features"]
-        )
         caps = tuple(
             Capability(
                 r["name"],
@@ -314,8 +313,33 @@ class _Resolver:
             )
             for i, r in enumerate(api["capabilities"])
         )
+        features = tuple(
+            self.vcpu_feature(i, r, {c.name: c for c in caps})
+            for i, r in enumerate(api["vcpu-features"])
+        )
         state = tuple(StateVariable(r["name"], r["doc"], r["type"]) for r in api["state"])
         return errnos, features, caps, state
+
+    def vcpu_feature(self, index: int, raw: Raw, caps: Mapping[str, Capability]) -> VcpuFeature:
+        """A feature whose capability is one the spec defines, and which does not exist
+        before the capability that offers it."""
+        path = ("vcpu-features", index)
+        lifetime = self.lifetime("api", path, raw)
+        capability = caps.get(raw["capability"]) if "capability" in raw else None
+        if "capability" in raw and capability is None:
+            self.error("api", (*path, "capability"), f"unknown capability '{raw['capability']}'")
+        if capability is not None and lifetime.since < capability.lifetime.since:
+            self.error(
+                "api",
+                (*path, "since"),
+                f"the feature exists from {lifetime.since}, before its capability "
+                f"'{capability.name}' ({capability.lifetime.since})",
+            )
+        bits = dict(raw["bit"])
+        return VcpuFeature(
+            raw["name"], raw["doc"], raw["c-name"], bits, lifetime, capability,
+            bool(raw.get("finalize", False)),
+        )  # fmt: skip
 
     def resolve_kvm_interface(
         self,
@@ -843,6 +867,30 @@ class _Resolver:
             self.check_complete(rules, spec_parts)
         return tuple(rules)
 
+    def resolve_vmm_rules(self, rules: tuple[Rule, ...]) -> tuple[VmmRule, ...]:
+        """The VMM rules, each resting on KVM rules that exist."""
+        raws = self.data("vmm")["rules"]
+        self.unique("vmm", ("rules",), raws, "id", "VMM rule id")
+        by_id = {rule.id: rule for rule in rules}
+        declared = {rule["id"] for rule in self.data("rules")["rules"]}  # even those in error
+        resolved = []
+        for i, raw in enumerate(raws):
+            for j, rule_id in enumerate(raw["kvm-rules"]):
+                if rule_id not in declared:
+                    self.error("vmm", ("rules", i, "kvm-rules", j), f"unknown KVM rule '{rule_id}'")
+            known = tuple(
+                KnownVmm(k["vmm"], k.get("versions", "all"), k["does"],
+                         VmmSource(k["source"]["repository"], k["source"]["file"],
+                                   k["source"].get("note", "")))
+                for k in raw["known-vmms"]
+            )  # fmt: skip
+            resolved.append(
+                VmmRule(raw["id"], raw["doc"], raw["evidence"], raw["kernel-asks"]["file"],
+                        raw["kernel-asks"]["says"],
+                        tuple(by_id[r] for r in raw["kvm-rules"] if r in by_id), known)
+            )  # fmt: skip
+        return tuple(resolved)
+
     def resolve_rule(self, path: JsonPath, raw: Raw, ctx: _RuleContext) -> Rule | None:
         target_name = raw.get("register") or raw.get("class")
         register = next((r for r in ctx.registers if r.name == raw.get("register")), None)
@@ -1082,6 +1130,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     registers = r.resolve_resets(context)
     context.registers = registers
     rules = r.resolve_rules(context)
+    vmm_rules = r.resolve_vmm_rules(rules)
     if r.problems:
         raise SpecError(r.problems)
     return Spec(
@@ -1111,4 +1160,5 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         exit_reasons,
         system_events,
         core_registers,
+        vmm_rules,
     )

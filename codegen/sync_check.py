@@ -115,7 +115,7 @@ def expected_constants(spec: Spec, arch: str) -> dict[str, Expected]:
     found[spec.kvm_psci_01_c_base] = Expected(spec.kvm_psci_01_base, None)
     for feature in spec.vcpu_features:
         if arch in feature.bits:
-            found[feature.c_name] = Expected(feature.bits[arch], None)
+            found[feature.c_name] = Expected(feature.bits[arch], feature.lifetime)
     return found
 
 

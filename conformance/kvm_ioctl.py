@@ -75,6 +75,16 @@ class KvmHost:
         self.serial += 1
         return KvmVm(self, self.serial)
 
+    def offered_features(self) -> list[str]:
+        """The vcpu features whose capability this KVM reports: what QEMU's `-cpu host`
+        asks for (with PSCI 0.2, PMUv3, SVE and pointer authentication at their defaults)."""
+        return [
+            name
+            for name, (_, capability, _) in abi.VCPU_FEATURES.items()
+            if capability is not None
+            and fcntl.ioctl(self.fd, abi.Ioctl.KVM_CHECK_EXTENSION, capability) > 0
+        ]
+
     def release(self) -> str:
         """The running kernel's release line, e.g. '6.1' for 6.1.0-56-arm64."""
         major, minor = os.uname().release.split(".")[:2]
@@ -123,15 +133,26 @@ class KvmVcpu:
         os.close(self.fd)
 
     def init(self, features: list[str]) -> str | None:
+        """KVM_ARM_VCPU_INIT with the spec's named features, then KVM_ARM_VCPU_FINALIZE for
+        each that needs it (SVE): until then KVM refuses to list or touch the registers."""
+        unknown = sorted(set(features) - set(abi.VCPU_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown vcpu features {unknown}")
         bits = 0
-        if "psci-0.2" in features:
-            bits |= 1 << abi.KVM_ARM_VCPU_PSCI_0_2
+        for name in features:
+            bits |= 1 << abi.VCPU_FEATURES[name][0]
         try:
             fcntl.ioctl(
                 self.fd,
                 abi.Ioctl.KVM_ARM_VCPU_INIT,
                 bytearray(struct.pack("<I7I", self.vm.target, bits, *[0] * 6)),
             )
+            for name in features:
+                bit, _, finalize = abi.VCPU_FEATURES[name]
+                if finalize:
+                    fcntl.ioctl(
+                        self.fd, abi.Ioctl.KVM_ARM_VCPU_FINALIZE, bytearray(struct.pack("<i", bit))
+                    )
         except OSError as exc:
             return _errno_name(exc)
         return None

@@ -2,11 +2,12 @@
 # Regenerate with: kvm-fwspec generate
 # source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-# source: spec/api.yaml sha256:5991beac2ca135222b814b44d21650f24818167a9c425d92aa7ad31f09aebe20
+# source: spec/api.yaml sha256:11bc2f0fc42fee599d5f89b89957a7685d22be8afbf9fd35fe0ba3ed8bd1a90e
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
 # source: spec/psci.yaml sha256:c9e1ce7b62a6a0ab1403b04518cfa8ea7928dd3aa888612ff57e956dfb419eff
 # source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f
 # source: spec/rules.yaml sha256:9671a37ca8a5b66d45637b7859d5f6d1022e8cca6f5d9111a132dfd892abf166
+# source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
 # kvm-fwspec-generated: reference-tables
 """Decision tables and register data for the reference implementation."""
 
@@ -370,12 +371,52 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
             {'name': 'EINVAL', 'value': 22, 'doc': 'The id or the value is not acceptable.'}],
  'vcpu-features': [{'name': 'psci-0.2',
                     'c-name': 'KVM_ARM_VCPU_PSCI_0_2',
-                    'bit': {'arm': 1, 'arm64': 2}}],
+                    'bit': {'arm': 1, 'arm64': 2},
+                    'since': '4.16',
+                    'capability': 'arm-psci-0.2',
+                    'finalize': False},
+                   {'name': 'pmu-v3',
+                    'c-name': 'KVM_ARM_VCPU_PMU_V3',
+                    'bit': {'arm64': 3},
+                    'since': '4.16',
+                    'capability': 'arm-pmu-v3',
+                    'finalize': False},
+                   {'name': 'sve',
+                    'c-name': 'KVM_ARM_VCPU_SVE',
+                    'bit': {'arm64': 4},
+                    'since': '5.2',
+                    'capability': 'arm-sve',
+                    'finalize': True},
+                   {'name': 'ptrauth-address',
+                    'c-name': 'KVM_ARM_VCPU_PTRAUTH_ADDRESS',
+                    'bit': {'arm64': 5},
+                    'since': '5.2',
+                    'capability': 'arm-ptrauth-address',
+                    'finalize': False},
+                   {'name': 'ptrauth-generic',
+                    'c-name': 'KVM_ARM_VCPU_PTRAUTH_GENERIC',
+                    'bit': {'arm64': 6},
+                    'since': '5.2',
+                    'capability': 'arm-ptrauth-generic',
+                    'finalize': False}],
  'capabilities': [{'name': 'arm-psci', 'c-name': 'KVM_CAP_ARM_PSCI', 'value': 87, 'since': '4.16'},
                   {'name': 'arm-psci-0.2',
                    'c-name': 'KVM_CAP_ARM_PSCI_0_2',
                    'value': 102,
                    'since': '4.16'},
+                  {'name': 'arm-pmu-v3',
+                   'c-name': 'KVM_CAP_ARM_PMU_V3',
+                   'value': 126,
+                   'since': '4.16'},
+                  {'name': 'arm-sve', 'c-name': 'KVM_CAP_ARM_SVE', 'value': 170, 'since': '5.2'},
+                  {'name': 'arm-ptrauth-address',
+                   'c-name': 'KVM_CAP_ARM_PTRAUTH_ADDRESS',
+                   'value': 171,
+                   'since': '5.2'},
+                  {'name': 'arm-ptrauth-generic',
+                   'c-name': 'KVM_CAP_ARM_PTRAUTH_GENERIC',
+                   'value': 172,
+                   'since': '5.2'},
                   {'name': 'arm-system-suspend',
                    'c-name': 'KVM_CAP_ARM_SYSTEM_SUSPEND',
                    'value': 216,
@@ -1280,6 +1321,9 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                               {'name': 'arm-preferred-target',
                                'c-name': 'KVM_ARM_PREFERRED_TARGET',
                                'number': 2149625519},
+                              {'name': 'arm-vcpu-finalize',
+                               'c-name': 'KVM_ARM_VCPU_FINALIZE',
+                               'number': 1074048706},
                               {'name': 'get-reg-list',
                                'c-name': 'KVM_GET_REG_LIST',
                                'number': 3221794480}],
@@ -2407,4 +2451,180 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                        'undefined': None},
             'source': {'file': 'arch/arm64/kvm/hypercalls.c',
                        'note': '',
-                       'confirmed-on': ['7.2.13']}}]}
+                       'confirmed-on': ['7.2.13']}}],
+ 'vmm-rules': [{'id': 'vmm/save/listed-firmware-registers',
+                'doc': 'The VMM saves, for each vcpu, the value of every firmware pseudo-register '
+                       '(the 0x0014 class and the 0x0016 feature bitmaps) that KVM_GET_REG_LIST '
+                       "lists for it. A register left out is restored to the target's reset value, "
+                       'whatever the guest saw on the source.\n',
+                'evidence': 'The firmware ids in the saved migration stream against '
+                            "KVM_GET_REG_LIST of a vcpu made on the source host with the VMM's "
+                            'vcpu features.\n',
+                'kernel-asks': {'file': 'Documentation/virt/kvm/arm/fw-pseudo-registers.rst',
+                                'says': '"These registers can be saved/restored by userspace, and '
+                                        'set to a convenient value as required"; KVM_GET_REG_LIST '
+                                        '(Documentation/virt/kvm/api.rst) returns "the guest '
+                                        'registers that are supported for the '
+                                        'KVM_GET_ONE_REG/KVM_SET_ONE_REG calls".\n'},
+                'kvm-rules': ['fw/list/every-register', 'fw-feat-bmap/list/every-register'],
+                'known-vmms': [{'vmm': 'QEMU',
+                                'versions': '2.12 to 10.2',
+                                'does': 'Keeps every id KVM_GET_REG_LIST lists, but the core and '
+                                        'SVE registers, in its cpreg list and migrates them in the '
+                                        '"cpu" section, firmware and bitmap registers included.\n',
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/kvm.c',
+                                           'note': 'kvm_arm_init_cpreg_list and '
+                                                   'kvm_arm_reg_syncs_via_cpreg_list '
+                                                   '(target/arm/kvm64.c before 8.2).'}},
+                               {'vmm': 'QEMU',
+                                'versions': '11.0 and later',
+                                'does': 'Registers migration tolerances for -cpu host: '
+                                        'KVM_REG_ARM_FW_FEAT_BMAP_REG(3) (VENDOR_HYP_BMAP_2) may '
+                                        'be in the stream and missing on the target if it holds 0. '
+                                        'QEMU 11.1 was seen to save it and, on a target before '
+                                        '6.15, to skip it and complete the migration; the system '
+                                        'registers TCR2_EL1, PIRE0_EL1 and PIR_EL1 may be missing '
+                                        'on either side.\n',
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/kvm.c',
+                                           'note': "kvm_arm_set_cpreg_mig_tolerances (Eric Auger's "
+                                                   'cpreg migration series, 2026).'}},
+                               {'vmm': 'crosvm',
+                                'versions': 'all',
+                                'does': 'Saves the 0x0014 class (KvmSnapshot.firmware_regs) '
+                                        'besides its own system-register and CCSIDR lists; the '
+                                        '0x0016 feature bitmaps are not saved.\n',
+                                'source': {'repository': 'google/crosvm',
+                                           'file': 'hypervisor/src/kvm/aarch64.rs',
+                                           'note': 'hypervisor_specific_snapshot; called from '
+                                                   'VcpuAArch64::snapshot in '
+                                                   'hypervisor/src/aarch64.rs.'}},
+                               {'vmm': 'Firecracker',
+                                'versions': 'all',
+                                'does': 'Saves every register KVM_GET_REG_LIST lists for each vcpu '
+                                        'in its snapshot, with no class filter.',
+                                'source': {'repository': 'firecracker-microvm/firecracker',
+                                           'file': 'src/vmm/src/arch/aarch64/vcpu.rs',
+                                           'note': 'KvmVcpu::save_state and '
+                                                   'get_all_registers_ids.'}},
+                               {'vmm': 'cloud-hypervisor',
+                                'versions': 'all',
+                                'does': 'Saves every 32- or 64-bit register KVM_GET_REG_LIST lists '
+                                        'but the core ones (read into a list of at most 500 ids), '
+                                        'firmware and bitmap registers included.\n',
+                                'source': {'repository': 'cloud-hypervisor/cloud-hypervisor',
+                                           'file': 'hypervisor/src/kvm/mod.rs',
+                                           'note': 'KvmVcpu::state for aarch64; is_system_register '
+                                                   'in hypervisor/src/kvm/aarch64/mod.rs.'}}]},
+               {'id': 'vmm/restore/before-first-run',
+                'doc': 'The VMM writes the saved values on the target before any vcpu first runs: '
+                       'from then on the feature bitmaps refuse a different value with EBUSY, and '
+                       "a guest that has run has already seen the target's defaults.\n",
+                'evidence': 'After a migration the VMM reported complete and the guest resumed, '
+                            'the VMM saves the VM again on the target: the firmware values the '
+                            "target's KVM holds must be the stream's.\n",
+                'kernel-asks': {'file': 'Documentation/virt/kvm/arm/fw-pseudo-registers.rst',
+                                'says': '"KVM will not allow the userspace to configure the '
+                                        'registers anymore once any of the vCPUs has run at least '
+                                        'once. Instead, it will return a -EBUSY."\n'},
+                'kvm-rules': ['std-bmap/set/reject-change-after-run',
+                              'psci-version/set/accept-implemented'],
+                'known-vmms': [{'vmm': 'QEMU',
+                                'versions': '2.12 and later',
+                                'does': 'Writes its whole cpreg list with KVM_SET_ONE_REG at '
+                                        'KVM_PUT_FULL_STATE when the "cpu" section has loaded '
+                                        '(cpu_post_load), before the VM is resumed.\n',
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/machine.c',
+                                           'note': 'cpu_post_load; kvm_arm_cpu_post_load in '
+                                                   'target/arm/kvm.c from 10.2.'}}]},
+               {'id': 'vmm/restore/refusal-fails-migration',
+                'doc': 'When the target refuses a saved firmware value (KVM_SET_ONE_REG fails, or '
+                       'the target does not list the register), the VMM fails the migration; it '
+                       'does not resume the guest on the target with another PSCI version or '
+                       'another set of hypercall services. Leaving a refused value behind is '
+                       'allowed only where that changes nothing the guest can see: a feature '
+                       'bitmap saved as 0 on a target without that register, whose release has '
+                       'none of its services either.\n',
+                'evidence': "Whether the VMM completed the migration, against the target KVM's "
+                            'answer to each saved firmware register (a vcpu made as the VMM makes '
+                            "it, given the same SETs) and against migrate-check's prediction for "
+                            'the pair; for a completed migration that left a refused value behind, '
+                            "the guest's answers before and after it and migrate-check's view of "
+                            "the guest's firmware on both sides.\n",
+                'kernel-asks': {'file': 'Documentation/virt/kvm/arm/fw-pseudo-registers.rst',
+                                'says': 'Errors: "-ENOENT Unknown register accessed", "-EINVAL '
+                                        'Invalid bitmap written to the register"; a guest must not '
+                                        'see "a different version to be exposed out of the blue" '
+                                        'after a migration.\n'},
+                'kvm-rules': ['fw/set/unknown-register',
+                              'psci-version/set/reject-unimplemented',
+                              'smccc-arch-workaround-3/set/reject-above-host'],
+                'known-vmms': [{'vmm': 'QEMU',
+                                'versions': '2.12 and later',
+                                'does': 'Fails the load when a register of the stream is not in '
+                                        'its own list or a SET fails. Before 10.2 it says neither '
+                                        'which register nor why; 10.2 and later print "Could not '
+                                        'set register ..." for each refused one.\n',
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/machine.c',
+                                           'note': 'cpu_post_load; write_list_to_kvmstate and '
+                                                   'kvm_print_register_name in '
+                                                   'target/arm/kvm.c.'}}]},
+               {'id': 'vmm/restore/guest-firmware-unchanged',
+                'doc': 'After a migration the VMM reports complete, the guest sees the same PSCI '
+                       'version, the same PSCI_FEATURES answers and the same hypercall services as '
+                       'before it.\n',
+                'evidence': "The guest's own answers, the same calls made in a round before the "
+                            'save and in a round after the resume.\n',
+                'kernel-asks': {'file': 'Documentation/virt/kvm/arm/fw-pseudo-registers.rst',
+                                'says': 'A migration must not cause "a different version to be '
+                                        'exposed out of the blue to an unsuspecting guest"; "The '
+                                        'features for the registers that are untouched, probably '
+                                        "because userspace isn't aware of them, will be exposed as "
+                                        'is to the guest."\n'},
+                'kvm-rules': ['psci-version/set/accept-implemented', 'std-bmap/get/stored'],
+                'known-vmms': [{'vmm': 'QEMU',
+                                'versions': '2.12 and later',
+                                'does': 'Leaves a register the target lists but the stream lacks '
+                                        "at the target's reset value (the newer services of a "
+                                        'newer kernel), and says so from 11.0 ("expected by the '
+                                        'destination but not in the incoming stream: skip it").\n',
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/machine.c',
+                                           'note': 'cpu_post_load.'}}]},
+               {'id': 'vmm/setting/applied-through-registers',
+                'doc': 'A VMM that offers a setting for the PSCI version (or for the hypercall '
+                       'services) applies it through these registers, before the guest first runs, '
+                       'so the guest sees exactly the setting and the setting travels with the '
+                       'migration stream.\n',
+                'evidence': "For each value of the VMM's setting: what the guest reports as its "
+                            'PSCI version, and the PSCI_VERSION value in the stream the VMM saves. '
+                            'A VMM without such a setting is judged not applicable, with the '
+                            'properties it offers as evidence.\n',
+                'kernel-asks': {'file': 'Documentation/virt/kvm/arm/fw-pseudo-registers.rst',
+                                'says': 'KVM_REG_ARM_PSCI_VERSION "Allows any PSCI version '
+                                        'implemented by KVM and compatible with v0.2 to be set '
+                                        'with SET_ONE_REG"; PSCI 0.1 is a vcpu without '
+                                        'KVM_ARM_VCPU_PSCI_0_2.\n'},
+                'kvm-rules': ['psci-version/set/accept-implemented',
+                              'psci-version/set/accept-0.1-without-psci-0.2'],
+                'known-vmms': [{'vmm': 'QEMU',
+                                'versions': 'up to 10.2',
+                                'does': 'Has no setting; every vcpu gets KVM_ARM_VCPU_PSCI_0_2 '
+                                        'when KVM offers it.',
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/kvm.c',
+                                           'note': 'kvm_arch_init_vcpu.'}},
+                               {'vmm': 'QEMU',
+                                'versions': '11.0 and later',
+                                'does': 'The cpu property kvm-psci-version (0.1, 0.2, 1.0, 1.1, '
+                                        '1.2, 1.3): 0.1 leaves out KVM_ARM_VCPU_PSCI_0_2, the '
+                                        'others are written to KVM_REG_ARM_PSCI_VERSION after the '
+                                        "vcpu's init.\n",
+                                'source': {'repository': 'qemu/qemu',
+                                           'file': 'target/arm/kvm.c',
+                                           'note': "Sebastian Ott's kvm-psci-version series; the "
+                                                   "property's own description lists the "
+                                                   'values.'}}]}]}

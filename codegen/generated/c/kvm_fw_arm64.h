@@ -3,11 +3,12 @@
  * Regenerate with: kvm-fwspec generate
  * source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
  * source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
- * source: spec/api.yaml sha256:5991beac2ca135222b814b44d21650f24818167a9c425d92aa7ad31f09aebe20
+ * source: spec/api.yaml sha256:11bc2f0fc42fee599d5f89b89957a7685d22be8afbf9fd35fe0ba3ed8bd1a90e
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
  * source: spec/psci.yaml sha256:c9e1ce7b62a6a0ab1403b04518cfa8ea7928dd3aa888612ff57e956dfb419eff
  * source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f
  * source: spec/rules.yaml sha256:9671a37ca8a5b66d45637b7859d5f6d1022e8cca6f5d9111a132dfd892abf166
+ * source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
  * kvm-fwspec-generated: c-arm64
  */
 #ifndef KVM_FWSPEC_KVM_FW_ARM64_H
@@ -103,8 +104,16 @@ enum {
 
 /* vcpu feature and capabilities */
 #define KVM_ARM_VCPU_PSCI_0_2	2
+#define KVM_ARM_VCPU_PMU_V3	3
+#define KVM_ARM_VCPU_SVE	4
+#define KVM_ARM_VCPU_PTRAUTH_ADDRESS	5
+#define KVM_ARM_VCPU_PTRAUTH_GENERIC	6
 #define KVM_CAP_ARM_PSCI	87
 #define KVM_CAP_ARM_PSCI_0_2	102
+#define KVM_CAP_ARM_PMU_V3	126
+#define KVM_CAP_ARM_SVE	170
+#define KVM_CAP_ARM_PTRAUTH_ADDRESS	171
+#define KVM_CAP_ARM_PTRAUTH_GENERIC	172
 #define KVM_CAP_ARM_SYSTEM_SUSPEND	216
 
 /* KVM's own PSCI 0.1 function ids */
