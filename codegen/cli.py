@@ -173,6 +173,14 @@ def _migrate_proof(args: argparse.Namespace) -> int:
     return run_proof(args.report, args.save_fixtures)
 
 
+def _vmm_certify(args: argparse.Namespace) -> int:
+    from conformance.harness.vmm_matrix import run_certification
+
+    kernels = args.kernels.split(",") if args.kernels else None
+    builds = args.builds.split(",") if args.builds else None
+    return run_certification(kernels, builds, args.cache, args.report, args.jobs)
+
+
 def _sync_proof(args: argparse.Namespace) -> int:
     from conformance.harness.sync_proof import run_sync_proof
 
@@ -340,6 +348,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep the real dumps and outcomes here",
     )
     proof.set_defaults(handler=_migrate_proof)
+    vmm = sub.add_parser(
+        "vmm-certify",
+        help="certify QEMU's save and restore of the firmware registers across real kernels",
+    )
+    vmm.add_argument("--report", type=Path, default=Path("reports/vmm"))
+    vmm.add_argument(
+        "--kernels", default=None, help="kernel lines, e.g. 5.10,7.2 (default: all pinned)"
+    )
+    vmm.add_argument(
+        "--builds", default=None, help="QEMU builds: bookworm,unstable (default: both)"
+    )
+    vmm.add_argument(
+        "--jobs", type=int, default=None, help="guest hosts driven at once (default: one per core)"
+    )
+    vmm.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="downloads and images (default ~/.cache/kvm-fwspec)",
+    )
+    vmm.set_defaults(handler=_vmm_certify)
     sync_proof = sub.add_parser(
         "sync-proof",
         help="check sync-check on Debian's arm64 uapi headers of the pinned kernel lines",

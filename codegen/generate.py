@@ -235,6 +235,8 @@ CLI_EXAMPLES = [
             "dump",
             "migrate-proof",
             "sync-check",
+            "sync-proof",
+            "vmm-certify",
         )
     ],
     ["decode", "0x6030000000140000"],

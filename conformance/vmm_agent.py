@@ -6,7 +6,9 @@ agent: `hello`; `start` {build, args} starts a QEMU (its QMP on a Unix socket of
 capabilities negotiated) and answers its id and QMP greeting; `qmp` {vm, execute, arguments}
 answers QEMU's `return` or `error`, with the events that came before it; `console` {vm} the
 guest's UART output so far; `put-file` / `get-file` {name, data} move a file (base64) in and
-out of the work folder; `stop` {vm} ends it and answers its exit status and stderr tail; `bye`.
+out of the work folder; `stop` {vm} ends it and answers its exit status and stderr tail;
+`probe-vcpu` {sets, without} makes a vcpu with QEMU's features and answers its register list and
+KVM's answer to each SET [id, value]; `bye`.
 Stdlib only: this runs on the guest host's minimal Python.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.agent import Method, dispatch, serve_channel
+from conformance.kvm_ioctl import KvmHost
 
 PROTOCOL = "kvm-fwspec-vmm/1"
 BUILDS = Path("/vmm")
@@ -112,8 +115,15 @@ class VmmHost:
                     ) from None
                 time.sleep(0.02)
         running = RunningVmm(process, sock, console, stderr)
-        greeting = running.message()
-        running.execute("qmp_capabilities")
+        try:
+            greeting = running.message()
+            running.execute("qmp_capabilities")
+        except OSError:  # QEMU opened its QMP socket, then gave up (a setting KVM refused)
+            sock.close()
+            process.kill()
+            raise RuntimeError(
+                f"QEMU exited with {process.wait()} before QMP: {tail(stderr)}"
+            ) from None
         self.running[vm] = running
         return {"vm": vm, "greeting": greeting}
 
@@ -148,6 +158,28 @@ class VmmHost:
         stderr = running.stderr.read_text(errors="replace") if running.stderr.exists() else ""
         return {"status": status, "stderr": stderr[-STDERR_LIMIT:]}  # QEMU 11 names each register
 
+    def probe_vcpu(self, sets: list[tuple[int, int]], without: list[str]) -> dict[str, Any]:
+        """A vcpu made on this host's KVM as QEMU's `-cpu host` makes it (every vcpu feature
+        KVM offers), never run, as on an incoming migration: its KVM_GET_REG_LIST, then
+        KVM's answer to each SET of `sets` in order, as QEMU restores its register list.
+        This names the registers a refused migration stream holds that QEMU's message does
+        not. `without` names features QEMU was told to leave out (PSCI 0.2 for PSCI 0.1)."""
+        kvm = KvmHost()
+        try:
+            features = [f for f in kvm.offered_features() if f not in without]
+            vm = kvm.create_vm()
+            try:
+                vcpu = vm.create_vcpu()
+                init = vcpu.init(features)
+                list_errno, listed = vcpu.reg_list() if init is None else (None, [])
+                answers = [vcpu.set_one_reg(i, v) for i, v in sets] if init is None else []
+            finally:
+                vm.close()
+        finally:
+            os.close(kvm.fd)
+        return {"features": features, "init": init, "list-errno": list_errno,
+                "listed": listed, "sets": answers}  # fmt: skip
+
     def close(self) -> None:
         for vm in list(self.running):
             self.stop(vm)
@@ -168,6 +200,9 @@ def respond(host: VmmHost, line: str) -> tuple[dict[str, Any], bool]:
         "put-file": lambda p: host.put_file(str(p["name"]), str(p["data"])),
         "get-file": lambda p: host.get_file(str(p["name"])),
         "stop": lambda p: host.stop(int(p["vm"])),
+        "probe-vcpu": lambda p: host.probe_vcpu(
+            [(int(i), int(v)) for i, v in p["sets"]], [str(f) for f in p.get("without", [])]
+        ),
         "bye": bye,
     }  # fmt: skip
     return dispatch(methods, line)

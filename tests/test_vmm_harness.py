@@ -67,6 +67,27 @@ def test_a_qemu_that_will_not_start_is_an_error_with_its_reason(vmm_host: AgentA
         vmm_host.request("start", {"build": "no-such-build", "args": []})
 
 
+def test_a_qemu_that_quits_after_opening_qmp_is_an_error_quoting_it(vmm_host: AgentAdapter) -> None:
+    """QEMU 11 opens its QMP socket before it finds that KVM will not take its PSCI setting."""
+    args = [*KVM_MACHINE]
+    args[args.index("host")] = "host,kvm-psci-version=2.0"
+    with pytest.raises(AgentError, match=r"before QMP: .*does not support PSCI version 2\.0"):
+        vmm_host.request("start", {"build": "unstable", "args": args})
+    assert vmm_host.request("hello", {})["protocol"] == "kvm-fwspec-vmm/1"
+
+
+def test_probe_vcpu_makes_qemus_vcpu_and_answers_each_set(vmm_host: AgentAdapter) -> None:
+    psci_version = 0x6030000000140000
+    sets = [[psci_version, 0x10003], [psci_version, 0x10000], [0x6030000000140099, 0]]
+    probe = vmm_host.request("probe-vcpu", {"sets": sets})
+    assert probe["init"] is None and probe["list-errno"] is None
+    assert {"psci-0.2", "pmu-v3"} <= set(probe["features"])
+    assert psci_version in probe["listed"]
+    assert probe["sets"] == ["EINVAL", None, "ENOENT"]  # 6.12 implements PSCI up to 1.1, not 1.3
+    without = vmm_host.request("probe-vcpu", {"sets": [], "without": ["psci-0.2"]})
+    assert "psci-0.2" not in without["features"] and without["init"] is None
+
+
 def guest_calls() -> tuple[list[tuple[int, int]], list[int]]:
     """PSCI_VERSION, PSCI_FEATURES of every PSCI function id the spec knows, SMCCC_VERSION and
     TRNG_VERSION, with what the spec says a default guest of 6.12.y sees for each."""

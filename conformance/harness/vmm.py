@@ -124,6 +124,16 @@ def boot_vmm_host(
 ) -> tuple[Guest, AgentAdapter]:
     """A guest host of `release` with real KVM, the QEMU `builds` and the VMM agent, and a
     client for it (hello already answered)."""
+    guest, client = start_vmm_host(release, cache, builds)
+    greet_vmm_host(client, builds)
+    return guest, client
+
+
+def start_vmm_host(
+    release: str, cache: Path, builds: tuple[str, ...]
+) -> tuple[Guest, AgentAdapter]:
+    """The guest host started, not yet booted. Start hosts from one thread: the kernel kills a
+    QEMU (PR_SET_PDEATHSIG) when the thread that started it ends, not only the process."""
     from conformance.harness.initramfs import build
 
     with cache_lock(cache):
@@ -133,7 +143,12 @@ def boot_vmm_host(
         vmms = tuple(fetch_vmm(cache, name) for name in builds)
         initramfs = build(apt, cache, kernel, vmms)
     guest = Guest(kernel, initramfs)
-    client = AgentAdapter(guest.channel(), 1, BOOT_TIMEOUT)
+    return guest, AgentAdapter(guest.channel(), 1, BOOT_TIMEOUT)
+
+
+def greet_vmm_host(client: AgentAdapter, builds: tuple[str, ...]) -> None:
+    """Wait for a started guest host's VMM agent to say hello with the expected builds; any
+    thread may wait. The host is stopped if it does not."""
     try:
         hello = client.request("hello", {})
     except BaseException:
@@ -142,4 +157,3 @@ def boot_vmm_host(
     if hello.get("protocol") != VMM_PROTOCOL or sorted(hello.get("builds", [])) != sorted(builds):
         client.close()
         raise UsageError(f"the guest host's VMM agent said {hello}")
-    return guest, client

@@ -1,0 +1,135 @@
+"""The whole VMM certification: every ordered pair of the real kernels, for each PSCI state
+the source can hold under each QEMU build, judged by the spec's VMM rules.
+
+The guest hosts stay up throughout and work side by side, each driven by one thread: first
+every host saves its guests (QEMU's default, then each PSCI version QEMU's setting offers and
+the kernel implements), then every host loads every stream.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from codegen.model import Spec
+from conformance.harness.vmm_lab import Lab, Load, Saved
+from conformance.oracle import Oracle
+from conformance.profile import resolve_profile
+from conformance.vmm_judge import PSCI_SETTING, Judgement, guest_calls, judge, state_name
+
+T = TypeVar("T")
+
+
+@dataclass
+class Matrix:
+    kernels: list[str]
+    builds: list[str]
+    saves: list[Saved]
+    judgements: list[Judgement]
+
+
+def run_matrix(
+    spec: Spec, kernels: Sequence[str], builds: Sequence[str], cache: Path, jobs: int
+) -> Matrix:
+    calls = guest_calls(spec)
+    lab = Lab(kernels, builds, [(c.function_id, c.argument) for c in calls], cache)
+
+    def save(kernel: str, build: str, setting: str | None = None) -> Saved:
+        started = time.monotonic()
+        saved = lab.save(kernel, build, setting)
+        _progress(f"saved {build} on {kernel}, {state_name(setting)}: {len(saved.registers)} "
+                  f"registers ({time.monotonic() - started:.1f} s)")  # fmt: skip
+        return saved
+
+    def load(saved: Saved, target: str) -> Load:
+        started = time.monotonic()
+        loaded = lab.load(saved, target)
+        _progress(f"{saved.build} {saved.kernel} -> {target}, {state_name(saved.setting)}: "
+                  f"{'completed' if loaded.completed else 'refused'} "
+                  f"({time.monotonic() - started:.1f} s)")  # fmt: skip
+        return loaded
+
+    try:
+        defaults = _per_host(jobs, kernels, lambda k: [save(k, b) for b in builds])
+        pinned = _per_host(jobs, kernels, lambda k: [
+            save(k, d.build, s) for d in defaults if d.kernel == k for s in settings(spec, d)
+        ])  # fmt: skip
+        saves = defaults + pinned
+        loads = _per_host(jobs, kernels, lambda t: [load(s, t) for s in saves])
+    finally:
+        lab.close()
+    own = {(d.kernel, d.build): d for d in defaults}
+    judgements = [judge(spec, load, own[(load.target, load.source.build)], calls)
+                  for load in sorted(loads, key=_order(kernels))]  # fmt: skip
+    return Matrix(list(kernels), list(builds), saves, judgements)
+
+
+def settings(spec: Spec, default: Saved) -> list[str]:
+    """The values of QEMU's PSCI setting, read from its own description of the property, that
+    the kernel `default` was saved on implements: the PSCI states QEMU can give a guest there.
+    None for a QEMU without the setting."""
+    description = default.properties.get(PSCI_SETTING)
+    if description is None:
+        return []
+    implemented = Oracle(spec, resolve_profile(spec, f"{default.kernel}.y", "mitigated"))
+    return [v for v in re.findall(r"\d+\.\d+", description)
+            if _encoded(v) in implemented.psci_versions]  # fmt: skip
+
+
+def _encoded(version: str) -> int:
+    major, minor = (int(p) for p in version.split("."))
+    return major << 16 | minor
+
+
+def _progress(line: str) -> None:
+    """One line of progress on stderr; whole lines, as the hosts' threads interleave."""
+    sys.stderr.write(f"vmm-certify: {line}\n")
+    sys.stderr.flush()
+
+
+def _per_host(jobs: int, kernels: Sequence[str], work: Callable[[str], list[T]]) -> list[T]:
+    """`work` for each host, up to `jobs` hosts at a time; each host's client serves one thread."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return [item for items in pool.map(work, kernels) for item in items]
+
+
+def _order(kernels: Sequence[str]) -> Callable[[Load], tuple[str, int, str, int]]:
+    def key(load: Load) -> tuple[str, int, str, int]:
+        setting = load.source.setting
+        return (load.source.build, kernels.index(load.source.kernel),
+                "" if setting is None else setting, kernels.index(load.target))  # fmt: skip
+
+    return key
+
+
+def run_certification(
+    kernels: Sequence[str] | None, builds: Sequence[str] | None, cache: Path | None, report: Path,
+    jobs: int | None,
+) -> int:  # fmt: skip
+    """`kvm-fwspec vmm-certify`: run the matrix, write the report, print its summary. Exit 1 when
+    a firmware register answered otherwise than migrate-check predicts (the spec is wrong
+    there), QEMU breaking a VMM rule is a finding of the report, not a failure of the run."""
+    import os
+
+    from codegen.loader import load_spec
+    from conformance.adapters.qemu import default_cache
+    from conformance.harness.kernels import kernel_lines
+    from conformance.harness.vmm import SOURCES
+    from conformance.vmm_report import summary, write_report
+
+    spec = load_spec()
+    started = time.monotonic()
+    matrix = run_matrix(spec, list(kernels or [line.release for line in kernel_lines()]),
+                        list(builds or SOURCES), cache or default_cache(),
+                        jobs or os.cpu_count() or 1)  # fmt: skip
+    paths = write_report(spec, matrix, report, time.monotonic() - started)
+    for line in summary(matrix):
+        print(line)
+    print(f"report: {', '.join(str(p) for p in paths)}")
+    return 1 if any(j.disagreements for j in matrix.judgements) else 0
