@@ -219,6 +219,16 @@ def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="arm64", help="architecture (default: arm64)")
 
 
+def _add_cache_option(parser: argparse.ArgumentParser) -> None:
+    """--cache, for the commands that download Debian's kernels and packages."""
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="downloads and images (default ~/.cache/kvm-fwspec)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvm-fwspec", description=__doc__)
     parser.add_argument(
@@ -301,12 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="lines certified at once, one guest each (default: one per core)",
     )
-    qemu.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="downloads and images (default ~/.cache/kvm-fwspec)",
-    )
+    _add_cache_option(qemu)
     qemu.add_argument(
         "--report", type=Path, default=Path("reports/real-kvm"), help="report directory"
     )
@@ -362,12 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     vmm.add_argument(
         "--jobs", type=int, default=None, help="guest hosts driven at once (default: one per core)"
     )
-    vmm.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="downloads and images (default ~/.cache/kvm-fwspec)",
-    )
+    _add_cache_option(vmm)
     vmm.set_defaults(handler=_vmm_certify)
     sync_proof = sub.add_parser(
         "sync-proof",

@@ -84,6 +84,8 @@ class Judgement:
     state: str
     changes: list[str]  # what the guest saw differently after the resume
     predicted_changes: list[str]  # what migrate-check says the guest sees change, for the pair
+    seen_before: dict[str, int]  # the guest's answer to each call, before the save
+    seen_after: dict[str, int] | None  # and after the resume, if QEMU resumed it
     firmware: list[Blame] = field(default_factory=list)  # every saved firmware register
     refused: list[Blame] = field(default_factory=list)  # every register the target refused
     length_note: str = ""
@@ -146,8 +148,10 @@ def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall])
                             f"QEMU {saved.qemu} on {saved.uname}")  # fmt: skip
     predicted = migration.check(spec, source, profile_of(spec, target_default), features)
     by_id = {v.reg_id: v for v in predicted.registers}
+    labels = [c.label for c in calls]
     judgement = Judgement(load, state_name(saved.setting), _changes(load, calls),
-                          predicted.changes)  # fmt: skip
+                          predicted.changes, dict(zip(labels, saved.before, strict=True)),
+                          dict(zip(labels, load.after, strict=True)) if load.after else None)  # fmt: skip
     for reg_id, value in sorted(saved.registers.items()):
         firmware = is_firmware(spec, reg_id)
         answer = load.answers.get(reg_id) or "accepted"
@@ -190,11 +194,11 @@ def _qemu_list(listed: list[int]) -> list[int]:
 def _changes(load: Load, calls: list[GuestCall]) -> list[str]:
     if load.after is None:
         return []
-    return [f"{c.label}: {_show(b)} -> {_show(a)}"
+    return [f"{c.label}: {show(b)} -> {show(a)}"
             for c, b, a in zip(calls, load.source.before, load.after, strict=True) if a != b]  # fmt: skip
 
 
-def _show(value: int) -> str:
+def show(value: int) -> str:
     return f"{value:#x}" if value > 9 else str(value)
 
 
@@ -281,7 +285,7 @@ def _setting(spec: Spec, saved: Saved, calls: list[GuestCall]) -> RuleVerdict:
     seen = saved.before[[c.label for c in calls].index("PSCI_VERSION")]
     guest_wanted = wanted if saved.setting != "0.1" else -1  # PSCI 0.1 has no PSCI_VERSION call
     evidence = (f"{PSCI_SETTING}={saved.setting}: the guest's PSCI_VERSION answered "
-                f"{_show(seen)}, the stream's KVM_REG_ARM_PSCI_VERSION holds {_show(stream or 0)}")  # fmt: skip
+                f"{show(seen)}, the stream's KVM_REG_ARM_PSCI_VERSION holds {show(stream or 0)}")  # fmt: skip
     holds = seen == guest_wanted and stream == wanted
     return RuleVerdict(rule, "holds" if holds else "broken", evidence)
 
@@ -298,6 +302,8 @@ def to_json(judgement: Judgement) -> dict[str, Any]:
         "completed": load.completed,
         "qemu-error": load.qemu_error.strip().splitlines()[-12:],
         "qemu-named": qemu_named(load.qemu_error),
+        "guest-before": judgement.seen_before,
+        "guest-after": judgement.seen_after,
         "guest-changes": judgement.changes,
         "predicted-guest-changes": judgement.predicted_changes,
         "refused": [_blame(b) for b in judgement.refused],

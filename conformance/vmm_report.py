@@ -15,7 +15,7 @@ from pathlib import Path
 from codegen.atomic import write_atomically
 from codegen.model import Spec
 from conformance.harness.vmm_matrix import Matrix
-from conformance.vmm_judge import Judgement, qemu_named, to_json
+from conformance.vmm_judge import Judgement, qemu_named, show, to_json
 
 VERDICTS = ("holds", "broken", "not-applicable")
 
@@ -116,6 +116,15 @@ def _side_by_side(matrix: Matrix) -> list[str]:
     return [*out, ""]
 
 
+def _seen(answers: dict[str, int]) -> str:
+    """The guest's answers, the PSCI_FEATURES ones counted (0 or more: supported)."""
+    features = [v for k, v in answers.items() if k.startswith("PSCI_FEATURES(")]
+    others = ", ".join(
+        f"{k} {show(v)}" for k, v in answers.items() if not k.startswith("PSCI_FEATURES(")
+    )
+    return f"{others}; PSCI_FEATURES: {sum(v >= 0 for v in features)} of {len(features)} supported"
+
+
 def _qemu_words(judgement: Judgement) -> str:
     """Which registers QEMU's own message names, for a table cell."""
     named = qemu_named(judgement.load.qemu_error)
@@ -134,6 +143,9 @@ def _details(judgement: Judgement) -> list[str]:
     if not load.completed:
         words = [w for w in load.qemu_error.strip().splitlines() if w.strip()][-8:]
         out += ["- QEMU said:", "", "  ```", *[f"  {w}" for w in words], "  ```"]
+    out.append(f"- the guest saw before the save: {_seen(judgement.seen_before)}")
+    if judgement.seen_after is not None:
+        out.append(f"- and after the resume: {_seen(judgement.seen_after)}")
     if judgement.length_note:
         out.append(f"- {judgement.length_note}")
     firmware = [b for b in judgement.refused if b.firmware]

@@ -4,7 +4,9 @@ attributed register by register, and a firmware answer unlike migrate-check's is
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,9 @@ from codegen.loader import load_spec
 from conformance import migration
 from conformance.harness.migration_stream import StreamError, cpregs
 from conformance.harness.vmm_lab import Load, Saved
+from conformance.harness.vmm_matrix import Matrix
 from conformance.vmm_judge import guest_calls, judge, qemu_named, register_name
+from conformance.vmm_report import summary, write_report
 
 SPEC = load_spec()
 CALLS = guest_calls(SPEC)
@@ -205,3 +209,26 @@ def test_the_registers_qemu_names_are_read_from_its_messages() -> None:
     )
     assert qemu_named(said) == ["fw feat reg 2", "fw reg 0", "fw reg 9"]
     assert qemu_named("qemu-system-aarch64: Failed to load cpu:cpreg_vmstate_array_len") == []
+
+
+def test_the_report_shows_each_build_side_by_side_and_every_verdict(tmp_path: Path) -> None:
+    refused = judge(SPEC, load(real_answers(), completed=False), TARGET, CALLS)
+    bookworm = dataclasses.replace(SOURCE, build="bookworm", qemu="7.2.22", properties={})
+    old = judge(
+        SPEC, dataclasses.replace(load(real_answers(), False), source=bookworm), TARGET, CALLS
+    )
+    matrix = Matrix(
+        ["5.10", "7.2"], ["bookworm", "unstable"], [SOURCE, bookworm, TARGET], [old, refused]
+    )
+    paths = write_report(SPEC, matrix, tmp_path, 12.0)
+    text = paths[1].read_text()
+    firmware = "PSCI_VERSION, STD_BMAP, STD_HYP_BMAP, VENDOR_HYP_BMAP, VENDOR_HYP_BMAP_2"
+    assert f"| 7.2 -> 5.10 | refused: {firmware}, 1 other -- QEMU names no register |" in text
+    assert "| `vmm/restore/refusal-fails-migration` | 1 | 0 | 0 |" in text
+    assert "the guest saw before the save: PSCI_VERSION 0x10003" in text
+    document = json.loads(paths[0].read_text())
+    assert [m["build"] for m in document["migrations"]] == ["bookworm", "unstable"]
+    assert document["migrations"][1]["predictions-agree"] is True
+    assert summary(matrix)[1].startswith(
+        "unstable (QEMU 11.1.3): 1 migrations, 0 completed; rules broken: none"
+    )
