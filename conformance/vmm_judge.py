@@ -164,7 +164,7 @@ def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall])
             judgement.firmware.append(blame)
         if answer != "accepted":
             judgement.refused.append(blame)
-    longer = len(saved.registers) - len(_qemu_list(load.target_listed))
+    longer = len(saved.registers) - len(qemu_list(load.target_listed))
     if longer > 0 and not load.completed and _version(saved.qemu) < (10, 2):
         judgement.length_note = (
             f"the stream holds {len(saved.registers)} registers, {longer} more than the target's "
@@ -172,6 +172,19 @@ def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall])
         )
     judgement.verdicts = _verdicts(spec, judgement, calls)
     return judgement
+
+
+def vcpu_mismatch(saved: Saved) -> str:
+    """Empty when the probe's vcpu lists exactly the registers QEMU saved, so the probe's
+    answers are those QEMU's own vcpu gets; otherwise what differs."""
+    ours = qemu_list(saved.listed)
+    if sorted(saved.registers) == ours:
+        return ""
+    extra = sorted(set(saved.registers) - set(ours))
+    lacking = sorted(set(ours) - set(saved.registers))
+    return (f"QEMU {saved.qemu} on {saved.kernel} saved {len(saved.registers)} registers, a vcpu "
+            f"with {', '.join(saved.features)} lists {len(ours)}: only QEMU's "
+            f"{[hex(i) for i in extra]}, only ours {[hex(i) for i in lacking]}")  # fmt: skip
 
 
 def _version(qemu: str) -> tuple[int, ...]:
@@ -186,7 +199,7 @@ def qemu_named(error: str) -> list[str]:
     return sorted(set(named))
 
 
-def _qemu_list(listed: list[int]) -> list[int]:
+def qemu_list(listed: list[int]) -> list[int]:
     """QEMU's cpreg list from KVM's: every id but the core (0x0010) and SVE (0x0015) ones."""
     return [i for i in listed if (i >> 16) & 0xFFFF not in (0x0010, 0x0015)]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from codegen.atomic import write_atomically
 from codegen.model import Spec
 from conformance.harness.vmm_matrix import Matrix
-from conformance.vmm_judge import Judgement, qemu_named, show, to_json
+from conformance.vmm_judge import Judgement, qemu_named, show, to_json, vcpu_mismatch
 
 VERDICTS = ("holds", "broken", "not-applicable")
 
@@ -27,6 +27,7 @@ def write_report(spec: Spec, matrix: Matrix, directory: Path, elapsed: float) ->
         "builds": {s.build: s.qemu for s in matrix.saves},
         "rules": [r.id for r in spec.vmm_rules],
         "elapsed-seconds": round(elapsed, 1),
+        "vcpu-mismatches": [m for m in (vcpu_mismatch(s) for s in matrix.saves) if m],
         "migrations": [to_json(j) for j in matrix.judgements],
     }
     paths = [directory / "vmm-report.json", directory / "vmm-report.md"]
@@ -36,7 +37,8 @@ def write_report(spec: Spec, matrix: Matrix, directory: Path, elapsed: float) ->
 
 
 def summary(matrix: Matrix) -> list[str]:
-    """One line per build: migrations, completed, broken rules, disagreements with the spec."""
+    """One line per build: migrations, completed, broken rules, disagreements with the spec;
+    then whether the probe's vcpu matched QEMU's on every host."""
     lines = []
     for build in matrix.builds:
         judged = [j for j in matrix.judgements if j.load.source.build == build]
@@ -47,6 +49,9 @@ def summary(matrix: Matrix) -> list[str]:
             + (", ".join(f"{r} x{n}" for r, n in sorted(broken.items())) or "none")
             + f"; firmware answers unlike migrate-check: {sum(len(j.disagreements) for j in judged)}"
         )
+    mismatches = [m for m in (vcpu_mismatch(s) for s in matrix.saves) if m]
+    lines += mismatches or [f"the vcpu the target KVM was asked about lists exactly the registers "
+                            f"QEMU saved, in all {len(matrix.saves)} saves"]  # fmt: skip
     return lines
 
 

@@ -15,7 +15,7 @@ from conformance import migration
 from conformance.harness.migration_stream import StreamError, cpregs
 from conformance.harness.vmm_lab import Load, Saved
 from conformance.harness.vmm_matrix import Matrix
-from conformance.vmm_judge import guest_calls, judge, qemu_named, register_name
+from conformance.vmm_judge import guest_calls, judge, qemu_named, register_name, vcpu_mismatch
 from conformance.vmm_report import summary, write_report
 
 SPEC = load_spec()
@@ -232,3 +232,12 @@ def test_the_report_shows_each_build_side_by_side_and_every_verdict(tmp_path: Pa
     assert summary(matrix)[1].startswith(
         "unstable (QEMU 11.1.3): 1 migrations, 0 completed; rules broken: none"
     )
+
+
+def test_a_probe_vcpu_unlike_qemus_is_reported() -> None:
+    assert vcpu_mismatch(SOURCE) == ""
+    core_and_sve = [0x6030000000100000, 0x6080000000150000]  # never in QEMU's list
+    assert vcpu_mismatch(dataclasses.replace(SOURCE, listed=SOURCE.listed + core_and_sve)) == ""
+    pmu = 0x603000000013DCE0  # PMCR_EL0, listed when the vcpu has a PMU
+    mismatch = vcpu_mismatch(dataclasses.replace(SOURCE, listed=sorted([*SOURCE.listed, pmu])))
+    assert "only ours ['0x603000000013dce0']" in mismatch
