@@ -3,7 +3,7 @@
  * Regenerate with: kvm-fwspec generate
  * source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
  * source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
- * source: spec/api.yaml sha256:11bc2f0fc42fee599d5f89b89957a7685d22be8afbf9fd35fe0ba3ed8bd1a90e
+ * source: spec/api.yaml sha256:76576be90d87a4407df8b97d7e6cfeb5b3b201ea757911595514323cad0c15ac
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
  * source: spec/psci.yaml sha256:c9e1ce7b62a6a0ab1403b04518cfa8ea7928dd3aa888612ff57e956dfb419eff
  * source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f
