@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from codegen.cli import main
 from codegen.loader import load_spec
 from conformance import migration
+from conformance.adapters.agent import AgentError
+from conformance.harness import vmm_matrix
 from conformance.harness.migration_stream import StreamError, cpregs
 from conformance.harness.vmm_lab import Load, Saved
 from conformance.harness.vmm_matrix import Matrix
@@ -241,3 +244,17 @@ def test_a_probe_vcpu_unlike_qemus_is_reported() -> None:
     pmu = 0x603000000013DCE0  # PMCR_EL0, listed when the vcpu has a PMU
     mismatch = vcpu_mismatch(dataclasses.replace(SOURCE, listed=sorted([*SOURCE.listed, pmu])))
     assert "only ours ['0x603000000013dce0']" in mismatch
+
+
+def test_a_host_that_fails_mid_run_is_one_line_and_writes_no_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing(*_: object) -> None:
+        raise AgentError("the guest's QEMU exited with -9")
+
+    monkeypatch.setattr(vmm_matrix, "run_matrix", failing)
+    assert main(["vmm-certify", "--kernels", "6.12", "--report", str(tmp_path / "vmm")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "kvm-fwspec: vmm-certify could not finish, no report written: the guest's QEMU exited with -9"
+    ]
+    assert not (tmp_path / "vmm").exists()

@@ -8,6 +8,7 @@ the kernel implements), then every host loads every stream.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -17,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from codegen.errors import UsageError
+from codegen.loader import load_spec
 from codegen.model import Spec
+from conformance.adapters.agent import AgentError
+from conformance.adapters.qemu import default_cache
+from conformance.harness.kernels import kernel_lines
+from conformance.harness.migration_stream import StreamError
+from conformance.harness.qemu import GuestError
+from conformance.harness.vmm import SOURCES
 from conformance.harness.vmm_lab import Lab, Load, Saved
 from conformance.oracle import Oracle
 from conformance.profile import resolve_profile
@@ -123,19 +132,16 @@ def run_certification(
     a firmware register answered otherwise than migrate-check predicts (the spec is wrong
     there), or when the vcpu asked about the registers is not QEMU's (the attribution would
     not hold). QEMU breaking a VMM rule is a finding of the report, not a failure of the run."""
-    import os
-
-    from codegen.loader import load_spec
-    from conformance.adapters.qemu import default_cache
-    from conformance.harness.kernels import kernel_lines
-    from conformance.harness.vmm import SOURCES
-    from conformance.vmm_report import summary, write_report
+    from conformance.vmm_report import summary, write_report  # it reads this module's Matrix
 
     spec = load_spec()
     started = time.monotonic()
-    matrix = run_matrix(spec, list(kernels or [line.release for line in kernel_lines()]),
-                        list(builds or SOURCES), cache or default_cache(),
-                        jobs or os.cpu_count() or 1)  # fmt: skip
+    try:
+        matrix = run_matrix(spec, list(kernels or [line.release for line in kernel_lines()]),
+                            list(builds or SOURCES), cache or default_cache(),
+                            jobs or os.cpu_count() or 1)  # fmt: skip
+    except (AgentError, GuestError, StreamError) as exc:  # a host, a QEMU or a stream failed
+        raise UsageError(f"vmm-certify could not finish, no report written: {exc}") from None
     paths = write_report(spec, matrix, report, time.monotonic() - started)
     for line in summary(matrix):
         print(line)
