@@ -72,6 +72,20 @@ def _work_file(name: str) -> Path:
     return WORK / name
 
 
+def _connect(sock: socket.socket, path: Path, process: subprocess.Popen[bytes]) -> None:
+    """Connect to QEMU's QMP socket once QEMU has made it; the last OSError if QEMU exits
+    first or does not make it within QMP_TIMEOUT."""
+    deadline = time.monotonic() + QMP_TIMEOUT
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def tail(path: Path, lines: int = 8) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return " | ".join(text.strip().splitlines()[-lines:])
@@ -101,24 +115,15 @@ class VmmHost:
                 "-serial", f"file:{console}"]  # fmt: skip
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=stderr.open("wb"))  # fmt: skip
-        deadline = time.monotonic() + QMP_TIMEOUT
         sock = socket.socket(socket.AF_UNIX)
-        while True:
-            try:
-                sock.connect(str(qmp_path))
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    raise RuntimeError(
-                        f"QEMU exited with {process.wait()} before QMP: {tail(stderr)}"
-                    ) from None
-                time.sleep(0.02)
         running = RunningVmm(process, sock, console, stderr)
         try:
+            _connect(sock, qmp_path, process)
             greeting = running.message()
             running.execute("qmp_capabilities")
-        except OSError:  # QEMU opened its QMP socket, then gave up (a setting KVM refused)
+        except (
+            OSError
+        ):  # QEMU exited, or opened its QMP socket then gave up (a setting KVM refused)
             sock.close()
             process.kill()
             raise RuntimeError(

@@ -12,12 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from codegen.decode import find_register
 from codegen.model import Spec
 from conformance import migration
+from conformance.harness import vmm_lab
 from conformance.harness.vmm_lab import Load, Saved
 from conformance.profile import Profile, observed_host, resolve_profile
 
-PSCI_SETTING = "cpu.kvm-psci-version"
+PSCI_SETTING = f"cpu.{vmm_lab.PSCI_SETTING}"  # as QEMU's cpu properties name it
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,6 @@ class Judgement:
 
     load: Load
     state: str
-    changes: list[str]  # what the guest saw differently after the resume
     predicted_changes: list[str]  # what migrate-check says the guest sees change, for the pair
     seen_before: dict[str, int]  # the guest's answer to each call, before the save
     seen_after: dict[str, int] | None  # and after the resume, if QEMU resumed it
@@ -90,6 +91,17 @@ class Judgement:
     refused: list[Blame] = field(default_factory=list)  # every register the target refused
     length_note: str = ""
     verdicts: list[RuleVerdict] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[str]:
+        """What the guest saw differently after the resume (nothing, if it never resumed)."""
+        after = self.seen_after or self.seen_before
+        return [f"{call}: {show(before)} -> {show(after[call])}"
+                for call, before in self.seen_before.items() if after[call] != before]  # fmt: skip
+
+    @property
+    def refused_firmware(self) -> list[Blame]:
+        return [b for b in self.refused if b.firmware]
 
     @property
     def disagreements(self) -> list[Blame]:
@@ -107,7 +119,7 @@ def register_name(spec: Spec, reg_id: int) -> str:
     """A firmware register's spec name; otherwise its class and the architectural name of a
     system register (S<op0>_<op1>_C<crn>_C<crm>_<op2>), or its index."""
     layout = spec.layout("reg-id")
-    register = next((r for r in spec.registers if reg_id in r.ids.values()), None)
+    register = find_register(spec, reg_id)
     if register is not None:
         return register.c_name
     value = layout.field("class").extract(reg_id)
@@ -149,8 +161,8 @@ def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall])
     predicted = migration.check(spec, source, profile_of(spec, target_default), features)
     by_id = {v.reg_id: v for v in predicted.registers}
     labels = [c.label for c in calls]
-    judgement = Judgement(load, state_name(saved.setting), _changes(load, calls),
-                          predicted.changes, dict(zip(labels, saved.before, strict=True)),
+    judgement = Judgement(load, state_name(saved.setting), predicted.changes,
+                          dict(zip(labels, saved.before, strict=True)),
                           dict(zip(labels, load.after, strict=True)) if load.after else None)  # fmt: skip
     for reg_id, value in sorted(saved.registers.items()):
         firmware = is_firmware(spec, reg_id)
@@ -164,20 +176,20 @@ def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall])
             judgement.firmware.append(blame)
         if answer != "accepted":
             judgement.refused.append(blame)
-    longer = len(saved.registers) - len(qemu_list(load.target_listed))
+    longer = len(saved.registers) - len(qemu_list(spec, load.target_listed))
     if longer > 0 and not load.completed and _version(saved.qemu) < (10, 2):
         judgement.length_note = (
             f"the stream holds {len(saved.registers)} registers, {longer} more than the target's "
             "QEMU lists; QEMU before 10.2 refuses such a stream before it looks at any register"
         )
-    judgement.verdicts = _verdicts(spec, judgement, calls)
+    judgement.verdicts = _verdicts(spec, judgement)
     return judgement
 
 
-def vcpu_mismatch(saved: Saved) -> str:
+def vcpu_mismatch(spec: Spec, saved: Saved) -> str:
     """Empty when the probe's vcpu lists exactly the registers QEMU saved, so the probe's
     answers are those QEMU's own vcpu gets; otherwise what differs."""
-    ours = qemu_list(saved.listed)
+    ours = qemu_list(spec, saved.listed)
     if sorted(saved.registers) == ours:
         return ""
     extra = sorted(set(saved.registers) - set(ours))
@@ -199,30 +211,25 @@ def qemu_named(error: str) -> list[str]:
     return sorted(set(named))
 
 
-def qemu_list(listed: list[int]) -> list[int]:
-    """QEMU's cpreg list from KVM's: every id but the core (0x0010) and SVE (0x0015) ones."""
-    return [i for i in listed if (i >> 16) & 0xFFFF not in (0x0010, 0x0015)]
-
-
-def _changes(load: Load, calls: list[GuestCall]) -> list[str]:
-    if load.after is None:
-        return []
-    return [f"{c.label}: {show(b)} -> {show(a)}"
-            for c, b, a in zip(calls, load.source.before, load.after, strict=True) if a != b]  # fmt: skip
+def qemu_list(spec: Spec, listed: list[int]) -> list[int]:
+    """QEMU's cpreg list from KVM's: every id but those of the core and SVE classes."""
+    classes = spec.layout("reg-id").field("class")
+    left_out = {classes.value_named(name).value for name in ("core", "sve")}
+    return [i for i in listed if classes.extract(i) not in left_out]
 
 
 def show(value: int) -> str:
     return f"{value:#x}" if value > 9 else str(value)
 
 
-def _verdicts(spec: Spec, judgement: Judgement, calls: list[GuestCall]) -> list[RuleVerdict]:
+def _verdicts(spec: Spec, judgement: Judgement) -> list[RuleVerdict]:
     load, saved = judgement.load, judgement.load.source
     return [
         _save_rule(spec, saved),
         _before_first_run(spec, load),
         _refusal_fails(judgement),
         _unchanged(judgement),
-        _setting(spec, saved, calls),
+        _setting(spec, judgement),
     ]
 
 
@@ -256,7 +263,7 @@ def _before_first_run(spec: Spec, load: Load) -> RuleVerdict:
 
 def _refusal_fails(judgement: Judgement) -> RuleVerdict:
     rule = "vmm/restore/refusal-fails-migration"
-    refused = [b for b in judgement.refused if b.firmware]
+    refused = judgement.refused_firmware
     if not refused:
         return RuleVerdict(
             rule, "not-applicable", "the target's KVM accepts every saved firmware value"
@@ -283,19 +290,19 @@ def _unchanged(judgement: Judgement) -> RuleVerdict:
     return RuleVerdict(rule, "holds", "the guest's answers after the resume equal those before it")
 
 
-def _setting(spec: Spec, saved: Saved, calls: list[GuestCall]) -> RuleVerdict:
+def _setting(spec: Spec, judgement: Judgement) -> RuleVerdict:
     rule = "vmm/setting/applied-through-registers"
+    saved = judgement.load.source
     if PSCI_SETTING not in saved.properties:
         offered = [p for p in saved.properties if "psci" in p or "bmap" in p]
         return RuleVerdict(rule, "not-applicable", f"QEMU {saved.qemu} offers no setting for the "
                            f"PSCI version or the bitmaps (its PSCI properties: {offered or 'none'})")  # fmt: skip
     if saved.setting is None:
         return RuleVerdict(rule, "not-applicable", "the setting was left at QEMU's default")
-    major, minor = (int(p) for p in saved.setting.split("."))
-    wanted = major << 16 | minor
+    wanted = next(v.encoded for v in spec.psci_versions if v.name == saved.setting)
     psci_version = next(r for r in spec.registers if r.kind == "psci-version").ids["arm64"]
     stream = saved.registers.get(psci_version)
-    seen = saved.before[[c.label for c in calls].index("PSCI_VERSION")]
+    seen = judgement.seen_before["PSCI_VERSION"]
     guest_wanted = wanted if saved.setting != "0.1" else -1  # PSCI 0.1 has no PSCI_VERSION call
     evidence = (f"{PSCI_SETTING}={saved.setting}: the guest's PSCI_VERSION answered "
                 f"{show(seen)}, the stream's KVM_REG_ARM_PSCI_VERSION holds {show(stream or 0)}")  # fmt: skip

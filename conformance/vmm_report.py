@@ -15,7 +15,7 @@ from pathlib import Path
 from codegen.atomic import write_atomically
 from codegen.model import Spec
 from conformance.harness.vmm_matrix import Matrix
-from conformance.vmm_judge import Judgement, qemu_named, show, to_json, vcpu_mismatch
+from conformance.vmm_judge import Judgement, qemu_named, show, to_json
 
 VERDICTS = ("holds", "broken", "not-applicable")
 
@@ -23,11 +23,11 @@ VERDICTS = ("holds", "broken", "not-applicable")
 def write_report(spec: Spec, matrix: Matrix, directory: Path, elapsed: float) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     document = {
-        "kernels": {s.kernel: s.uname for s in matrix.saves if s.setting is None},
-        "builds": {s.build: s.qemu for s in matrix.saves},
+        "kernels": matrix.unames,
+        "builds": matrix.qemus,
         "rules": [r.id for r in spec.vmm_rules],
         "elapsed-seconds": round(elapsed, 1),
-        "vcpu-mismatches": [m for m in (vcpu_mismatch(s) for s in matrix.saves) if m],
+        "vcpu-mismatches": matrix.vcpu_mismatches,
         "migrations": [to_json(j) for j in matrix.judgements],
     }
     paths = [directory / "vmm-report.json", directory / "vmm-report.md"]
@@ -44,24 +44,21 @@ def summary(matrix: Matrix) -> list[str]:
         judged = [j for j in matrix.judgements if j.load.source.build == build]
         broken = Counter(v.rule for j in judged for v in j.verdicts if v.verdict == "broken")
         lines.append(
-            f"{build} (QEMU {judged[0].load.source.qemu}): {len(judged)} migrations, "
+            f"{build} (QEMU {matrix.qemus[build]}): {len(judged)} migrations, "
             f"{sum(j.load.completed for j in judged)} completed; rules broken: "
             + (", ".join(f"{r} x{n}" for r, n in sorted(broken.items())) or "none")
             + f"; firmware answers unlike migrate-check: {sum(len(j.disagreements) for j in judged)}"
         )
-    mismatches = [m for m in (vcpu_mismatch(s) for s in matrix.saves) if m]
-    lines += mismatches or [f"the vcpu the target KVM was asked about lists exactly the registers "
+    lines += matrix.vcpu_mismatches or [f"the vcpu the target KVM was asked about lists exactly the registers "
                             f"QEMU saved, in all {len(matrix.saves)} saves"]  # fmt: skip
     return lines
 
 
 def render(spec: Spec, matrix: Matrix, elapsed: float) -> str:
     out = ["# kvm-fwspec VMM certification: QEMU's save and restore across real kernels", ""]
-    kernels = {s.kernel: s.uname for s in matrix.saves if s.setting is None}
     out.append("Kernels (guest hosts with real KVM): "
-               + ", ".join(f"{k} ({u})" for k, u in kernels.items()) + ".")  # fmt: skip
-    builds = {s.build: s.qemu for s in matrix.saves}
-    out.append("QEMU builds: " + ", ".join(f"{b} (QEMU {q})" for b, q in builds.items())
+               + ", ".join(f"{k} ({u})" for k, u in matrix.unames.items()) + ".")  # fmt: skip
+    out.append("QEMU builds: " + ", ".join(f"{b} (QEMU {q})" for b, q in matrix.qemus.items())
                + f". {len(matrix.judgements)} migrations in {elapsed:.0f} s.")  # fmt: skip
     out += ["", *[f"- {line}" for line in summary(matrix)], ""]
     for build in matrix.builds:
@@ -75,7 +72,7 @@ def render(spec: Spec, matrix: Matrix, elapsed: float) -> str:
 
 def _build_section(spec: Spec, matrix: Matrix, build: str) -> list[str]:
     judged = [j for j in matrix.judgements if j.load.source.build == build]
-    out = [f"## {build}: QEMU {judged[0].load.source.qemu}", "", "| VMM rule | " +
+    out = [f"## {build}: QEMU {matrix.qemus[build]}", "", "| VMM rule | " +
            " | ".join(VERDICTS) + " |", "|---|" + "---|" * len(VERDICTS)]  # fmt: skip
     for rule in spec.vmm_rules:
         counts = Counter(v.verdict for j in judged for v in j.verdicts if v.rule == rule.id)
@@ -96,7 +93,7 @@ def _build_section(spec: Spec, matrix: Matrix, build: str) -> list[str]:
 def _cell(judgement: Judgement) -> str:
     if judgement.load.completed:
         return "ok" + (" (guest saw a change)" if judgement.changes else "")
-    firmware = [b.name.removeprefix("KVM_REG_ARM_") for b in judgement.refused if b.firmware]
+    firmware = [b.name.removeprefix("KVM_REG_ARM_") for b in judgement.refused_firmware]
     others = sum(not b.firmware for b in judgement.refused)
     parts = firmware + ([f"{others} other"] if others else [])
     return "refused: " + (", ".join(parts) if parts else "no register (see details)")
@@ -106,8 +103,7 @@ def _side_by_side(matrix: Matrix) -> list[str]:
     """The default state under every build, pair by pair."""
     out = ["## Side by side (QEMU's default PSCI state)", "",
            "| source -> target | " + " | ".join(
-               f"{b} (QEMU {next(s.qemu for s in matrix.saves if s.build == b)})"
-               for b in matrix.builds) + " |",
+               f"{b} (QEMU {matrix.qemus[b]})" for b in matrix.builds) + " |",
            "|---|" + "---|" * len(matrix.builds)]  # fmt: skip
     by_pair: dict[tuple[str, str], dict[str, Judgement]] = {}
     for j in matrix.judgements:
@@ -153,9 +149,8 @@ def _details(judgement: Judgement) -> list[str]:
         out.append(f"- and after the resume: {_seen(judgement.seen_after)}")
     if judgement.length_note:
         out.append(f"- {judgement.length_note}")
-    firmware = [b for b in judgement.refused if b.firmware]
     others = [b for b in judgement.refused if not b.firmware]
-    for b in firmware:
+    for b in judgement.refused_firmware:
         holds = "does not have it" if b.target_holds is None else f"holds {b.target_holds:#x}"
         out.append(f"- firmware register {b.name} ({b.reg_id:#x}): the stream carries "
                    f"{b.saved:#x}, a fresh VM of the target {holds}; the target's KVM answers "

@@ -44,7 +44,7 @@ def test_qemu_saves_every_register_kvm_lists_but_core_and_sve(
     defaults: dict[tuple[str, str], Saved],
 ) -> None:
     for saved in defaults.values():
-        assert vcpu_mismatch(saved) == ""  # and so the probe's vcpu is QEMU's
+        assert vcpu_mismatch(SPEC, saved) == ""  # and so the probe's vcpu is QEMU's
         assert {"psci-0.2", "pmu-v3"} <= set(saved.features)
         latest = Oracle(SPEC, resolve_profile(SPEC, f"{saved.kernel}.y", "mitigated")).psci_latest
         assert saved.registers[PSCI_VERSION] == saved.before[0] == latest

@@ -221,7 +221,7 @@ def test_the_report_shows_each_build_side_by_side_and_every_verdict(tmp_path: Pa
         SPEC, dataclasses.replace(load(real_answers(), False), source=bookworm), TARGET, CALLS
     )
     matrix = Matrix(
-        ["5.10", "7.2"], ["bookworm", "unstable"], [SOURCE, bookworm, TARGET], [old, refused]
+        ["5.10", "7.2"], ["bookworm", "unstable"], [SOURCE, bookworm, TARGET], [old, refused], []
     )
     paths = write_report(SPEC, matrix, tmp_path, 12.0)
     text = paths[1].read_text()
@@ -238,11 +238,15 @@ def test_the_report_shows_each_build_side_by_side_and_every_verdict(tmp_path: Pa
 
 
 def test_a_probe_vcpu_unlike_qemus_is_reported() -> None:
-    assert vcpu_mismatch(SOURCE) == ""
+    assert vcpu_mismatch(SPEC, SOURCE) == ""
     core_and_sve = [0x6030000000100000, 0x6080000000150000]  # never in QEMU's list
-    assert vcpu_mismatch(dataclasses.replace(SOURCE, listed=SOURCE.listed + core_and_sve)) == ""
+    assert (
+        vcpu_mismatch(SPEC, dataclasses.replace(SOURCE, listed=SOURCE.listed + core_and_sve)) == ""
+    )
     pmu = 0x603000000013DCE0  # PMCR_EL0, listed when the vcpu has a PMU
-    mismatch = vcpu_mismatch(dataclasses.replace(SOURCE, listed=sorted([*SOURCE.listed, pmu])))
+    mismatch = vcpu_mismatch(
+        SPEC, dataclasses.replace(SOURCE, listed=sorted([*SOURCE.listed, pmu]))
+    )
     assert "only ours ['0x603000000013dce0']" in mismatch
 
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from codegen.errors import UsageError
 from conformance.adapters.agent import AgentAdapter
@@ -146,9 +147,9 @@ def start_vmm_host(
     return guest, AgentAdapter(guest.channel(), 1, BOOT_TIMEOUT)
 
 
-def greet_vmm_host(client: AgentAdapter, builds: tuple[str, ...]) -> None:
-    """Wait for a started guest host's VMM agent to say hello with the expected builds; any
-    thread may wait. The host is stopped if it does not."""
+def greet_vmm_host(client: AgentAdapter, builds: tuple[str, ...]) -> dict[str, Any]:
+    """Wait for a started guest host's VMM agent to say hello with the expected builds, and
+    answer its hello; any thread may wait. The host is stopped if it does not."""
     try:
         hello = client.request("hello", {})
     except BaseException:
@@ -157,3 +158,4 @@ def greet_vmm_host(client: AgentAdapter, builds: tuple[str, ...]) -> None:
     if hello.get("protocol") != VMM_PROTOCOL or sorted(hello.get("builds", [])) != sorted(builds):
         client.close()
         raise UsageError(f"the guest host's VMM agent said {hello}")
+    return hello

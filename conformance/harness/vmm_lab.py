@@ -74,6 +74,7 @@ class Lab:
         self.calls = list(calls)
         self.image = base64.b64encode(assemble(calls, rounds=0)).decode()
         self.hosts: dict[str, tuple[Guest, AgentAdapter]] = {}
+        self.unames: dict[str, str] = {}  # each host's running kernel, from its hello
         try:
             for kernel in kernels:  # started from this thread, booting side by side
                 self.hosts[kernel] = start_vmm_host(kernel, cache, tuple(builds))
@@ -81,8 +82,8 @@ class Lab:
                 greeted = [
                     pool.submit(greet_vmm_host, c, tuple(builds)) for _, c in self.hosts.values()
                 ]
-            for greeting in greeted:
-                greeting.result()
+            for kernel, greeting in zip(self.hosts, greeted, strict=True):
+                self.unames[kernel] = str(greeting.result()["kernel"])
             for kernel in kernels:
                 self._client(kernel).request("put-file", {"name": "guest.bin", "data": self.image})
         except BaseException:
@@ -91,9 +92,6 @@ class Lab:
 
     def _client(self, kernel: str) -> AgentAdapter:
         return self.hosts[kernel][1]
-
-    def uname(self, kernel: str) -> str:
-        return str(self._client(kernel).request("hello", {})["kernel"])
 
     def save(self, kernel: str, build: str, setting: str | None = None) -> Saved:
         """Start the guest on `kernel` (with QEMU's PSCI version `setting`, if any), let it
@@ -108,10 +106,8 @@ class Lab:
             stream = _save(client, vm, "saved")
         finally:
             client.request("stop", {"vm": vm})
-        probe = client.request("probe-vcpu", {"sets": [], "without": _without(setting)})
-        if probe["init"] or probe["list-errno"]:
-            raise AgentError(f"a vcpu as QEMU makes it could not be made on {kernel}: {probe}")
-        return Saved(kernel, self.uname(kernel), build, setting,
+        probe = self._probe(kernel, setting, [])
+        return Saved(kernel, self.unames[kernel], build, setting,
                      f"{version['major']}.{version['minor']}.{version['micro']}", before,
                      cpregs(stream), sorted(probe["listed"]), probe["features"], properties,
                      stream)  # fmt: skip
@@ -152,12 +148,18 @@ class Lab:
     def _answers(self, saved: Saved, target: str) -> tuple[list[int], dict[int, str | None]]:
         """The target KVM's list for QEMU's vcpu, and its answer to each saved register."""
         sets = sorted(saved.registers.items())
-        probe = self._client(target).request(
-            "probe-vcpu", {"sets": [[i, v] for i, v in sets], "without": _without(saved.setting)}
-        )
-        if probe["init"] or probe["list-errno"]:
-            raise AgentError(f"a vcpu as QEMU makes it could not be made on {target}: {probe}")
+        probe = self._probe(target, saved.setting, sets)
         return sorted(probe["listed"]), {i: probe["sets"][n] for n, (i, _) in enumerate(sets)}
+
+    def _probe(
+        self, kernel: str, setting: str | None, sets: list[tuple[int, int]]
+    ) -> dict[str, Any]:
+        """The VMM agent's probe-vcpu on `kernel`, for a vcpu as QEMU makes it with `setting`."""
+        arguments = {"sets": [list(s) for s in sets], "without": _without(setting)}
+        probe: dict[str, Any] = self._client(kernel).request("probe-vcpu", arguments)
+        if probe["init"] or probe["list-errno"]:
+            raise AgentError(f"a vcpu as QEMU makes it could not be made on {kernel}: {probe}")
+        return probe
 
     def _rounds(self, client: AgentAdapter, vm: int, wanted: int) -> list[list[int]]:
         """At least `wanted` whole rounds of answers the guest wrote since it (re)started."""

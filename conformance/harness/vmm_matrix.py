@@ -48,6 +48,17 @@ class Matrix:
     builds: list[str]
     saves: list[Saved]
     judgements: list[Judgement]
+    vcpu_mismatches: list[str]  # saves whose probe vcpu did not list QEMU's registers
+
+    @property
+    def unames(self) -> dict[str, str]:
+        """Each kernel line's running kernel, as its guest host reported it."""
+        return {s.kernel: s.uname for s in self.saves}
+
+    @property
+    def qemus(self) -> dict[str, str]:
+        """Each build's QEMU version, as QEMU's QMP greeting gave it."""
+        return {s.build: s.qemu for s in self.saves}
 
 
 def run_matrix(
@@ -83,24 +94,21 @@ def run_matrix(
     own = {(d.kernel, d.build): d for d in defaults}
     judgements = [judge(spec, load, own[(load.target, load.source.build)], calls)
                   for load in sorted(loads, key=_order(kernels))]  # fmt: skip
-    return Matrix(list(kernels), list(builds), saves, judgements)
+    mismatches = [m for m in (vcpu_mismatch(spec, s) for s in saves) if m]
+    return Matrix(list(kernels), list(builds), saves, judgements, mismatches)
 
 
 def settings(spec: Spec, default: Saved) -> list[str]:
     """The values of QEMU's PSCI setting, read from its own description of the property, that
     the kernel `default` was saved on implements: the PSCI states QEMU can give a guest there.
-    None for a QEMU without the setting."""
+    Empty for a QEMU without the setting."""
     description = default.properties.get(PSCI_SETTING)
     if description is None:
         return []
     implemented = Oracle(spec, resolve_profile(spec, f"{default.kernel}.y", "mitigated"))
+    versions = {v.name: v.encoded for v in spec.psci_versions}
     return [v for v in re.findall(r"\d+\.\d+", description)
-            if _encoded(v) in implemented.psci_versions]  # fmt: skip
-
-
-def _encoded(version: str) -> int:
-    major, minor = (int(p) for p in version.split("."))
-    return major << 16 | minor
+            if versions.get(v) in implemented.psci_versions]  # fmt: skip
 
 
 def _progress(line: str) -> None:
@@ -147,4 +155,4 @@ def run_certification(
         print(line)
     print(f"report: {', '.join(str(p) for p in paths)}")
     disagree = any(j.disagreements for j in matrix.judgements)
-    return 1 if disagree or any(vcpu_mismatch(s) for s in matrix.saves) else 0
+    return 1 if disagree or matrix.vcpu_mismatches else 0
