@@ -12,6 +12,7 @@ much. Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,17 +21,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from codegen.loader import load_spec
-from conformance.adapters import load_adapter
-from conformance.cases import build_cases
-from conformance.profile import resolve_profile
-from conformance.program import execute
-from reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.conformance.adapters import load_adapter
+from kvm_fwspec.conformance.cases import build_cases
+from kvm_fwspec.conformance.guest.program import execute
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.spec.loader import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+CLI = [PY, "-m", "kvm_fwspec.conformance.commands.cli"]  # the installed kvm-fwspec, without PATH
 rows: list[tuple[str, str, str]] = []
 
 
@@ -70,7 +70,7 @@ def target(ratio: float, wanted: float, higher_is_better: bool = True) -> str:
 
 def suite_args(kernel: str, adapter: str, *extra: str) -> list[str]:
     """The pytest run `kvm-fwspec certify` makes, with `extra` (an empty run deselects all)."""
-    return [PY, "-m", "pytest", "--pyargs", "conformance.suite", "-q", "-p", "no:cacheprovider",
+    return [PY, "-m", "pytest", "--pyargs", "kvm_fwspec.conformance.suite", "-q", "-p", "no:cacheprovider",
             "-p", "no:benchmark", "-p", "no:hypothesispytest", "-o", "addopts=",
             "-o", "filterwarnings=default", "--assert=plain", f"--fwspec-adapter={adapter}",
             f"--fwspec-kernel={kernel}", *extra]  # fmt: skip
@@ -94,7 +94,7 @@ def reference_section(report: Path) -> None:
     row("suite in-process (pytest, marginal)", f"{marginal:,.0f} cases/s",
         target(marginal / (n / bare), 0.5) + f" ({marginal / (n / bare):.2f}x bare)")  # fmt: skip
 
-    agent = f"{PY} -m codegen.cli agent --kernel 7.2 --host mitigated"
+    agent = f"{shlex.join(CLI)} agent --kernel 7.2 --host mitigated"
     adapter = load_adapter("agent", profile, {"command": agent})
     adapter.capabilities()
     through = seconds(lambda: adapter.run_programs(programs), repeat=3)
@@ -115,9 +115,9 @@ def reference_section(report: Path) -> None:
     )  # fmt: skip
     row("pytest -n 2 vs serial, whole process", f"{xdist:.2f} s vs {serial:.2f} s",
         f"{serial / xdist:.2f}x (why certify keeps the reference serial)")  # fmt: skip
-    default = command_seconds([PY, "-m", "codegen.cli", "certify", "-n", "auto", "--kernel", "7.2",
+    default = command_seconds([*CLI, "certify", "-n", "auto", "--kernel", "7.2",
                                "--report", str(report / "c")], 7)  # fmt: skip
-    plain = command_seconds([PY, "-m", "codegen.cli", "certify", "--kernel", "7.2", "--report",
+    plain = command_seconds([*CLI, "certify", "--kernel", "7.2", "--report",
                              str(report / "s")], 7)  # fmt: skip
     row(
         "certify -n auto vs serial",
@@ -127,10 +127,10 @@ def reference_section(report: Path) -> None:
 
 
 def kvm_section(report: Path) -> None:
-    from conformance.adapters.qemu import QemuAdapter, default_cache, prepare
-    from conformance.harness.kernels import kernel_lines
-    from conformance.harness.qemu import Guest
-    from conformance.profile import observed_host
+    from kvm_fwspec.conformance.lab.kernels import kernel_lines
+    from kvm_fwspec.conformance.lab.qemu import Guest
+    from kvm_fwspec.conformance.lab.qemu_adapter import QemuAdapter, default_cache, prepare
+    from kvm_fwspec.conformance.profile import observed_host
 
     spec = load_spec()
     print("\n== real KVM in Debian's arm64 kernels under QEMU (one guest per line)")
@@ -150,7 +150,7 @@ def kvm_section(report: Path) -> None:
         in_guest = float(answer["elapsed"])
         floor = boot + in_guest
         start = time.perf_counter()
-        subprocess.run([PY, "-m", "codegen.cli", "qemu", "--kernel", line.release, "--report",
+        subprocess.run([*CLI, "qemu", "--kernel", line.release, "--report",
                         str(report / "kvm" / line.release)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
         certified = time.perf_counter() - start
         row(f"{line.release}: boot to agent / bare loop in the guest", f"{boot:.2f} s / {in_guest:.2f} s",
@@ -169,7 +169,14 @@ def kvm_section(report: Path) -> None:
 
     one = kernel_lines()[2].release
     single = command_seconds(
-        [PY, "-m", "codegen.cli", "qemu", "--kernel", one, "--report", str(report / "one")]
+        [
+            *CLI,
+            "qemu",
+            "--kernel",
+            one,
+            "--report",
+            str(report / "one"),
+        ]
     )
     profile_kernel = f"{one}.y"
     two = command_seconds(suite_args(profile_kernel, "qemu", "--fwspec-host=auto", "-n", "2", "--dist", "loadgroup",
@@ -177,16 +184,23 @@ def kvm_section(report: Path) -> None:
     row(f"{one}: pytest -n 2 (a guest per worker) vs serial", f"{two:.2f} s vs {single:.2f} s",
         f"{single / two:.2f}x (why certify keeps one kernel serial)")  # fmt: skip
     serial = command_seconds(
-        [PY, "-m", "codegen.cli", "qemu", "--jobs", "1", "--report", str(report / "s")]
+        [
+            *CLI,
+            "qemu",
+            "--jobs",
+            "1",
+            "--report",
+            str(report / "s"),
+        ]
     )
-    parallel = command_seconds([PY, "-m", "codegen.cli", "qemu", "--report", str(report / "p")])
+    parallel = command_seconds([*CLI, "qemu", "--report", str(report / "p")])
     row("all pinned lines: default (a guest per core) vs --jobs 1", f"{parallel:.2f} s vs {serial:.2f} s",
         target(serial / parallel, 1.5) + f" ({serial / parallel:.2f}x)")  # fmt: skip
 
 
 def build_section(report: Path) -> None:
     print("\n== generation and docs")
-    check = command_seconds([PY, "-m", "codegen.cli", "generate", "--check"], repeat=3)
+    check = command_seconds([*CLI, "generate", "--check"], repeat=3)
     row("kvm-fwspec generate --check", f"{check:.2f} s")
     docs = command_seconds(
         [PY, "-m", "sphinx", "-W", "--keep-going", "-q", "-E", "docs", str(report / "html")]

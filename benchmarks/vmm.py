@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from codegen.loader import load_spec
-from conformance.adapters.qemu import default_cache
-from conformance.harness import vmm_matrix
-from conformance.harness.kernels import kernel_lines
-from conformance.harness.vmm import SOURCES
-from conformance.harness.vmm_lab import Lab
+from kvm_fwspec.conformance.campaigns import vmm_certification
+from kvm_fwspec.conformance.lab.kernels import kernel_lines
+from kvm_fwspec.conformance.lab.qemu_adapter import default_cache
+from kvm_fwspec.conformance.lab.vmm import SOURCES
+from kvm_fwspec.conformance.lab.vmm_lab import Lab
+from kvm_fwspec.spec.loader import load_spec
 
 
 def measure(kernels: list[str], jobs: int) -> dict[str, float]:
@@ -51,7 +47,9 @@ def measure(kernels: list[str], jobs: int) -> dict[str, float]:
     started = time.monotonic()
     with (mock.patch.object(Lab, "__init__", init), mock.patch.object(Lab, "save", first("save", real_save)),
           mock.patch.object(Lab, "load", first("load", real_load))):  # fmt: skip
-        matrix = vmm_matrix.run_matrix(load_spec(), kernels, list(SOURCES), default_cache(), jobs)
+        matrix = vmm_certification.run_matrix(
+            load_spec(), kernels, list(SOURCES), default_cache(), jobs
+        )
     total = time.monotonic() - started
     return {
         "migrations": len(matrix.judgements),

@@ -7,30 +7,26 @@ generated files that no generator writes any more.
 
 from __future__ import annotations
 
-import functools
 import json
 import pprint
 import re
 import subprocess
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from codegen import __version__, docs
-from codegen.atomic import write_atomically
-from codegen.filters import FILTERS
-from codegen.json_model import model_to_json
-from codegen.model import Lifetime, Register, Release, Rule, Spec
+from kvm_fwspec.codegen import __version__, pages
+from kvm_fwspec.codegen.atomic import write_atomically
+from kvm_fwspec.codegen.filters import FILTERS
+from kvm_fwspec.codegen.json_model import model_to_json
+from kvm_fwspec.spec.model import Register, Spec
 
 MARKER = "kvm-fwspec-generated:"
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Output:
     """One generated file: where it goes, its comment style and how its text is made."""
 
@@ -61,7 +57,7 @@ def format_banner(lines: list[str], style: str) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.PackageLoader("kvm_fwspec.codegen", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -123,244 +119,104 @@ def _render_reference_tables(spec: Spec, banner: str) -> str:
     )
 
 
-def _docs_template(
-    name: str, context: Callable[[Spec], dict[str, object]] = lambda spec: {}
-) -> Callable[[Spec, str], str]:
-    """A page whose context is computed when it is rendered, not when the outputs are listed
-    (sync-check lists them all to render two headers)."""
-
-    def render(spec: Spec, banner: str) -> str:
-        values = {"spec": spec, "banner": banner, **context(spec)}
-        return _environment().get_template(name).render(values)
-
-    return render
-
-
-@functools.cache
-def _verdict_profile(spec: Spec) -> tuple[dict[str, Counter[str]], str]:
-    """The reference's verdicts shown on every register page, computed once per spec."""
-    kernel, host = str(spec.releases[-1]), spec.host_profiles[0].name
-    return docs.reference_verdicts(spec, kernel, host), f"arm64 {kernel} host={host}"
-
-
 def _register_page(register: Register) -> Callable[[Spec, str], str]:
     def render(spec: Spec, banner: str) -> str:
-        verdicts, profile = _verdict_profile(spec)
-        rules = [
-            r
-            for r in spec.rules
-            if r.register is register or r.register_class is register.register_class
-        ]
+        rules = pages.register_rules(spec, register)
         context = {
             "spec": spec,
             "banner": banner,
             "r": register,
-            "diagrams": {arch: docs.id_diagram(spec, register, arch) for arch in register.ids},
+            "diagrams": {arch: pages.id_diagram(spec, register, arch) for arch in register.ids},
             "rules": rules,
-            "outcomes": {r.id: rule_outcome(r) for r in rules},
-            "verdicts": {
-                rule_id: ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-                for rule_id, counts in verdicts.items()
-            },
-            "profile_label": profile,
+            "outcomes": {r.id: pages.rule_outcome(r) for r in rules},
+            # The profile whose reference verdicts the site shows (filled in when it is built).
+            "verdict_kernel": str(spec.releases[-1]),
+            "verdict_host": spec.host_profiles[0].name,
         }
         return _environment().get_template("docs_register.rst.j2").render(context)
 
     return render
 
 
-def rule_outcome(rule: Rule) -> str:
-    """A rule's outcome in words, for the docs."""
-    if rule.errno:
-        return f"-{rule.errno.name}"
-    if rule.value_text:
-        return f"returns ``{rule.value_text}``"
-    if rule.store_text:
-        return f"accepted, stores ``{rule.store_text}``"
-    if rule.listed is not None:
-        return "listed" if rule.listed else "not listed"
-    if rule.undefined:
-        return f"undefined ({rule.undefined})"
-    return "accepted, nothing stored"
-
-
-def rule_sentence(rule: Rule) -> str:
-    releases = ""
-    if rule.lifetime.until:
-        releases = f" ({rule.lifetime.since} to {rule.lifetime.until})"
-    elif rule.lifetime.since > Release(4, 17):
-        releases = f" (since {rule.lifetime.since})"
-    when = f"when ``{rule.when_text}``" if rule.when_text else "otherwise"
-    return f"{rule.op.upper()}{releases}: {rule_outcome(rule)} {when}."
-
-
 def _kernel_page(spec: Spec, banner: str) -> str:
-    rules_of = {r.name: [rule for rule in spec.rules if rule.register is r] for r in spec.registers}
-    errno_uses: dict[str, list[str]] = {}
-    for rule in spec.rules:
-        if rule.errno:
-            target = (
-                rule.register.c_name
-                if rule.register
-                else f"class {rule.register_class.name if rule.register_class else ''}"
-            )
-            errno_uses.setdefault(rule.errno.name, []).append(
-                f"{target}, {rule.doc.split('.')[0].strip()}"
-            )
     context = {
         "spec": spec,
         "banner": banner,
         "fw_registers": [r for r in spec.registers if r.kind != "bitmap"],
         "bmap_registers": [r for r in spec.registers if r.kind == "bitmap"],
-        "rules_of": rules_of,
-        "rule_sentence": {rule.id: rule_sentence(rule) for rule in spec.rules},
-        "errno_uses": sorted(errno_uses.items()),
+        "rules_of": {
+            r.name: [rule for rule in spec.rules if rule.register is r] for r in spec.registers
+        },
+        "rule_sentence": {rule.id: pages.rule_sentence(rule) for rule in spec.rules},
+        "errno_uses": pages.errno_uses(spec),
     }
     return _environment().get_template("docs_kernel_page.rst.j2").render(context)
 
 
-CLI_EXAMPLES = [
-    *[
-        [command, "--help"]
-        for command in (
-            "validate",
-            "generate",
-            "show",
-            "decode",
-            "certify",
-            "verify",
-            "agent",
-            "qemu",
-            "migrate-check",
-            "dump",
-            "migrate-proof",
-            "sync-check",
-            "sync-proof",
-            "vmm-certify",
-        )
-    ],
-    ["decode", "0x6030000000140000"],
-    ["decode", "0x603000000013c082"],
-    ["show", "psci-version/set/reject-0.1-with-psci-0.2"],
-    ["show", "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED"],
-    ["validate"],
-]
+def _page(name: str, path: str, template: str, **context: Callable[[Spec], object]) -> Output:
+    """A docs page from a template; its context is computed when it is rendered, not when the
+    outputs are listed (sync-check lists them all to render two headers)."""
 
+    def render(spec: Spec, banner: str) -> str:
+        values = {"spec": spec, "banner": banner, **{k: f(spec) for k, f in context.items()}}
+        return _environment().get_template(template).render(values)
 
-MIGRATION_SCENARIOS = [
-    ("A PSCI 0.2 guest onto a PSCI 0.1 vcpu",
-     "The source's vcpus have KVM_ARM_VCPU_PSCI_0_2, the target's do not (the thread's first case).",
-     ["migrate-check", "--from", "4.17:mitigated:psci-0.2", "--to", "4.17:mitigated:none"]),
-    ("A PSCI 0.1 guest onto a PSCI 0.2 vcpu",
-     "The reverse: the source's vcpus lack the feature, so their guest sees 0.1.",
-     ["migrate-check", "--from", "4.17:mitigated:none", "--to", "4.17:mitigated:psci-0.2"]),
-    ("A PSCI 1.0 guest onto a kernel that cannot hold the register",
-     "Marc Zyngier's case: a 1.0 guest migrated to a kernel without the selection API.",
-     ["migrate-check", "--from", "4.17", "--to", "4.16"]),
-    ("A newer default onto an older kernel",
-     "How userspace knows to force an older version: the check says which version to pin, and where.",
-     ["migrate-check", "--from", "6.13", "--to", "6.12"]),
-    ("The same KVM on both sides",
-     "The control: nothing fails and nothing changes.",
-     ["migrate-check", "--from", "6.12", "--to", "6.12"]),
-]  # fmt: skip
-
-
-def _migration_page(spec: Spec, banner: str) -> str:
-    outputs = docs.cli_examples([args for _, _, args in MIGRATION_SCENARIOS])
-    scenarios = [
-        (title, text, command, output)
-        for (title, text, _), (command, output) in zip(MIGRATION_SCENARIOS, outputs, strict=True)
-    ]
-    return (
-        _environment()
-        .get_template("docs_migration.rst.j2")
-        .render({"banner": banner, "scenarios": scenarios})
-    )
-
-
-def _migration_matrix_page(spec: Spec, banner: str) -> str:
-    releases, cells, verdicts = docs.migration_matrix(spec)
-    context = {
-        "banner": banner,
-        "releases": releases,
-        "cells": cells,
-        "verdicts": verdicts,
-        "host": spec.host_profiles[0].name,
-        "colours": {"safe": "#8fd18f", "changes": "#f3dc6b", "fails": "#e78a8a"},
-    }
-    return _environment().get_template("docs_migration_matrix.rst.j2").render(context)
-
-
-def _release_items(spec: Spec) -> list[tuple[str, Lifetime]]:
-    items = []
-    for register in spec.registers:
-        items.append((f"``{register.c_name}``", register.lifetime))
-        items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
-        items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
-    return items
+    return Output(name=name, path=path, comment="rst", render=render)
 
 
 def docs_outputs(spec: Spec) -> list[Output]:
-    pages = [
+    """The reference pages and the kernel-style page, all from the spec alone."""
+    register_pages = [
         Output(
-            f"docs-register-{r.name}",
-            f"docs/reference/registers/{r.name}.rst",
-            "rst",
-            _register_page(r),
+            name=f"docs-register-{r.name}",
+            path=f"docs/reference/registers/{r.name}.rst",
+            comment="rst",
+            render=_register_page(r),
         )
         for r in spec.registers
     ]
     return [
-        *pages,
-        Output("docs-reference-index", "docs/reference/index.rst", "rst",
-               _docs_template("docs_reference_index.rst.j2", lambda s: {"registers": s.registers})),
-        Output("docs-psci-matrix", "docs/reference/psci-matrix.rst", "rst",
-               _docs_template("docs_psci_matrix.rst.j2", lambda s: {"matrix": docs.psci_matrix(s)})),
-        Output("docs-release-matrix", "docs/reference/release-matrix.rst", "rst",
-               _docs_template("docs_release_matrix.rst.j2",
-                              lambda s: {"points": docs.change_points(s), "items": _release_items(s)})),
-        Output("docs-cli-examples", "docs/reference/cli-examples.rst", "rst",
-               _docs_template("docs_cli.rst.j2", lambda s: {"examples": docs.cli_examples(CLI_EXAMPLES)})),
-        Output("docs-kernel-page", "docs/kernel/fw-pseudo-registers.rst", "rst", _kernel_page),
-        Output("docs-migration", "docs/reference/migration.rst", "rst", _migration_page),
-        Output("docs-vmm-rules", "docs/reference/vmm-rules.rst", "rst",
-               _docs_template("docs_vmm_rules.rst.j2", lambda s: {"rules": s.vmm_rules})),
-        Output("docs-migration-matrix", "docs/reference/migration-matrix.rst", "rst", _migration_matrix_page),
+        *register_pages,
+        _page("docs-reference-index", "docs/reference/index.rst", "docs_reference_index.rst.j2",
+              registers=lambda s: s.registers),
+        _page("docs-psci-matrix", "docs/reference/psci-matrix.rst", "docs_psci_matrix.rst.j2",
+              matrix=pages.psci_matrix),
+        _page("docs-release-matrix", "docs/reference/release-matrix.rst", "docs_release_matrix.rst.j2",
+              points=pages.change_points, items=pages.release_items),
+        _page("docs-cli-examples", "docs/reference/cli-examples.rst", "docs_cli.rst.j2"),
+        Output(name="docs-kernel-page", path="docs/kernel/fw-pseudo-registers.rst", comment="rst",
+               render=_kernel_page),
+        _page("docs-migration", "docs/reference/migration.rst", "docs_migration.rst.j2"),
+        _page("docs-vmm-rules", "docs/reference/vmm-rules.rst", "docs_vmm_rules.rst.j2",
+              rules=lambda s: s.vmm_rules),
+        _page("docs-migration-matrix", "docs/reference/migration-matrix.rst",
+              "docs_migration_matrix.rst.j2", host=lambda s: s.host_profiles[0].name),
     ]  # fmt: skip
+
+
+def _constants(name: str, path: str, comment: str, template: str, **extra: object) -> Output:
+    return Output(name=name, path=path, comment=comment, render=_template(template, **extra))
 
 
 def outputs(spec: Spec) -> list[Output]:
     """Every generated file, in a fixed order."""
     arches = {a.name: a for a in spec.architectures}
     return [
-        Output(
-            "c-arm64",
-            "codegen/generated/c/kvm_fw_arm64.h",
-            "c",
-            _template("c_arch.h.j2", arch=arches["arm64"]),
-        ),
-        Output(
-            "c-arm",
-            "codegen/generated/c/kvm_fw_arm.h",
-            "c",
-            _template("c_arch.h.j2", arch=arches["arm"]),
-        ),
-        Output("c-psci", "codegen/generated/c/kvm_fw_psci.h", "c", _template("c_psci.h.j2")),
-        Output("c-smccc", "codegen/generated/c/kvm_fw_smccc.h", "c", _template("c_smccc.h.j2")),
-        Output(
-            "python",
-            "codegen/generated/kvm_fw_constants.py",
-            "hash",
-            _template("python_constants.py.j2"),
-        ),
-        Output(
-            "rust", "codegen/generated/rust/kvm_fw.rs", "slash", _template("rust_constants.rs.j2")
-        ),
-        Output("json", "codegen/generated/json/kvm-fwspec.json", "json", _render_json),
-        Output("reference-tables", "reference_impl/tables.py", "hash", _render_reference_tables),
+        _constants("c-arm64", "codegen/generated/c/kvm_fw_arm64.h", "c", "c_arch.h.j2",
+                   arch=arches["arm64"]),
+        _constants("c-arm", "codegen/generated/c/kvm_fw_arm.h", "c", "c_arch.h.j2",
+                   arch=arches["arm"]),
+        _constants("c-psci", "codegen/generated/c/kvm_fw_psci.h", "c", "c_psci.h.j2"),
+        _constants("c-smccc", "codegen/generated/c/kvm_fw_smccc.h", "c", "c_smccc.h.j2"),
+        _constants("python", "codegen/generated/kvm_fw_constants.py", "hash",
+                   "python_constants.py.j2"),
+        _constants("rust", "codegen/generated/rust/kvm_fw.rs", "slash", "rust_constants.rs.j2"),
+        Output(name="json", path="codegen/generated/json/kvm-fwspec.json", comment="json",
+               render=_render_json),
+        Output(name="reference-tables", path="reference_impl/tables.py", comment="hash",
+               render=_render_reference_tables),
         *docs_outputs(spec),
-    ]
+    ]  # fmt: skip
 
 
 def render_all(spec: Spec, only: Callable[[str], bool] = lambda path: True) -> dict[str, str]:
@@ -376,7 +232,7 @@ def render_all(spec: Spec, only: Callable[[str], bool] = lambda path: True) -> d
     return rendered
 
 
-def generate(spec: Spec, root: Path = ROOT) -> list[str]:
+def generate(spec: Spec, root: Path) -> list[str]:
     """Write every output under `root`; return the paths that changed."""
     return [path for path, text in render_all(spec).items() if write_atomically(root / path, text)]
 
@@ -423,7 +279,7 @@ def _marked_files(root: Path) -> list[str]:
     return found
 
 
-def check(spec: Spec, root: Path = ROOT) -> list[str]:
+def check(spec: Spec, root: Path) -> list[str]:
     """One line for each generated file that is missing, stale or orphaned; empty when fresh."""
     problems = []
     rendered = render_all(spec)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from codegen import rule_language as rl
-from codegen.model import Field, Lifetime, Source, Spec
+from kvm_fwspec.spec import rule_language as rl
+from kvm_fwspec.spec.model import Field, Lifetime, Source, Spec
 
 
 def _lifetime(lifetime: Lifetime) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def _expr(text: str | None, expr: rl.Expr | None) -> dict[str, Any] | None:
 
 
 def model_to_json(spec: Spec) -> dict[str, Any]:
-    """Every part of the model a conformance harness or generator in another language needs."""
+    """Every part of the model a kvm_fwspec.conformance harness or generator in another language needs."""
     return {
         "releases": [str(r) for r in spec.releases],
         "architectures": [

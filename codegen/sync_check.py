@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.errors import UsageError
-from codegen.header_release import claimed_kernel
-from codegen.kernel_names import KernelName
-from codegen.model import Lifetime, Spec
+from kvm_fwspec.codegen.generate import render_all
+from kvm_fwspec.codegen.header_release import claimed_kernel
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.kernel_names import KernelName
+from kvm_fwspec.spec.model import Lifetime, Spec
 
 DOMAIN = re.compile(
     r"^(KVM_REG_ARM_(FW|PSCI|SMCCC|STD|VENDOR)|KVM_REG_ARM_FW_FEAT|PSCI_|KVM_PSCI_|KVM_ARM_PSCI_)"
@@ -380,7 +381,6 @@ def _generated_names(spec: Spec, arch: str) -> set[str]:
 
 
 def _generated_headers(spec: Spec, arch: str) -> dict[str, str]:
-    from codegen.generate import render_all
 
     return render_all(spec, lambda path: path.endswith((f"kvm_fw_{arch}.h", "kvm_fw_psci.h")))
 

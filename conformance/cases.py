@@ -1,4 +1,4 @@
-"""Generate the conformance cases of a profile from the spec, each with its expected outcomes.
+"""Generate the kvm_fwspec.conformance cases of a profile from the spec, each with its expected outcomes.
 
 A case is one program (a fresh VM with two vcpus, some steps) whose expected outcomes are
 computed by simulating the spec: the oracle decides each access and the simulation keeps the
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from codegen.model import PsciFunction, Register, Spec
-from conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracle
-from conformance.profile import Profile
+from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracle
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.spec.model import PsciFunction, Register, Spec
 
 U64 = (1 << 64) - 1
 REQUIRES_GUEST = "guest-calls"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from codegen.errors import UsageError
-from codegen.loader import load_spec
-from conformance.adapters import adapter_names, load_adapter
-from conformance.plugin import load_document
-from conformance.profile import resolve_profile
+from kvm_fwspec.conformance.adapters import adapter_names, load_adapter
+from kvm_fwspec.conformance.plugin import load_document
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.loader import load_spec
 
 # The adapter declares this feature when its cases are slow enough (real KVM, remote agents)
 # that xdist workers pay for their start-up; in-process the reference is faster serial.
@@ -46,7 +46,7 @@ def certify(
     if adapter not in adapter_names():
         raise UsageError(f"no adapter '{adapter}'; installed: {', '.join(adapter_names())}")
     args = [
-        "--pyargs", "conformance.suite",
+        "--pyargs", "kvm_fwspec.conformance.suite",
         "-p", "no:cacheprovider",
         "-p", "no:benchmark",
         "-p", "no:hypothesispytest",  # would import hypothesis (0.8 s) to summarise no test of its

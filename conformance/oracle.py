@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from codegen import rule_language as rl
-from codegen.model import PsciFunction, Register, Rule, Spec
-from conformance.profile import Profile
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.spec import rule_language as rl
+from kvm_fwspec.spec.model import PsciFunction, Register, Rule, Spec
 
 NOT_SUPPORTED = -1
 

@@ -1,4 +1,4 @@
-"""The pytest plugin behind `kvm-fwspec certify` and plain `pytest --pyargs conformance.suite`.
+"""The pytest plugin behind `kvm-fwspec certify` and plain `pytest --pyargs kvm_fwspec.conformance.suite`.
 
 Inert unless --fwspec-adapter is given. One pytest item carries the cases of one rule in one
 VM scenario and runs them in one adapter round trip; every case keeps its own id and verdict
@@ -16,18 +16,24 @@ from typing import Any, cast
 
 import pytest
 
-from codegen.errors import SpecError, UsageError
-from codegen.loader import load_spec
-from codegen.model import Spec
-from conformance.adapters import Adapter, Capabilities, load_adapter, parse_options, reported_host
-from conformance.cases import Case, build_cases
-from conformance.profile import Profile, resolve_profile
-from conformance.results import build_document, write_report
-from conformance.verdicts import CaseResult, certify_cases
+from kvm_fwspec.conformance.adapters import (
+    Adapter,
+    Capabilities,
+    load_adapter,
+    parse_options,
+    reported_host,
+)
+from kvm_fwspec.conformance.cases import Case, build_cases
+from kvm_fwspec.conformance.profile import Profile, resolve_profile
+from kvm_fwspec.conformance.results import build_document, write_report
+from kvm_fwspec.conformance.verdicts import CaseResult, certify_cases
+from kvm_fwspec.spec.errors import SpecError, UsageError
+from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Spec
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("kvm-fwspec", "kvm-fwspec conformance")
+    group = parser.getgroup("kvm-fwspec", "kvm-fwspec kvm_fwspec.conformance")
     group.addoption(
         "--fwspec-adapter", help="adapter to certify (entry point in kvm_fwspec.adapters)"
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codegen.errors import UsageError
-from codegen.kernel_names import parse_kernel_name
-from codegen.model import HostProfile, Lifetime, Register, Release, Spec
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.kernel_names import parse_kernel_name
+from kvm_fwspec.spec.model import HostProfile, Lifetime, Register, Release, Spec
 
 
 @dataclass(frozen=True)

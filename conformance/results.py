@@ -15,31 +15,36 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from codegen import __version__
-from codegen.atomic import write_atomically
-from codegen.generate import ROOT
-from codegen.model import Spec
-from conformance.adapters import Capabilities
-from conformance.profile import Profile
-from conformance.verdicts import OUTCOMES
+from kvm_fwspec.codegen import __version__
+from kvm_fwspec.codegen.atomic import write_atomically
+from kvm_fwspec.codegen.checkout import checkout_root
+from kvm_fwspec.conformance.adapters import Capabilities
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.conformance.verdicts import OUTCOMES
+from kvm_fwspec.spec.model import Spec
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "results.schema.json"
+SCHEMA_PATH = resources.files("kvm_fwspec.conformance") / "schemas" / "results.schema.json"
 FORMAT = "kvm-fwspec-results/1"
 
 
 def source_tree() -> dict[str, Any]:
-    """The suite's git commit and whether the tree had local changes (certification wants none)."""
+    """The suite's git commit and whether the tree had local changes (certification wants none);
+    unknown for an installed wheel, which has no tree."""
+    root = checkout_root()
+    if root is None:
+        return {"commit": None, "clean": None}
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         )
         status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "clean": None}
@@ -94,7 +99,7 @@ def build_document(
 
 
 def junit_xml(document: dict[str, Any]) -> bytes:
-    """One testcase per conformance case, classname = its rule, for CI systems."""
+    """One testcase per kvm_fwspec.conformance case, classname = its rule, for CI systems."""
     summary = document["summary"]
     suite = ET.Element(
         "testsuite",
@@ -128,7 +133,7 @@ def html_report(document: dict[str, Any]) -> str:
         if case["outcome"] in ("fail", "error"):
             failures.setdefault(case["rule"], []).append(case)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=jinja2.PackageLoader("kvm_fwspec.conformance", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=True,
         trim_blocks=True,

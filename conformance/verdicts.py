@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.adapters import Adapter, Capabilities
-from conformance.cases import Case
+from kvm_fwspec.conformance.adapters import Adapter, Capabilities
+from kvm_fwspec.conformance.cases import Case
 
 OUTCOMES = ("pass", "fail", "not-applicable", "error")
 

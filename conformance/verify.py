@@ -7,10 +7,10 @@ from pathlib import Path
 
 import jsonschema
 
-from codegen.loader import load_spec
-from conformance.cases import build_cases
-from conformance.profile import resolve_profile
-from conformance.results import SCHEMA_PATH, canonical_digest
+from kvm_fwspec.conformance.cases import build_cases
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.conformance.results import SCHEMA_PATH, canonical_digest
+from kvm_fwspec.spec.loader import load_spec
 
 
 def verify(path: Path) -> list[str]:

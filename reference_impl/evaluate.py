@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from codegen.operators import BINARY_OPERATORS
+from kvm_fwspec.reference_impl.operators import BINARY_OPERATORS
 
 Value = int | bool | frozenset[int]
 U64 = (1 << 64) - 1

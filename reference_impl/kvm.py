@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reference_impl.evaluate import U64, Value, evaluate, evaluate_int
-from reference_impl.tables import MODEL
+from kvm_fwspec.reference_impl.evaluate import U64, Value, evaluate, evaluate_int
+from kvm_fwspec.reference_impl.tables import MODEL
 
 NOT_SUPPORTED = -1
 

@@ -9,7 +9,9 @@ import re
 import subprocess
 from pathlib import Path
 
-GENERATED_C = Path(__file__).resolve().parent.parent / "codegen" / "generated" / "c"
+from tests.checkout import ROOT
+
+GENERATED_C = ROOT / "codegen" / "generated" / "c"
 
 # Function-like macros are compared at these arguments.
 MACRO_ARGUMENTS = (0, 1, 3, 0xFFFF)

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from conformance.agent import answer, reference_served
+from kvm_fwspec.conformance.guest.agent import answer
+from kvm_fwspec.conformance.reference_agent import reference_served
 
 FAULTS = ("crash", "hang", "garbage", "oversized", "truncated", "old-protocol", "wrong-id")
 

@@ -11,19 +11,26 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from codegen import rule_language as rl
-from codegen.decode import describe_id, parse_id
-from codegen.errors import UsageError
-from codegen.loader import load_spec
-from codegen.model import Register, Spec
-from conformance.adapters.agent import AgentError, _parse
-from conformance.agent import answer, reference_served
-from conformance.agent_guard import Guard, TooLong, read_message
-from conformance.cases import SCENARIOS, UNINITIALISED, Scenario, _Simulation, candidate_values
-from conformance.oracle import Oracle
-from conformance.profile import Profile
-from conformance.program import execute
-from reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.conformance.adapters.agent import AgentError, _parse
+from kvm_fwspec.conformance.cases import (
+    SCENARIOS,
+    UNINITIALISED,
+    Scenario,
+    _Simulation,
+    candidate_values,
+)
+from kvm_fwspec.conformance.guest.agent import answer
+from kvm_fwspec.conformance.guest.agent_guard import Guard, TooLong, read_message
+from kvm_fwspec.conformance.guest.program import execute
+from kvm_fwspec.conformance.oracle import Oracle
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.conformance.reference_agent import reference_served
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.spec import rule_language as rl
+from kvm_fwspec.spec.decode import describe_id, parse_id
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Register, Spec
 
 SPEC: Spec = load_spec()
 SERVED = reference_served({"kernel": "6.12", "host": "mitigated"})

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reference_impl.kvm import Quirks, ReferenceKvm
-from reference_impl.tables import MODEL
+from kvm_fwspec.reference_impl.kvm import Quirks, ReferenceKvm
+from kvm_fwspec.reference_impl.tables import MODEL
 
 
 @dataclass(frozen=True)

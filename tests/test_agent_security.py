@@ -10,17 +10,17 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from codegen.loader import load_spec
-from conformance.adapters.agent import AgentAdapter, AgentError, create
-from conformance.cases import build_cases
-from conformance.profile import resolve_profile
-from conformance.verdicts import certify_cases
+from kvm_fwspec.conformance.adapters.agent import AgentAdapter, AgentError, create
+from kvm_fwspec.conformance.cases import build_cases
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.conformance.verdicts import certify_cases
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC
 
 SPEC = load_spec()
 PROFILE = resolve_profile(SPEC, "6.12", "mitigated")
@@ -31,7 +31,7 @@ TOKEN = "correct horse battery staple"
 def agent(*extra: str, token: str | None = TOKEN) -> Iterator[tuple[subprocess.Popen[str], int]]:
     env = os.environ | ({"KVM_FWSPEC_AGENT_TOKEN": token} if token else {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "codegen.cli", "agent", "--kernel", "6.12", "--host", "mitigated",
+        [*KVM_FWSPEC, "agent", "--kernel", "6.12", "--host", "mitigated",
          "--listen", "127.0.0.1:0", "--max-message", "1000000", *extra],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -108,7 +108,7 @@ def test_the_token_gates_the_client_adapter_too() -> None:
 
 def test_an_exposed_listener_needs_a_token() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "agent", "--listen", "0.0.0.0:0"],
+        [*KVM_FWSPEC, "agent", "--listen", "0.0.0.0:0"],
         capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "KVM_FWSPEC_AGENT_TOKEN"},
     )  # fmt: skip
     assert result.returncode == 2

@@ -22,7 +22,6 @@ import ast
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from codegen.generate import ROOT
+from tests.checkout import KVM_FWSPEC, ROOT
 
 CASES = sorted((Path(__file__).parent / "broken_specs").glob("*.yaml"))
 
@@ -78,7 +77,7 @@ def test_broken_spec_gives_its_error(case_file: Path, tmp_path: Path) -> None:
     case = yaml.safe_load(case_file.read_text(encoding="utf-8"))
     expected = apply_case(case, tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "validate", "spec"],
+        [*KVM_FWSPEC, "validate", "spec"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -205,11 +204,11 @@ def _messages(function: ast.FunctionDef) -> Iterator[tuple[int, ast.expr, str | 
 def error_sites() -> list[ErrorSite]:
     sites = []
     for source in ERROR_SOURCES:
-        path = ROOT / "codegen" / source
+        path = ROOT / "spec" / source
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for function in _functions(tree):
             for line, message, stem in _messages(function):
-                where = f"codegen/{source}:{line} ({function.name})"
+                where = f"spec/{source}:{line} ({function.name})"
                 found = _template(message)
                 if found is None:
                     key = (source, function.name)

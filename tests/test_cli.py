@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from codegen.loader import load_spec
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC
 
 
 def kvm_fwspec(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "codegen.cli", *args], capture_output=True, text=True
+        [*KVM_FWSPEC, *args],
+        capture_output=True,
+        text=True,
     )
 
 

@@ -1,4 +1,4 @@
-"""The conformance suite certifies the reference, catches seeded bugs, and reports honestly."""
+"""The kvm_fwspec.conformance suite certifies the reference, catches seeded bugs, and reports honestly."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from codegen.loader import load_spec
-from conformance.adapters import load_adapter
-from conformance.adapters.reference import ReferenceAdapter
-from conformance.cases import REQUIRES_GUEST, build_cases
-from conformance.profile import resolve_profile
-from conformance.results import SCHEMA_PATH, canonical_digest
-from conformance.verdicts import certify_cases, run_cases
-from conformance.verify import verify
+from kvm_fwspec.conformance.adapters import load_adapter
+from kvm_fwspec.conformance.adapters.reference import ReferenceAdapter
+from kvm_fwspec.conformance.cases import REQUIRES_GUEST, build_cases
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.conformance.results import SCHEMA_PATH, canonical_digest
+from kvm_fwspec.conformance.verdicts import certify_cases, run_cases
+from kvm_fwspec.conformance.verify import verify
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC
 from tests.mutants import MUTANTS
 
 SPEC = load_spec()
@@ -76,7 +77,9 @@ def test_at_least_fifteen_mutants() -> None:
 def tcp_agent():  # type: ignore[no-untyped-def]
     command = ["agent", "--kernel", "5.10", "--host", "vulnerable", "--listen", "127.0.0.1:0"]
     agent = subprocess.Popen(
-        [sys.executable, "-m", "codegen.cli", *command], stdout=subprocess.PIPE, text=True
+        [*KVM_FWSPEC, *command],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert agent.stdout is not None
     line = agent.stdout.readline()
@@ -89,7 +92,7 @@ def tcp_agent():  # type: ignore[no-untyped-def]
 
 def test_agent_over_stdio_and_tcp_gives_the_in_process_verdicts(tcp_agent: str) -> None:
     in_process = verdicts("reference", "5.10", "vulnerable", {})
-    command = f"{sys.executable} -m codegen.cli agent --kernel 5.10 --host vulnerable"
+    command = f"{sys.executable} -m kvm_fwspec.conformance.commands.cli agent --kernel 5.10 --host vulnerable"
     over_stdio = verdicts("agent", "5.10", "vulnerable", {"command": command, "batch": "7"})
     over_tcp = verdicts("agent", "5.10", "vulnerable", {"address": f"127.0.0.1:{tcp_agent}"})
     assert over_stdio == in_process
@@ -116,7 +119,7 @@ def test_missing_capability_is_not_applicable_never_skipped() -> None:
 
 
 def run_suite(report: Path, *extra: str) -> None:
-    args = [sys.executable, "-m", "pytest", "--pyargs", "conformance.suite", "-p", "no:cacheprovider", "-q",
+    args = [sys.executable, "-m", "pytest", "--pyargs", "kvm_fwspec.conformance.suite", "-p", "no:cacheprovider", "-q",
             "--fwspec-adapter=reference", "--fwspec-kernel=6.13", f"--fwspec-report={report}", *extra]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, cwd=report.parent)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -137,7 +140,7 @@ def test_serial_and_two_workers_give_identical_verdicts(tmp_path: Path) -> None:
 def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = tmp_path_factory.mktemp("certify")
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "certify", "--kernel", "6.1", "--report", str(report)],
+        [*KVM_FWSPEC, "certify", "--kernel", "6.1", "--report", str(report)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -183,7 +186,7 @@ def test_verify_rejects_incomplete_results_even_with_a_fresh_digest(
 
 def test_certify_cli_reports_an_unknown_adapter_in_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "certify", "--adapter", "nope", "--report", str(tmp_path)],
+        [*KVM_FWSPEC, "certify", "--adapter", "nope", "--report", str(tmp_path)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode != 0

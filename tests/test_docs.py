@@ -12,8 +12,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from codegen.generate import ROOT, render_all
-from codegen.loader import load_spec
+from kvm_fwspec.codegen.generate import render_all
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC, ROOT
 
 ARTIFACTS = ROOT / "reports" / "docs"
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -123,7 +124,7 @@ def test_screenshot_of_the_psci_version_page(site: Path, tmp_path: Path) -> None
 def test_certification_report_renders_and_links(tmp_path: Path) -> None:
     report = ARTIFACTS / "certification-report"
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "certify", "--kernel", "6.12", "--report", str(report)],
+        [*KVM_FWSPEC, "certify", "--kernel", "6.12", "--report", str(report)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:]

@@ -13,8 +13,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance.results import SCHEMA_PATH
-from conformance.verify import verify
+from kvm_fwspec.conformance.results import SCHEMA_PATH
+from kvm_fwspec.conformance.verify import verify
+from tests.checkout import KVM_FWSPEC
 from tests.faulty_agent import FAULTS
 
 REASONS = {
@@ -34,7 +35,7 @@ def test_a_fault_is_the_error_of_the_cases_it_touched(fault: str, tmp_path: Path
     report = tmp_path / "report"
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "certify", "--adapter", "agent", "--kernel", "6.12",
+        [*KVM_FWSPEC, "certify", "--adapter", "agent", "--kernel", "6.12",
          "--option", f"command={agent}", "--option", "timeout=3", "--option", "max-message=1000000",
          "--report", str(report)],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from conformance.profile import resolve_profile
+from kvm_fwspec.conformance.profile import resolve_profile
 from tests import fuzz_targets as t
 from tests.mutants import MUTANTS, Mutant
 

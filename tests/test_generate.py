@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from codegen.generate import ROOT, check, generate, render_all
-from codegen.loader import load_spec
+from kvm_fwspec.codegen.generate import check, generate, render_all
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC, ROOT
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "codegen.cli", *args], cwd=cwd, capture_output=True, text=True
+        [*KVM_FWSPEC, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -48,7 +51,11 @@ def _project_copy(tmp_path: Path) -> Path:
     """A git checkout of the project as committed plus the working tree's files."""
     copy = tmp_path / "project"
     shutil.copytree(
-        ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".*_cache")
+        ROOT,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".git", "__pycache__", "*.egg-info", ".*_cache", ".typecheck", "reports"
+        ),
     )
     return copy
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codegen.header_release import claimed_kernel
+from kvm_fwspec.codegen.header_release import claimed_kernel
 
 
 def tree(root: Path, makefile: str) -> Path:

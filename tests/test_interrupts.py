@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from codegen.generate import ROOT
+from tests.checkout import KVM_FWSPEC, ROOT
 
-TREE = ("codegen", "conformance", "reference_impl", "spec", "docs", "tests")
+TREE = (
+    "kvm_fwspec.codegen",
+    "kvm_fwspec.conformance",
+    "kvm_fwspec.reference_impl",
+    "spec",
+    "docs",
+    "tests",
+)
 
 
 def copy_project(target: Path) -> Path:
@@ -54,7 +61,7 @@ def test_interrupted_generate_leaves_each_file_old_or_new(tmp_path: Path) -> Non
     for root in (before, after):  # a spec edit every output's banner records
         kernels = root / "spec" / "kernels.yaml"
         kernels.write_text(kernels.read_text().replace("oldest first", "oldest first (edited)"))
-    generate = [sys.executable, "-m", "codegen.cli", "generate"]
+    generate = [*KVM_FWSPEC, "generate"]
     subprocess.run(generate, cwd=after, check=True, capture_output=True)
     old, new = outputs(before), outputs(after)
     assert old.keys() == new.keys()
@@ -79,7 +86,7 @@ def test_interrupted_certify_writes_no_results(tmp_path: Path) -> None:
     fired = tmp_path / "fired"
     agent = f"{sys.executable} -m tests.faulty_agent hang {fired} --kernel 6.12 --host mitigated"
     report = tmp_path / "report"
-    command = [sys.executable, "-m", "codegen.cli", "certify", "--adapter", "agent", "--kernel", "6.12",
+    command = [*KVM_FWSPEC, "certify", "--adapter", "agent", "--kernel", "6.12",
                "--option", f"command={agent}", "--option", "timeout=600", "--report", str(report)]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -117,9 +124,7 @@ def qemu_children(pid: int) -> list[int]:
 def start_qemu_run(report: Path, output: int) -> tuple[subprocess.Popen[str], list[int]]:
     """`kvm-fwspec qemu --kernel 6.12` started, and the QEMU processes it started once it has."""
     command = [
-        sys.executable,
-        "-m",
-        "codegen.cli",
+        *KVM_FWSPEC,
         "qemu",
         "--kernel",
         "6.12",

@@ -5,9 +5,10 @@ assigned only from opening the KVM device or from a KVM ioctl that creates a des
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parent.parent / "conformance" / "kvm_ioctl.py"
+from tests.checkout import ROOT
+
+SOURCE = ROOT / "conformance" / "guest" / "kvm_ioctl.py"
 TREE = ast.parse(SOURCE.read_text(encoding="utf-8"))
 USES = {("fcntl", "ioctl"), ("mmap", "mmap"), ("os", "close"), ("os", "read"), ("os", "write")}
 CREATORS = {"KVM_CREATE_VM", "KVM_CREATE_VCPU"}

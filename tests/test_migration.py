@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from codegen.loader import load_spec
-from conformance import migration
+from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC
 
 SPEC = load_spec()
 
@@ -57,12 +57,12 @@ def test_newer_default_needs_pinning_and_pinning_makes_it_safe(tmp_path: Path) -
     assert report.advice[0].startswith("pin the PSCI version to 1.1 (0x10001) on the source")
     dump = tmp_path / "pinned.json"
     result = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "dump", "--kernel", "6.13", "--psci-version", "0x10001",
+        [*KVM_FWSPEC, "dump", "--kernel", "6.13", "--psci-version", "0x10001",
          "--output", str(dump)], capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     check = subprocess.run(
-        [sys.executable, "-m", "codegen.cli", "migrate-check", "--from", str(dump), "--to", "6.12", "--json"],
+        [*KVM_FWSPEC, "migrate-check", "--from", str(dump), "--to", "6.12", "--json"],
         capture_output=True, text=True,
     )  # fmt: skip
     answer = json.loads(check.stdout)
@@ -92,7 +92,7 @@ def test_new_services_on_the_target_are_a_change_the_guest_sees() -> None:
 
 def test_dump_lists_registers_in_reg_list_order(tmp_path: Path) -> None:
     out = tmp_path / "dump.json"
-    result = subprocess.run([sys.executable, "-m", "codegen.cli", "dump", "--kernel", "7.2", "--output", str(out)],
+    result = subprocess.run([*KVM_FWSPEC, "dump", "--kernel", "7.2", "--output", str(out)],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     ids = [r["id"] for r in json.loads(out.read_text())["registers"]]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from codegen.loader import load_spec
-from conformance.harness.migration_proof import compare
+from kvm_fwspec.conformance.campaigns.migration_proof import compare
+from kvm_fwspec.spec.loader import load_spec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real-kvm" / "real-restores.json"
 

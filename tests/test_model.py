@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codegen.loader import load_spec
-from codegen.model import Release
+from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Release
 
 SPEC = load_spec()
 

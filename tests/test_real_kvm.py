@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from codegen.loader import load_spec
-from conformance.adapters.qemu import QemuAdapter, default_cache, prepare
-from conformance.cases import build_cases
-from conformance.harness.qemu import Guest
-from conformance.profile import resolve_profile
-from conformance.verdicts import certify_cases
+from kvm_fwspec.conformance.cases import build_cases
+from kvm_fwspec.conformance.lab.qemu import Guest
+from kvm_fwspec.conformance.lab.qemu_adapter import QemuAdapter, default_cache, prepare
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.conformance.verdicts import certify_cases
+from kvm_fwspec.spec.loader import load_spec
 
 SPEC = load_spec()
 CACHE = default_cache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codegen import rule_language as rl
+from kvm_fwspec.spec import rule_language as rl
 
 SCOPE = rl.Scope(
     {

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from codegen.loader import load_spec
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import ROOT
 
-GENERATED = Path(__file__).resolve().parent.parent / "codegen" / "generated"
+GENERATED = ROOT / "codegen" / "generated"
 RUST_FILE = GENERATED / "rust" / "kvm_fw.rs"
 
 
@@ -81,7 +82,7 @@ def test_rust_constants_compile_and_match(tmp_path: Path) -> None:
 
 
 def test_json_model_and_python_constants_agree() -> None:
-    from codegen.generated import kvm_fw_constants as constants
+    from kvm_fwspec.codegen.generated import kvm_fw_constants as constants
 
     model = json.loads((GENERATED / "json" / "kvm-fwspec.json").read_text(encoding="utf-8"))
     for register in model["registers"]:

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from codegen.kernel_names import KernelName, parse_kernel_name
-from codegen.loader import load_spec
-from codegen.sync_check import check
-from conformance.adapters.qemu import default_cache
-from conformance.harness.sync_proof import (
+from kvm_fwspec.codegen.sync_check import check
+from kvm_fwspec.conformance.campaigns.sync_proof import (
     CopyCheck,
     check_copies,
     cross_check,
     differences,
     fetch_copies,
 )
+from kvm_fwspec.conformance.lab.qemu_adapter import default_cache
+from kvm_fwspec.spec.kernel_names import KernelName, parse_kernel_name
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC, ROOT
 
 LIBC = [Path("/usr/include/aarch64-linux-gnu/asm/kvm.h"), Path("/usr/include/linux/psci.h")]
 SPEC = load_spec()
 
 
 def sync_check_command(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "codegen.cli", "sync-check", *map(str, args)]
+    return [
+        *KVM_FWSPEC,
+        "sync-check",
+        *map(str, args),
+    ]
 
 
 def kernel(name: str) -> KernelName:
@@ -146,9 +150,7 @@ def test_a_corrupted_copy_is_named_and_fixed(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout
 
 
-GENERATED_RUST = (
-    Path(__file__).resolve().parent.parent / "codegen" / "generated" / "rust" / "kvm_fw.rs"
-)
+GENERATED_RUST = ROOT / "codegen" / "generated" / "rust" / "kvm_fw.rs"
 
 HAND_WRITTEN_RUST = """\
 // A VMM's own constants, written the way Rust VMMs write them by hand.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from codegen.loader import load_spec
-from codegen.model import Release, Spec
-from codegen.sync_check import expected_constants, headers_install
+from kvm_fwspec.codegen.sync_check import expected_constants, headers_install
+from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Release, Spec
 from tests.c_probe import GENERATED_C, defined_names, evaluate, expressions
 
 INTERNAL_HEADER = "include/kvm/arm_psci.h"

@@ -9,12 +9,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from codegen.loader import load_spec
-from conformance.adapters.qemu import default_cache
-from conformance.harness.vmm_lab import Lab, Saved
-from conformance.oracle import Oracle
-from conformance.profile import resolve_profile
-from conformance.vmm_judge import Judgement, guest_calls, judge, qemu_named, vcpu_mismatch
+from kvm_fwspec.conformance.analyses.vmm_evidence import Saved
+from kvm_fwspec.conformance.analyses.vmm_judge import (
+    Judgement,
+    guest_calls,
+    judge,
+    qemu_named,
+    vcpu_mismatch,
+)
+from kvm_fwspec.conformance.lab.qemu_adapter import default_cache
+from kvm_fwspec.conformance.lab.vmm_lab import Lab
+from kvm_fwspec.conformance.oracle import Oracle
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.spec.loader import load_spec
 
 SPEC = load_spec()
 CALLS = guest_calls(SPEC)

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from codegen.loader import load_spec
-from conformance.adapters.agent import AgentAdapter, AgentError
-from conformance.adapters.qemu import default_cache
-from conformance.harness.tiny_guest import LOAD_ADDRESS, ROUND, assemble, observed
-from conformance.harness.vmm import SOURCES, boot_vmm_host, fetch_vmm
-from conformance.oracle import Oracle
-from conformance.profile import resolve_profile
+from kvm_fwspec.conformance.adapters.agent import AgentAdapter, AgentError
+from kvm_fwspec.conformance.lab.qemu_adapter import default_cache
+from kvm_fwspec.conformance.lab.tiny_guest import LOAD_ADDRESS, ROUND, assemble, observed
+from kvm_fwspec.conformance.lab.vmm import SOURCES, fetch_vmm
+from kvm_fwspec.conformance.lab.vmm_host import boot_vmm_host
+from kvm_fwspec.conformance.oracle import Oracle
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.spec.loader import load_spec
 
 SPEC = load_spec()
 

@@ -10,16 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from codegen.cli import main
-from codegen.loader import load_spec
-from conformance import migration
-from conformance.adapters.agent import AgentError
-from conformance.harness import vmm_matrix
-from conformance.harness.migration_stream import StreamError, cpregs
-from conformance.harness.vmm_lab import Load, Saved
-from conformance.harness.vmm_matrix import Matrix
-from conformance.vmm_judge import guest_calls, judge, qemu_named, register_name, vcpu_mismatch
-from conformance.vmm_report import summary, write_report
+from kvm_fwspec.conformance.adapters.agent import AgentError
+from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.conformance.analyses.vmm_evidence import Load, Saved
+from kvm_fwspec.conformance.analyses.vmm_judge import (
+    Matrix,
+    guest_calls,
+    judge,
+    qemu_named,
+    register_name,
+    vcpu_mismatch,
+)
+from kvm_fwspec.conformance.analyses.vmm_report import summary, write_report
+from kvm_fwspec.conformance.commands.cli import main
+from kvm_fwspec.conformance.campaigns import vmm_certification
+from kvm_fwspec.conformance.lab.migration_stream import StreamError, cpregs
+from kvm_fwspec.spec.loader import load_spec
 
 SPEC = load_spec()
 CALLS = guest_calls(SPEC)
@@ -256,7 +262,7 @@ def test_a_host_that_fails_mid_run_is_one_line_and_writes_no_report(
     def failing(*_: object) -> None:
         raise AgentError("the guest's QEMU exited with -9")
 
-    monkeypatch.setattr(vmm_matrix, "run_matrix", failing)
+    monkeypatch.setattr(vmm_certification, "run_matrix", failing)
     assert main(["vmm-certify", "--kernels", "6.12", "--report", str(tmp_path / "vmm")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "kvm-fwspec: vmm-certify could not finish, no report written: the guest's QEMU exited with -9"

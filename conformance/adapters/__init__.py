@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from codegen.errors import UsageError
-from codegen.model import Spec
-from conformance.profile import Profile, observed_host
+from kvm_fwspec.conformance.profile import Profile, observed_host
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.model import Spec
 
 ENTRY_POINT_GROUP = "kvm_fwspec.adapters"
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from codegen.errors import UsageError
-from conformance.adapters import Capabilities
-from conformance.agent import PROTOCOL
-from conformance.agent_guard import TOKEN_VARIABLE
-from conformance.profile import Profile
+from kvm_fwspec.conformance.adapters import Capabilities
+from kvm_fwspec.conformance.guest.agent import PROTOCOL
+from kvm_fwspec.conformance.guest.agent_guard import TOKEN_VARIABLE
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.spec.errors import UsageError
 
 DEFAULT_BATCH = 256
 DEFAULT_TIMEOUT = 120.0

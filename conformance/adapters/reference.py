@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conformance.adapters import Capabilities
-from conformance.cases import REQUIRES_GUEST, REQUIRES_PSCI_01
-from conformance.profile import Profile
-from conformance.program import execute
-from reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.conformance.adapters import Capabilities
+from kvm_fwspec.conformance.cases import REQUIRES_GUEST, REQUIRES_PSCI_01
+from kvm_fwspec.conformance.guest.program import execute
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 
 
 class ReferenceAdapter:

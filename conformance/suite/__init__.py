@@ -1,1 +1,2 @@
-"""The conformance suite, collected with `pytest --pyargs conformance.suite --fwspec-adapter NAME`."""
+"""The conformance suite, collected with
+`pytest --pyargs kvm_fwspec.conformance.suite --fwspec-adapter NAME`."""

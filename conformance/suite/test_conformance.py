@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.plugin import ConformanceRun, describe_failures, record
+from kvm_fwspec.conformance.plugin import ConformanceRun, describe_failures, record
 
 
 def test_rule(

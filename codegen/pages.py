@@ -1,0 +1,163 @@
+"""What the generated docs pages say beyond the model: bit diagrams, matrices, rule sentences.
+
+Everything here is computed from the spec alone, so changing the spec changes the pages on the
+next `kvm-fwspec generate`; nothing in docs/reference or docs/kernel is written by hand. What a
+page shows by running the suite or a command is filled in when the site is built
+(kvm_fwspec.conformance.sphinx_pages), above the suite, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+from kvm_fwspec.spec.model import Field, Lifetime, Register, Release, Rule, Spec
+
+CELL = 26  # pixels per diagram cell
+
+
+def id_diagram(spec: Spec, register: Register, arch: str) -> str:
+    """An SVG of the register id's fields: name, bit range and this register's value in each."""
+    layout = spec.layout("reg-id")
+    reg_id = register.ids[arch]
+    boxes = []
+    x = 0
+    widths = {"arch": 3, "size": 2, "reserved": 4, "class": 3, "index": 3}
+    for field in layout.fields:
+        width = widths.get(field.name, 3) * CELL * 2
+        value = field.extract(reg_id)
+        label = _value_label(field, value, arch)
+        boxes.append(
+            f'<g class="field field-{field.name}"><rect x="{x}" y="20" width="{width}" height="44" '
+            f'fill="{"#eeeeee" if field.reserved else "#dbe9f6"}" stroke="#333"/>'
+            f'<text x="{x + width / 2}" y="38" text-anchor="middle" font-size="13">{escape(field.name)}</text>'
+            f'<text x="{x + width / 2}" y="56" text-anchor="middle" font-size="12" font-family="monospace">'
+            f"{escape(label)}</text>"
+            f'<text x="{x + 2}" y="14" font-size="10">{field.high}</text>'
+            f'<text x="{x + width - 2}" y="14" font-size="10" text-anchor="end">{field.low}</text></g>'
+        )
+        x += width
+    title = f"{register.c_name} on {arch}: {reg_id:#018x}"
+    return (
+        f'<svg class="reg-id-diagram" xmlns="http://www.w3.org/2000/svg" width="{x + 1}" height="70" '
+        f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>{"".join(boxes)}</svg>'
+    )
+
+
+def _value_label(field: Field, value: int, arch: str) -> str:
+    named = next((v for v in field.values if v.value == value and arch in v.architectures), None)
+    return f"{value:#x} {named.name}" if named else f"{value:#x}"
+
+
+def change_points(spec: Spec) -> list[Release]:
+    """The releases where some register, value, bit or rule appears or goes: the matrix columns."""
+    points: set[Release] = set()
+
+    def add(lifetime: Lifetime) -> None:
+        points.add(lifetime.since)
+        if lifetime.until:
+            points.add(lifetime.until)
+
+    for register in spec.registers:
+        add(register.lifetime)
+        for value in register.values:
+            add(value.lifetime)
+        for bit in register.bits:
+            add(bit.lifetime)
+    for rule in spec.rules:
+        add(rule.lifetime)
+    for version in spec.psci_versions:
+        add(version.lifetime)
+    return sorted(p for p in points if p in spec.releases)
+
+
+@dataclass(frozen=True)
+class PsciCell:
+    handled: bool
+    features: str
+
+
+def psci_matrix(spec: Spec) -> list[tuple[str, str, list[PsciCell]]]:
+    """Per PSCI function: its ids, and per PSCI version what KVM does with it."""
+    rows = []
+    for function in spec.psci_functions:
+        cells = []
+        for version in spec.psci_versions:
+            kvm = function.kvm
+            handled = (
+                kvm is not None
+                and version.encoded >= kvm.from_version.encoded
+                and version.name != "0.1"
+            )
+            if handled and kvm is not None:
+                since = (
+                    f" from {kvm.lifetime.since}" if kvm.lifetime.since != spec.releases[0] else ""
+                )
+                needs = f", needs {kvm.needs_capability.c_name}" if kvm.needs_capability else ""
+                cells.append(PsciCell(True, f"handled{since}{needs}; FEATURES {kvm.features}"))
+            else:
+                cells.append(PsciCell(False, "NOT_SUPPORTED"))
+        ids = ", ".join(f"``{fid:#010x}``" for _, fid in sorted(function.ids.items()))
+        rows.append((function.name, ids, cells))
+    return rows
+
+
+def rule_outcome(rule: Rule) -> str:
+    """A rule's outcome in words, for the docs."""
+    if rule.errno:
+        return f"-{rule.errno.name}"
+    if rule.value_text:
+        return f"returns ``{rule.value_text}``"
+    if rule.store_text:
+        return f"accepted, stores ``{rule.store_text}``"
+    if rule.listed is not None:
+        return "listed" if rule.listed else "not listed"
+    if rule.undefined:
+        return f"undefined ({rule.undefined})"
+    return "accepted, nothing stored"
+
+
+def rule_sentence(rule: Rule) -> str:
+    """A rule as one sentence of the kernel-style page: operation, releases, outcome, condition."""
+    releases = ""
+    if rule.lifetime.until:
+        releases = f" ({rule.lifetime.since} to {rule.lifetime.until})"
+    elif rule.lifetime.since > Release(4, 17):
+        releases = f" (since {rule.lifetime.since})"
+    when = f"when ``{rule.when_text}``" if rule.when_text else "otherwise"
+    return f"{rule.op.upper()}{releases}: {rule_outcome(rule)} {when}."
+
+
+def register_rules(spec: Spec, register: Register) -> list[Rule]:
+    """The rules that decide an access to `register`: its class's, then its own."""
+    return [
+        r
+        for r in spec.rules
+        if r.register is register or r.register_class is register.register_class
+    ]
+
+
+def errno_uses(spec: Spec) -> list[tuple[str, list[str]]]:
+    """Per errno, the registers or classes that return it and why, for the kernel page."""
+    uses: dict[str, list[str]] = {}
+    for rule in spec.rules:
+        if rule.errno:
+            target = (
+                rule.register.c_name
+                if rule.register
+                else f"class {rule.register_class.name if rule.register_class else ''}"
+            )
+            uses.setdefault(rule.errno.name, []).append(
+                f"{target}, {rule.doc.split('.')[0].strip()}"
+            )
+    return sorted(uses.items())
+
+
+def release_items(spec: Spec) -> list[tuple[str, Lifetime]]:
+    """Every register, value and bit with its lifetime: the rows of the release matrix."""
+    items = []
+    for register in spec.registers:
+        items.append((f"``{register.c_name}``", register.lifetime))
+        items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
+        items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
+    return items

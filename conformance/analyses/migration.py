@@ -1,0 +1,311 @@
+"""Will a VM's firmware registers restore on another KVM, and what would its guest notice?
+
+The answer to the review thread of the PSCI version selection API: restoring each saved
+firmware register on the target is decided by the target's rules (an errno and the rule that
+gives it), and the guest's view of its firmware (PSCI version, PSCI_FEATURES answers, the
+hypercall services it can call) is compared before and after.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvm_fwspec.conformance.oracle import Access, Oracle
+from kvm_fwspec.conformance.profile import Profile, resolve_profile
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.model import Register, Spec
+
+FEATURES = ("psci-0.2",)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One VM's saved firmware registers, in KVM_GET_REG_LIST order, and where it ran."""
+
+    profile: Profile
+    features: tuple[str, ...]
+    registers: dict[int, int]
+    origin: str
+
+
+@dataclass(frozen=True)
+class RegisterVerdict:
+    name: str
+    reg_id: int
+    value: int
+    restored: bool
+    errno: str | None
+    rule: str
+    why: str
+
+
+@dataclass
+class MigrationReport:
+    source: Side
+    target: Profile
+    target_features: tuple[str, ...]
+    registers: list[RegisterVerdict] = field(default_factory=list)
+    guest_before: dict[str, Any] = field(default_factory=dict)
+    guest_after: dict[str, Any] = field(default_factory=dict)
+    advice: list[str] = field(default_factory=list)
+
+    @property
+    def restored(self) -> bool:
+        return all(r.restored for r in self.registers)
+
+    @property
+    def changes(self) -> list[str]:
+        """What the guest would notice, one line each (empty: nothing changes behind its back)."""
+        found = []
+        for key in sorted(set(self.guest_before) | set(self.guest_after)):
+            before, after = self.guest_before.get(key), self.guest_after.get(key)
+            if before != after:
+                found.append(f"{key}: {_show(before)} -> {_show(after)}")
+        return found
+
+    @property
+    def safe(self) -> bool:
+        return self.restored and not self.changes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": {
+                "profile": self.source.profile.label,
+                "features": list(self.source.features),
+                "origin": self.source.origin,
+            },
+            "target": {"profile": self.target.label, "features": list(self.target_features)},
+            "safe": self.safe,
+            "restored": self.restored,
+            "registers": [
+                {
+                    "name": r.name,
+                    "id": r.reg_id,
+                    "value": r.value,
+                    "restored": r.restored,
+                    "errno": r.errno,
+                    "rule": r.rule,
+                    "why": r.why,
+                }
+                for r in self.registers
+            ],
+            "guest-before": self.guest_before,
+            "guest-after": self.guest_after,
+            "guest-changes": self.changes,
+            "advice": self.advice,
+        }
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:#x}" if value > 9 else str(value)
+    return "absent" if value is None else str(value)
+
+
+def parse_features(text: str) -> tuple[str, ...]:
+    if text in ("psci-0.2", "0.2"):
+        return FEATURES
+    if text in ("none", "psci-0.1", "0.1", ""):
+        return ()
+    raise UsageError(f"vcpu features '{text}': use psci-0.2 or none")
+
+
+def side_from_profile(spec: Spec, text: str) -> Side:
+    """`KERNEL[:HOST[:FEATURES]]`, e.g. `6.13.y:mitigated:psci-0.2`: a fresh VM of that KVM,
+    saved as a VMM would save it (every register KVM lists, read back with GET)."""
+    kernel, host, features_text = ([*text.split(":"), "", ""])[:3]
+    profile = resolve_profile(spec, kernel, host or "mitigated")
+    features = parse_features(features_text or "psci-0.2")
+    oracle = Oracle(spec, profile)
+    stored = oracle.reset_values()
+    registers = {}
+    for register in _listed(oracle):
+        reg_id = register.ids[profile.arch]
+        decision = oracle.decide(Access("get", reg_id, True, bool(features), False, stored))
+        if decision is not None and decision.value is not None:
+            registers[reg_id] = decision.value
+    return Side(profile, features, registers, f"a fresh VM of {profile.label}")
+
+
+def side_from_dump(spec: Spec, path: Path) -> Side:
+    """A file written by `kvm-fwspec dump`."""
+    try:
+        dump = json.loads(path.read_text(encoding="utf-8"))
+        profile = resolve_profile(
+            spec, dump["kernel"], dump["host-profile"], dump.get("arch", "arm64")
+        )
+        registers = {int(r["id"]): int(r["value"]) for r in dump["registers"]}
+        features = tuple(dump["features"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a kvm-fwspec dump: {exc}") from None
+    return Side(profile, features, registers, f"{path} ({dump.get('implementation', 'unknown')})")
+
+
+def _listed(oracle: Oracle) -> list[Register]:
+    """The registers KVM_GET_REG_LIST shows, in its order (firmware class, then bitmaps)."""
+    return sorted(oracle.registers, key=lambda r: (r.register_class.value, r.index))
+
+
+def check(
+    spec: Spec, source: Side, target: Profile, target_features: tuple[str, ...]
+) -> MigrationReport:
+    report = MigrationReport(source, target, target_features)
+    oracle = Oracle(spec, target)
+    stored = oracle.reset_values()
+    psci_02 = bool(target_features)
+    by_id = {r.ids[source.profile.arch]: r for r in spec.registers if source.profile.arch in r.ids}
+    for reg_id, value in source.registers.items():
+        register = by_id.get(reg_id)
+        name = register.name if register else f"{reg_id:#018x}"
+        decision = oracle.decide(Access("set", reg_id, True, psci_02, False, stored, value))
+        if decision is None:
+            report.registers.append(
+                RegisterVerdict(
+                    name,
+                    reg_id,
+                    value,
+                    False,
+                    None,
+                    "",
+                    f"the spec has no rule for this id on {target.label}",
+                )
+            )
+            continue
+        restored = decision.errno is None and decision.undefined is None
+        if decision.store is not None and register is not None:
+            stored[register.name] = decision.store
+        report.registers.append(
+            RegisterVerdict(
+                name,
+                reg_id,
+                value,
+                restored,
+                decision.errno,
+                decision.rule.id,
+                " ".join(decision.rule.doc.split()),
+            )
+        )
+    report.guest_before = guest_view(
+        spec, source.profile, source.features, dict(_stored_of(spec, source))
+    )
+    report.guest_after = guest_view(spec, target, target_features, stored)
+    report.advice = advise(spec, report)
+    return report
+
+
+def _stored_of(spec: Spec, side: Side) -> dict[str, int]:
+    """The VM-wide values a saved side holds, by register name (the rest at their reset)."""
+    oracle = Oracle(spec, side.profile)
+    stored = oracle.reset_values()
+    for register in oracle.registers:
+        value = side.registers.get(register.ids[side.profile.arch])
+        if value is not None and register.storage == "vm":
+            stored[register.name] = value
+    return stored
+
+
+def guest_view(
+    spec: Spec, profile: Profile, features: tuple[str, ...], stored: dict[str, int]
+) -> dict[str, Any]:
+    """What the guest can observe of its firmware: PSCI version, PSCI_FEATURES, services."""
+    oracle = Oracle(spec, profile)
+    view: dict[str, Any] = {}
+    version = 0x1
+    if features:
+        version = stored.get("psci-version") or oracle.psci_latest
+    view["PSCI_VERSION"] = version
+    for function in spec.psci_functions:
+        fid = next(iter(function.ids.values()))
+        view[f"PSCI_FEATURES({function.name})"] = oracle.psci_features(fid, version)
+    for service in spec.services:
+        if service.name == "arch":
+            continue
+        view[f"service {service.name}"] = (
+            "available" if _service(profile, oracle, service.name, stored) else "absent"
+        )
+    return view
+
+
+def _service(profile: Profile, oracle: Oracle, service: str, stored: dict[str, int]) -> bool:
+    declared = next(s for s in oracle.spec.smccc_functions if s.service.name == service)
+    if not profile.has(declared.lifetime):
+        return False
+    for register in oracle.registers:
+        for bit in register.bits:
+            if (
+                bit.service is not None
+                and bit.service.name == service
+                and profile.has(bit.lifetime)
+            ):
+                return bool(stored.get(register.name, 0) & bit.mask)
+    return True  # no bitmap gates it in this release: available to every guest
+
+
+def advise(spec: Spec, report: MigrationReport) -> list[str]:
+    """What the VMM should do instead, for each failure and each change the guest would see."""
+    advice = []
+    source, target = report.source.profile, report.target
+    for verdict in report.registers:
+        if verdict.restored:
+            continue
+        if (
+            verdict.rule.endswith("unknown-register")
+            or verdict.rule.endswith("unknown-register-einval")
+            or not verdict.rule
+        ):
+            advice.append(
+                f"{target.label} does not have {verdict.name}; migrate to a kernel that does, or do not save it "
+                "on a source whose guest never relied on it"
+            )
+        elif verdict.name == "psci-version" and verdict.rule.endswith("reject-unimplemented"):
+            both = [
+                v
+                for v in spec.psci_versions
+                if v.name != "0.1" and source.has(v.lifetime) and target.has(v.lifetime)
+            ]
+            pin = max(both, key=lambda v: v.encoded)
+            advice.append(
+                f"pin the PSCI version to {pin.name} ({pin.encoded:#x}) on the source, with KVM_SET_ONE_REG "
+                f"before the guest first boots: {target.label} does not implement {verdict.value:#x}"
+            )
+        elif verdict.name == "psci-version":
+            wanted = "with" if report.source.features else "without"
+            advice.append(
+                f"create the target's vcpus {wanted} KVM_ARM_VCPU_PSCI_0_2, as on the source"
+            )
+        elif "above-host" in verdict.rule:
+            advice.append(
+                f"{verdict.name}: the target host offers less mitigation than the source; migrate to a host "
+                "at least as well mitigated"
+            )
+        elif "unknown-bits" in verdict.rule:
+            advice.append(
+                f"{verdict.name}: clear the services {target.label} does not know on the source before the "
+                "guest first boots"
+            )
+        else:
+            advice.append(f"{verdict.name}: refused by {verdict.rule}")
+    if report.restored and report.changes:
+        advice.append(
+            "the restore succeeds but the guest's firmware changes; save and restore every register the "
+            "target lists, and clear new services in the target's bitmaps before the guest runs"
+        )
+    return advice
+
+
+def render(report: MigrationReport) -> str:
+    lines = [
+        f"migration: {report.source.origin} ({'psci-0.2' if report.source.features else 'no psci-0.2'} vcpus)"
+        f" -> {report.target.label} ({'psci-0.2' if report.target_features else 'no psci-0.2'} vcpus)"
+    ]
+    for r in report.registers:
+        outcome = "restored" if r.restored else f"FAILS with {r.errno or 'no defined result'}"
+        lines.append(f"  {r.name:<26} {r.value:#x}: {outcome} ({r.rule or 'no rule'})")
+    lines.append("guest view changes:" + ("" if report.changes else " none"))
+    lines += [f"  {change}" for change in report.changes]
+    lines += [f"advice: {a}" for a in report.advice]
+    lines.append(f"verdict: {'SAFE' if report.safe else 'NOT SAFE'}")
+    return "\n".join(lines)

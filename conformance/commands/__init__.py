@@ -1,0 +1,2 @@
+"""The `kvm-fwspec` command: `cli` dispatches to one module per subcommand, importing only the
+one asked for."""

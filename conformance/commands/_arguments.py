@@ -1,0 +1,32 @@
+"""Arguments several subcommands share, declared once so they read the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """--kernel, --host and --arch: the KVM profile an implementation is held to."""
+    parser.add_argument(
+        "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
+    )
+    parser.add_argument("--host", default="mitigated", help="host profile (default: mitigated)")
+    parser.add_argument("--arch", default="arm64", help="architecture (default: arm64)")
+
+
+def add_cache_option(parser: argparse.ArgumentParser) -> None:
+    """--cache, for the commands that download Debian's kernels and packages."""
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="downloads and images (default ~/.cache/kvm-fwspec)",
+    )
+
+
+def add_adapter_options(parser: argparse.ArgumentParser) -> None:
+    """--option KEY=VALUE, repeated: what the adapter is told (a command, a token, ...)."""
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option"
+    )

@@ -1,0 +1,263 @@
+"""Real KVM through /dev/kvm: the implementation the `kvm` agent serves from inside a host.
+
+Stdlib only (os, fcntl, mmap, struct, signal, array), so it runs in a minimal arm64 guest.
+Guest calls run three instructions at a guest-physical address unique to the VM:
+
+    hvc #0             the call: KVM's PSCI/SMCCC handler answers in x0 (it clobbers x0-x3)
+    str x0, [x19]      x19 points at an unbacked address: KVM_RUN exits with KVM_EXIT_MMIO
+    b   <hvc>          the next KVM_RUN completes the store and calls again
+
+x19 is callee-saved, so it survives the call; the MMIO address, also unique to the VM, proves
+which program ran (under TCG a fresh VM at a reused address can run an earlier VM's code).
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import mmap
+import os
+import signal
+import struct
+from typing import Any
+
+from kvm_fwspec.codegen.generated import kvm_fw_constants as abi
+
+CODE = struct.pack("<III", 0xD4000002, 0xF9000260, 0x17FFFFFE)  # hvc #0; str x0, [x19]; b .-8
+SLOT_SIZE = 0x10000
+CODE_BASE = 0x4000_0000
+MMIO_BASE = 0x1000_0000
+RUN_TIMEOUT = 5.0
+
+
+class RunTimeout(Exception):
+    """KVM_RUN did not return within the watchdog's bound."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise RunTimeout(f"KVM_RUN did not return within {RUN_TIMEOUT} s")
+
+
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+class _Buffer:
+    """Memory whose userspace address KVM can be given: an array's storage, aligned."""
+
+    def __init__(self, size: int, align: int = 8) -> None:
+        self.storage = array.array("B", bytes(size + align))
+        address = self.storage.buffer_info()[0]
+        self.offset = -address % align
+        self.address = address + self.offset
+        self.size = size
+
+    def write(self, data: bytes, at: int = 0) -> None:
+        start = self.offset + at
+        self.storage[start : start + len(data)] = array.array("B", data)
+
+    def read(self, length: int, at: int = 0) -> bytes:
+        start = self.offset + at
+        return self.storage[start : start + length].tobytes()
+
+
+class KvmHost:
+    """/dev/kvm on this machine; each program gets a fresh VM from it."""
+
+    def __init__(self, device: str = "/dev/kvm") -> None:
+        self.fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+        self.run_size = fcntl.ioctl(self.fd, abi.Ioctl.KVM_GET_VCPU_MMAP_SIZE)
+        self.serial = 0
+        signal.signal(signal.SIGALRM, _on_alarm)
+
+    def create_vm(self) -> KvmVm:
+        self.serial += 1
+        return KvmVm(self, self.serial)
+
+    def offered_features(self) -> list[str]:
+        """The vcpu features whose capability this KVM reports: what QEMU's `-cpu host`
+        asks for (with PSCI 0.2, PMUv3, SVE and pointer authentication at their defaults)."""
+        return [
+            name
+            for name, (_, capability, _) in abi.VCPU_FEATURES.items()
+            if capability is not None
+            and fcntl.ioctl(self.fd, abi.Ioctl.KVM_CHECK_EXTENSION, capability) > 0
+        ]
+
+    def release(self) -> str:
+        """The running kernel's release line, e.g. '6.1' for 6.1.0-56-arm64."""
+        major, minor = os.uname().release.split(".")[:2]
+        return f"{major}.{minor.split('-')[0]}"
+
+
+class KvmVm:
+    def __init__(self, host: KvmHost, serial: int) -> None:
+        self.host = host
+        self.fd = fcntl.ioctl(host.fd, abi.Ioctl.KVM_CREATE_VM, 0)
+        self.code_base = CODE_BASE + (serial % 1024) * SLOT_SIZE
+        self.mmio = MMIO_BASE + serial % (1 << 20) * 64
+        self.memory = _Buffer(SLOT_SIZE, SLOT_SIZE)
+        self.memory.write(CODE)
+        region = struct.pack("<IIQQQ", 0, 0, self.code_base, SLOT_SIZE, self.memory.address)
+        fcntl.ioctl(self.fd, abi.Ioctl.KVM_SET_USER_MEMORY_REGION, bytearray(region))
+        target = bytearray(32)
+        fcntl.ioctl(self.fd, abi.Ioctl.KVM_ARM_PREFERRED_TARGET, target)
+        self.target = struct.unpack_from("<I", target)[0]
+        self.vcpus: list[KvmVcpu] = []
+
+    def create_vcpu(self) -> KvmVcpu:
+        vcpu = KvmVcpu(self, len(self.vcpus))
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def close(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu.close()
+        os.close(self.fd)
+
+
+class KvmVcpu:
+    def __init__(self, vm: KvmVm, index: int) -> None:
+        self.vm = vm
+        self.fd = fcntl.ioctl(vm.fd, abi.Ioctl.KVM_CREATE_VCPU, index)
+        self.run_area = mmap.mmap(
+            self.fd, vm.host.run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self.value = _Buffer(256)
+        self.one_reg = bytearray(16)
+        self.started = False
+
+    def close(self) -> None:
+        self.run_area.close()
+        os.close(self.fd)
+
+    def init(self, features: list[str]) -> str | None:
+        """KVM_ARM_VCPU_INIT with the spec's named features, then KVM_ARM_VCPU_FINALIZE for
+        each that needs it (SVE): until then KVM refuses to list or touch the registers."""
+        unknown = sorted(set(features) - set(abi.VCPU_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown vcpu features {unknown}")
+        bits = 0
+        for name in features:
+            bits |= 1 << abi.VCPU_FEATURES[name][0]
+        try:
+            fcntl.ioctl(
+                self.fd,
+                abi.Ioctl.KVM_ARM_VCPU_INIT,
+                bytearray(struct.pack("<I7I", self.vm.target, bits, *[0] * 6)),
+            )
+            for name in features:
+                bit, _, finalize = abi.VCPU_FEATURES[name]
+                if finalize:
+                    fcntl.ioctl(
+                        self.fd, abi.Ioctl.KVM_ARM_VCPU_FINALIZE, bytearray(struct.pack("<i", bit))
+                    )
+        except OSError as exc:
+            return _errno_name(exc)
+        return None
+
+    def _one_reg(self, request: int, reg_id: int) -> None:
+        struct.pack_into("<QQ", self.one_reg, 0, reg_id, self.value.address)
+        fcntl.ioctl(self.fd, request, self.one_reg)
+
+    def get_one_reg(self, reg_id: int) -> tuple[str | None, int | None]:
+        size = 1 << ((reg_id & abi.REG_SIZE_MASK) >> abi.REG_SIZE_SHIFT)
+        self.value.write(bytes(size))
+        try:
+            self._one_reg(abi.Ioctl.KVM_GET_ONE_REG, reg_id)
+        except OSError as exc:
+            return _errno_name(exc), None
+        return None, int.from_bytes(self.value.read(size), "little")
+
+    def set_one_reg(self, reg_id: int, value: int) -> str | None:
+        size = 1 << ((reg_id & abi.REG_SIZE_MASK) >> abi.REG_SIZE_SHIFT)
+        self.value.write((value & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
+        try:
+            self._one_reg(abi.Ioctl.KVM_SET_ONE_REG, reg_id)
+        except OSError as exc:
+            return _errno_name(exc)
+        return None
+
+    def reg_list(self) -> tuple[str | None, list[int]]:
+        capacity = 4096  # > 1024 bytes, so fcntl passes the buffer itself and KVM fills it
+        buffer = bytearray(struct.pack("<Q", capacity) + bytes(8 * capacity))
+        try:
+            fcntl.ioctl(self.fd, abi.Ioctl.KVM_GET_REG_LIST, buffer)
+        except OSError as exc:
+            return _errno_name(exc), []
+        count = struct.unpack_from("<Q", buffer)[0]
+        return None, list(struct.unpack_from(f"<{count}Q", buffer, 8))
+
+    def _core(self, name: str, index: int = 0) -> int:
+        first, _ = abi.CORE_REGISTER_WORDS[name]
+        return abi.CORE_REGISTER_BASE + first + 2 * index
+
+    def _set_core(self, name: str, value: int, index: int = 0) -> None:
+        errno_name = self.set_one_reg(self._core(name, index), value)
+        if errno_name:
+            raise OSError(f"setting core register {name}{index} failed with {errno_name}")
+
+    def run(self) -> str | None:
+        """KVM_RUN once; the guest makes a call with x0 = 0, which every KVM refuses."""
+        outcome = self.call(0, [])
+        return outcome.get("errno")
+
+    def call(self, function_id: int, args: list[int]) -> dict[str, Any]:
+        if not self.started:
+            self._set_core("pc", self.vm.code_base)
+            self._set_core("x", self.vm.mmio, 19)
+        for index, value in enumerate([function_id, *args, 0, 0, 0][:4]):
+            self._set_core("x", value, index)
+        signal.setitimer(signal.ITIMER_REAL, RUN_TIMEOUT)
+        try:
+            fcntl.ioctl(self.fd, abi.Ioctl.KVM_RUN)
+        except OSError as exc:
+            return {"errno": _errno_name(exc)}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        self.started = True
+        return self._exit()
+
+    def _field(self, name: str) -> int:
+        offset, size = abi.KVM_RUN_FIELDS[name]
+        return int.from_bytes(self.run_area[offset : offset + size], "little")
+
+    def _exit(self) -> dict[str, Any]:
+        reason = self._field("exit-reason")
+        if reason == abi.ExitReason.MMIO:
+            address = self._field("mmio-phys-addr")
+            if address != self.vm.mmio or not self._field("mmio-is-write"):
+                raise RuntimeError(
+                    f"guest accessed {address:#x}, not this VM's {self.vm.mmio:#x}: another VM's code ran"
+                )
+            x0 = self._field("mmio-data")
+            return {"x0": x0 - (1 << 64) if x0 >> 63 else x0}
+        if reason == abi.ExitReason.SYSTEM_EVENT:
+            event = self._field("system-event-type")
+            names = {int(abi.SystemEvent.SHUTDOWN): "shutdown", int(abi.SystemEvent.RESET): "reset"}
+            return {"exit": names.get(event, f"system-event-{event}")}
+        raise RuntimeError(f"unexpected KVM_RUN exit reason {reason}")
+
+
+WORKAROUND_REGISTERS = {
+    "smccc-arch-workaround-1": abi.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1,
+    "smccc-arch-workaround-2": abi.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2,
+    "smccc-arch-workaround-3": abi.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3,
+}
+
+
+def host_levels(host: KvmHost) -> dict[str, int]:
+    """What this host's workaround registers report: the host profile to certify against."""
+    vm = host.create_vm()
+    try:
+        vcpu = vm.create_vcpu()
+        vcpu.init(["psci-0.2"])
+        levels = {}
+        for name, reg_id in WORKAROUND_REGISTERS.items():
+            errno_name, value = vcpu.get_one_reg(reg_id)
+            if errno_name is None and value is not None:
+                levels[name] = value
+        return levels
+    finally:
+        vm.close()

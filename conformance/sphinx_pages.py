@@ -1,0 +1,189 @@
+"""Sphinx directives for what the docs show by running something: the reference
+implementation's verdicts on each rule's cases, every command's help and output, and the
+migration grid.
+
+The generated reference pages come from the spec alone (`kvm-fwspec generate`); these parts
+are computed when the site is built, by the code being documented, so they cannot drift from
+it and the generator library never runs the suite. docs/conf.py loads this extension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import jinja2
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective, SphinxRole
+from sphinx.util.nodes import nested_parse_with_titles
+
+from kvm_fwspec.codegen.json_model import model_to_json
+from kvm_fwspec.conformance.adapters.reference import ReferenceAdapter
+from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.conformance.cases import build_cases
+from kvm_fwspec.conformance.commands.cli import run, subcommands
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.conformance.verdicts import certify_cases
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Release, Spec
+
+HELP_WIDTH = "100"  # --help is captured at a fixed width, so pages do not depend on a terminal
+COLOURS = {"safe": "#8fd18f", "changes": "#f3dc6b", "fails": "#e78a8a"}
+
+
+@functools.cache
+def reference_verdicts(kernel: str, host: str) -> dict[str, Counter[str]]:
+    """Per rule, the verdicts of the reference implementation built from this very spec
+    (its tables made in memory, so the page never lags the tables file on disk)."""
+    spec = load_spec()
+    profile = resolve_profile(spec, kernel, host)
+    levels = {name: value.name for name, value in profile.host.levels.items()}
+    kvm = ReferenceKvm(
+        str(profile.release), levels, tables=model_to_json(spec), stable=profile.stable
+    )
+    _, results = certify_cases(ReferenceAdapter(kvm), build_cases(spec, profile))
+    verdicts: dict[str, Counter[str]] = {}
+    for result in results:
+        verdicts.setdefault(result.rule, Counter())[result.outcome] += 1
+    return verdicts
+
+
+def command_output(args: list[str]) -> str:
+    """What `kvm-fwspec ARGS` prints, run in-process."""
+    buffer = io.StringIO()
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = HELP_WIDTH
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+            run(args)
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return buffer.getvalue().rstrip("\n")
+
+
+def console_block(args: list[str]) -> list[str]:
+    """reStructuredText for a console session of one command."""
+    lines = [".. code-block:: console", "", f"   $ {' '.join(['kvm-fwspec', *args])}"]
+    lines += [f"   {line}".rstrip() for line in command_output(args).splitlines()]
+    return [*lines, ""]
+
+
+@dataclass(frozen=True)
+class MatrixVerdict:
+    """One distinct outcome of a migration: the registers that fail and what the guest sees change."""
+
+    status: str  # safe, changes, fails
+    failures: tuple[str, ...]
+    changes: tuple[str, ...]
+
+
+def migration_matrix(
+    spec: Spec, host: str
+) -> tuple[list[Release], dict[tuple[Release, Release], int], list[MatrixVerdict]]:
+    """Every pair of releases (default PSCI version, psci-0.2 vcpus, host profile `host`):
+    each cell points at one of the distinct verdicts, so the page lists each reason once."""
+    sides = {r: migration.side_from_profile(spec, f"{r}:{host}:psci-0.2") for r in spec.releases}
+    verdicts: list[MatrixVerdict] = []
+    cells: dict[tuple[Release, Release], int] = {}
+    for source in spec.releases:
+        for target in spec.releases:
+            report = migration.check(
+                spec, sides[source], sides[target].profile, sides[target].features
+            )
+            failures = tuple(
+                f"{r.name} {r.value:#x}: {r.errno or 'no rule'} ({r.rule or 'none'})"
+                for r in report.registers
+                if not r.restored
+            )
+            status = "safe" if report.safe else "changes" if report.restored else "fails"
+            verdict = MatrixVerdict(status, failures, tuple(report.changes))
+            if verdict not in verdicts:
+                verdicts.append(verdict)
+            cells[(source, target)] = verdicts.index(verdict)
+    return list(spec.releases), cells, verdicts
+
+
+class _RstDirective(SphinxDirective):
+    """A directive whose output is reStructuredText, parsed in place."""
+
+    titles: ClassVar[bool] = False  # whether the text has section titles of its own
+
+    def rst(self) -> list[str]:
+        raise NotImplementedError
+
+    def run(self) -> list[nodes.Node]:
+        container = nodes.section() if self.titles else nodes.container()
+        source = self.get_source_info()[0]
+        nested_parse_with_titles(self.state, StringList(self.rst(), source), container)
+        return list(container.children)
+
+
+class CommandDirective(_RstDirective):
+    """``.. fwspec-command:: ARGS``: the command and what it prints."""
+
+    required_arguments = 1
+    final_argument_whitespace = True
+
+    def rst(self) -> list[str]:
+        return console_block(self.arguments[0].split())
+
+
+class CommandHelpDirective(_RstDirective):
+    """``.. fwspec-command-help::``: `--help` of every subcommand."""
+
+    def rst(self) -> list[str]:
+        return [line for name in subcommands() for line in console_block([name, "--help"])]
+
+
+class MigrationMatrixDirective(_RstDirective):
+    """``.. fwspec-migration-matrix:: HOST``: the grid of every pair of releases."""
+
+    required_arguments = 1
+    titles = True
+
+    def rst(self) -> list[str]:
+        spec = load_spec()
+        releases, cells, verdicts = migration_matrix(spec, self.arguments[0])
+        environment = jinja2.Environment(
+            loader=jinja2.PackageLoader("kvm_fwspec.conformance", "templates"),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        text = environment.get_template("migration_matrix.rst.j2").render(
+            releases=releases, cells=cells, verdicts=verdicts, colours=COLOURS
+        )
+        return text.splitlines()
+
+
+class VerdictsRole(SphinxRole):
+    """``:fwspec-verdicts:`RULE KERNEL HOST```: the reference's verdicts on a rule's cases."""
+
+    def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
+        rule, kernel, host = self.text.split()
+        counts = reference_verdicts(kernel, host).get(rule)
+        text = (
+            ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+            if counts
+            else "no case in this profile"
+        )
+        return [nodes.Text(text)], []
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("fwspec-command", CommandDirective)
+    app.add_directive("fwspec-command-help", CommandHelpDirective)
+    app.add_directive("fwspec-migration-matrix", MigrationMatrixDirective)
+    app.add_role("fwspec-verdicts", VerdictsRole())
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

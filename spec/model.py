@@ -1,0 +1,488 @@
+"""The resolved, typed spec: the one object model every generator and the reference reads.
+
+Raw YAML never leaves the loader. Everything here is frozen, ids are already composed from
+their fields, and cross references are resolved to the objects they name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import total_ordering
+from typing import Literal
+
+from kvm_fwspec.spec.rule_language import Expr
+
+
+@total_ordering
+@dataclass(frozen=True)
+class Release:
+    """A Linux release such as 6.1, ordered numerically (5.10 comes after 5.9)."""
+
+    major: int
+    minor: int
+
+    @classmethod
+    def parse(cls, text: str) -> Release:
+        major, minor = text.split(".")
+        return cls(int(major), int(minor))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Release):
+            return NotImplemented
+        return (self.major, self.minor) < (other.major, other.minor)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a fact comes from, and the real kernels it was confirmed on."""
+
+    file: str
+    note: str = ""
+    confirmed_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelDocs:
+    """A place where the kernel's documentation and its code disagree."""
+
+    file: str
+    says: str
+    code_does: str
+    real_kvm_follows: str
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """The releases in which a thing exists: [since, until), plus stable backports."""
+
+    since: Release
+    until: Release | None = None
+    backports: tuple[Release, ...] = ()
+
+    def covers(self, release: Release, stable: bool = False) -> bool:
+        """Whether the thing exists in `release`; with `stable`, in the newest stable release
+        of that line, which also has what was backported to it."""
+        if self.until is not None and release >= self.until:
+            return False
+        return self.since <= release or (stable and release in self.backports)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A run of bits [low, high] inside a layout, optionally with named values."""
+
+    name: str
+    doc: str
+    high: int
+    low: int
+    reserved: bool = False
+    c_mask: str | None = None
+    c_shift: str | None = None
+    values: tuple[FieldValue, ...] = ()
+
+    @property
+    def width(self) -> int:
+        return self.high - self.low + 1
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.low
+
+    def extract(self, word: int) -> int:
+        return (word & self.mask) >> self.low
+
+    def value_named(self, name: str) -> FieldValue:
+        return next(v for v in self.values if v.name == name)
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    """A named value of a field, e.g. the arch field's `arm64` or the class field's `fw`."""
+
+    name: str
+    doc: str
+    value: int
+    lifetime: Lifetime
+    c_name: str | None = None
+    c_reg_macro: str | None = None
+    architectures: tuple[str, ...] = ()
+    firmware: bool = False
+    index_fields: tuple[Field, ...] = ()
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A fixed-width word made of fields that cover every bit exactly once."""
+
+    name: str
+    doc: str
+    width: int
+    fields: tuple[Field, ...]
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    def compose(self, **values: int) -> int:
+        """The word whose fields hold `values` (every other field zero)."""
+        word = 0
+        for name, value in values.items():
+            f = self.field(name.replace("_", "-"))
+            word |= (value << f.low) & f.mask
+        return word
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: Literal["arm64", "arm"]
+    doc: str
+    reg_arch: FieldValue
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True)
+class NamedValue:
+    """A value a register can hold, with its uapi name."""
+
+    name: str
+    c_name: str
+    value: int
+    doc: str
+    lifetime: Lifetime
+    arch_features: int | None = None  # the guest's SMCCC_ARCH_FEATURES answer at this level
+
+
+@dataclass(frozen=True)
+class RegisterBit:
+    """One bit of a register: a feature-bitmap service or a flag such as WA2's ENABLED."""
+
+    name: str
+    c_name: str
+    bit: int
+    doc: str
+    lifetime: Lifetime
+    service: Service | None = None
+
+    @property
+    def mask(self) -> int:
+        return 1 << self.bit
+
+
+@dataclass(frozen=True)
+class Register:
+    """A firmware pseudo-register: its id on each architecture and what its value means."""
+
+    name: str
+    c_name: str
+    doc: str
+    register_class: FieldValue
+    index: int
+    kind: Literal["psci-version", "level", "bitmap"]
+    architectures: tuple[Architecture, ...]
+    lifetime: Lifetime
+    storage: Literal["vm", "none"]
+    layout: tuple[Field, ...]
+    values: tuple[NamedValue, ...]
+    bits: tuple[RegisterBit, ...]
+    ids: dict[str, int] = field(hash=False, compare=False)
+    source: Source
+    reset: Expr | None = None
+    reset_text: str | None = None
+    kernel_docs: tuple[KernelDocs, ...] = ()
+    arch_features_since: Release | None = None
+
+    def exists_on(self, arch: str, release: Release, stable: bool = False) -> bool:
+        return any(
+            a.name == arch and a.lifetime.covers(release) for a in self.architectures
+        ) and self.lifetime.covers(release, stable)
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """A host's mitigation state, as the level each workaround register reports."""
+
+    name: str
+    doc: str
+    levels: dict[str, NamedValue] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Errno:
+    name: str
+    value: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class VcpuFeature:
+    """A KVM_ARM_VCPU_INIT feature: its bit per architecture, the capability that offers it,
+    and whether KVM_ARM_VCPU_FINALIZE must follow the init."""
+
+    name: str
+    doc: str
+    c_name: str
+    bits: dict[str, int] = field(hash=False)
+    lifetime: Lifetime
+    capability: Capability | None
+    finalize: bool
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    doc: str
+    c_name: str
+    value: int
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True)
+class Ioctl:
+    """A KVM ioctl, its number composed like the kernel's _IOC(dir, KVMIO, nr, size)."""
+
+    name: str
+    c_name: str
+    number: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A field of a C structure the harness reads, by byte offset and size."""
+
+    name: str
+    offset: int
+    size: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class CoreRegisters:
+    """A run of 64-bit core registers, by the 32-bit word of struct kvm_regs where it starts."""
+
+    name: str
+    first_word: int
+    count: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class StateVariable:
+    name: str
+    doc: str
+    type: Literal["bool", "int"]
+
+
+@dataclass(frozen=True)
+class PsciVersion:
+    """A PSCI revision, encoded as major << 16 | minor."""
+
+    name: str
+    major: int
+    minor: int
+    doc: str
+    lifetime: Lifetime
+    c_name: str | None
+    encoded: int
+
+
+@dataclass(frozen=True)
+class PsciFunction:
+    """A PSCI function with its SMC32 and/or SMC64 function ids."""
+
+    name: str
+    number: int
+    psci: PsciVersion
+    doc: str
+    ids: dict[str, int] = field(hash=False)
+    c_names: dict[str, str] = field(hash=False)
+    header_since: Release | None = None
+    kvm: KvmPsciHandling | None = None
+    header_errata: tuple[HeaderErratum, ...] = ()
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class HeaderErratum:
+    """A stretch of releases whose uapi header gave a function's ids another number: a header
+    copy of such a release really has the wrong value, and sync-check must expect it there."""
+
+    number: int
+    doc: str
+    fixed: Lifetime
+    ids: dict[str, int] = field(hash=False)
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class KvmPsciHandling:
+    """How KVM answers a PSCI function: from which selected version, and its FEATURES result."""
+
+    from_version: PsciVersion
+    lifetime: Lifetime
+    features: int
+    needs_capability: Capability | None = None
+
+
+@dataclass(frozen=True)
+class KvmPsci01Function:
+    """A function of KVM's pre-standard PSCI 0.1, whose ids KVM chose itself."""
+
+    name: str
+    offset: int
+    c_name: str
+    handled: bool
+    doc: str
+    function_id: int
+
+
+@dataclass(frozen=True)
+class Constant:
+    name: str
+    c_name: str
+    value: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class ConstantGroup:
+    name: str
+    doc: str
+    constants: tuple[Constant, ...]
+    header_since: Release | None = None  # None: in the uapi header since the spec's first release
+
+
+@dataclass(frozen=True)
+class LatestPsci:
+    lifetime: Lifetime
+    version: PsciVersion
+
+
+@dataclass(frozen=True)
+class Service:
+    """A hypercall service a guest can discover and call."""
+
+    name: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class SmcccFunction:
+    name: str
+    c_name: str
+    owner: str
+    convention: str
+    number: int
+    service: Service
+    doc: str
+    lifetime: Lifetime
+    function_id: int
+    psci_features: int | None = None
+    returns: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of a GET/SET/list decision table, with its condition and outcome typed."""
+
+    id: str
+    doc: str
+    op: Literal["get", "set", "list"]
+    register: Register | None
+    register_class: FieldValue | None
+    when: Expr | None
+    when_text: str | None
+    errno: Errno | None
+    value: Expr | None
+    value_text: str | None
+    store: Expr | None
+    store_text: str | None
+    listed: bool | None
+    undefined: str | None
+    lifetime: Lifetime
+    architectures: tuple[str, ...]
+    source: Source
+    deprecated: str | None = None
+    kernel_docs: KernelDocs | None = None
+
+
+@dataclass(frozen=True)
+class VmmSource:
+    """Where in a VMM's own source a known behaviour is."""
+
+    repository: str
+    file: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class KnownVmm:
+    """What one real VMM (in some versions) is known to do about a VMM rule."""
+
+    vmm: str
+    versions: str
+    does: str
+    source: VmmSource
+
+
+@dataclass(frozen=True)
+class VmmRule:
+    """What a correct VMM does with the firmware registers across a save and restore."""
+
+    id: str
+    doc: str
+    evidence: str
+    kernel_asks_file: str
+    kernel_asks: str
+    kvm_rules: tuple[Rule, ...]
+    known_vmms: tuple[KnownVmm, ...]
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A spec file's path relative to the spec directory and the sha256 of its bytes."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The whole resolved spec."""
+
+    files: tuple[SpecFile, ...]
+    releases: tuple[Release, ...]
+    architectures: tuple[Architecture, ...]
+    layouts: tuple[Layout, ...]
+    errnos: tuple[Errno, ...]
+    vcpu_features: tuple[VcpuFeature, ...]
+    capabilities: tuple[Capability, ...]
+    state: tuple[StateVariable, ...]
+    registers: tuple[Register, ...]
+    host_profiles: tuple[HostProfile, ...]
+    psci_versions: tuple[PsciVersion, ...]
+    psci_latest: tuple[LatestPsci, ...]
+    psci_functions: tuple[PsciFunction, ...]
+    kvm_psci_01_base: int
+    kvm_psci_01_c_base: str
+    kvm_psci_01_functions: tuple[KvmPsci01Function, ...]
+    psci_return_codes: tuple[Constant, ...]
+    psci_constant_groups: tuple[ConstantGroup, ...]
+    services: tuple[Service, ...]
+    smccc_functions: tuple[SmcccFunction, ...]
+    rules: tuple[Rule, ...]
+    ioctls: tuple[Ioctl, ...]
+    kvm_run: tuple[Offset, ...]
+    exit_reasons: tuple[Constant, ...]
+    system_events: tuple[Constant, ...]
+    core_registers: tuple[CoreRegisters, ...]
+    vmm_rules: tuple[VmmRule, ...]
+
+    def layout(self, name: str) -> Layout:
+        return next(lay for lay in self.layouts if lay.name == name)
+
+    def psci_latest_in(self, release: Release) -> PsciVersion:
+        return next(p.version for p in self.psci_latest if p.lifetime.covers(release))
