@@ -80,7 +80,15 @@ class _Simulation:
     def access(self, op: str, reg_id: int, value: int | None = None) -> Decision | None:
         initialized = self.scenario.features is not None
         return self.oracle.decide(
-            Access(op, reg_id, initialized, self.psci_02, self.has_run, self.stored, value)
+            Access(
+                op=op,
+                reg_id=reg_id,
+                vcpu_initialized=initialized,
+                psci_02=self.psci_02,
+                has_run=self.has_run,
+                stored=self.stored,
+                value=value,
+            )
         )
 
     def run(self) -> None:

@@ -17,7 +17,7 @@ from kvm_fwspec.spec.model import PsciFunction, Register, Rule, Spec
 NOT_SUPPORTED = -1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Access:
     """One KVM_GET_ONE_REG / KVM_SET_ONE_REG / KVM_GET_REG_LIST as the rules see it."""
 
@@ -68,10 +68,17 @@ class Oracle:
         values = {}
         for register in self.registers:
             if register.reset is not None:
-                names = self._names(
-                    register, Access("get", register.ids[self.profile.arch], True, True, False, {})
+                new_vm = Access(
+                    op="get",
+                    reg_id=register.ids[self.profile.arch],
+                    vcpu_initialized=True,
+                    psci_02=True,
+                    has_run=False,
+                    stored={},
                 )
-                values[register.name] = rl.evaluate_int(register.reset, names)
+                values[register.name] = rl.evaluate_int(
+                    register.reset, self.names(register, new_vm)
+                )
         return values
 
     def psci_handled(self, function: PsciFunction, version: int) -> bool:
@@ -105,7 +112,9 @@ class Oracle:
                 mask |= bit.mask
         return mask
 
-    def _names(self, register: Register | None, access: Access) -> dict[str, rl.Value]:
+    def names(self, register: Register | None, access: Access) -> dict[str, rl.Value]:
+        """A value for each name a rule about `access` may use: exactly the names
+        spec/rule_names.py gives its register and op (tests/test_rule_names.py checks)."""
         names: dict[str, rl.Value] = {
             "vcpu.initialized": access.vcpu_initialized,
             "vcpu.psci-0.2": access.psci_02,
@@ -152,7 +161,7 @@ class Oracle:
     def decide(self, access: Access) -> Decision | None:
         """The deciding rule and its outcome; None where the spec has no rule for the access."""
         register = self.register_for(access.reg_id)
-        names = self._names(register, access)
+        names = self.names(register, access)
         for rule in self.table(access.op, access.reg_id):
             if rule.when is not None and not rl.evaluate(rule.when, names):
                 continue

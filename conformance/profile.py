@@ -54,7 +54,9 @@ def levels_profile(spec: Spec, host: str) -> HostProfile:
             raise UsageError(f"{register.name} has no level '{name}'")
         levels[register.name] = value
     named = next((h for h in spec.host_profiles if h.levels == levels), None)
-    return named or HostProfile(host, f"A host whose workaround registers report {host}.", levels)
+    return named or HostProfile(
+        name=host, doc=f"A host whose workaround registers report {host}.", levels=levels
+    )
 
 
 def observed_host(spec: Spec, reported: dict[str, int]) -> str:

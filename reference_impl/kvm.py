@@ -204,7 +204,10 @@ class ReferenceVcpu:
             state["value"] = value
         return state
 
-    def _names(self, reg_id: int, value: int | None = None) -> dict[str, Value]:
+    def names(self, reg_id: int, value: int | None = None) -> dict[str, Value]:
+        """A value for each name a rule about an access of `reg_id` (a SET's with `value`) by
+        this vcpu may use: exactly the names spec/rule_names.py gives the register and op.
+        The reference may not import the spec library, so tests/test_rule_names.py checks."""
         kvm = self.vm.kvm
         register = kvm.register_for(reg_id)
         names = kvm.names(register, reg_id, self._state(value))
@@ -214,7 +217,7 @@ class ReferenceVcpu:
 
     def get_one_reg(self, reg_id: int) -> tuple[str | None, int | None]:
         kvm = self.vm.kvm
-        rule = kvm.decide("get", reg_id, self._names(reg_id))
+        rule = kvm.decide("get", reg_id, self.names(reg_id))
         result = rule["result"]
         if result["undefined"]:
             raise SpecGap(f"{rule['id']}: {result['undefined']}")
@@ -227,11 +230,11 @@ class ReferenceVcpu:
             and f"~{register['name']}" in self.stored
         ):
             return None, self.stored[f"~{register['name']}"]
-        return None, evaluate_int(result["value"]["tree"], self._names(reg_id)) & U64
+        return None, evaluate_int(result["value"]["tree"], self.names(reg_id)) & U64
 
     def set_one_reg(self, reg_id: int, value: int) -> str | None:
         kvm = self.vm.kvm
-        names = self._names(reg_id, value)
+        names = self.names(reg_id, value)
         rule = kvm.decide("set", reg_id, names)
         result = rule["result"]
         if result["undefined"]:
@@ -253,7 +256,7 @@ class ReferenceVcpu:
         ids = []
         for register in sorted(kvm.registers, key=lambda r: (r["class"] != "fw", r["index"])):
             reg_id = register["ids"][kvm.arch]
-            if kvm.decide("list", reg_id, self._names(reg_id))["result"]["listed"]:
+            if kvm.decide("list", reg_id, self.names(reg_id))["result"]["listed"]:
                 ids.append(reg_id)
         return None, ids
 

@@ -109,8 +109,8 @@ def load_spec(spec_dir: Path | None = None) -> Spec:
     documents = read_documents(spec_dir)
     files = tuple(
         SpecFile(
-            f"spec/{stem}.yaml",
-            hashlib.sha256(documents[stem].path.read_bytes()).hexdigest(),
+            name=f"spec/{stem}.yaml",
+            sha256=hashlib.sha256(documents[stem].path.read_bytes()).hexdigest(),
         )
         for stem in SPEC_FILES
     )

@@ -2,11 +2,15 @@
 
 Raw YAML never leaves the loader. Everything here is frozen, ids are already composed from
 their fields, and cross references are resolved to the objects they name.
+
+Records are keyword-only, as the kernel's designated initialisers are, so that two fields of one
+type (`exit_reasons` and `system_events`, a `name` and its `doc`) can never be swapped silently.
+A `Release` stays positional: `Release(6, 1)` is written the way the version is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from functools import total_ordering
 from typing import Literal
 
@@ -35,7 +39,7 @@ class Release:
         return (self.major, self.minor) < (other.major, other.minor)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Source:
     """Where a fact comes from, and the real kernels it was confirmed on."""
 
@@ -44,7 +48,7 @@ class Source:
     confirmed_on: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KernelDocs:
     """A place where the kernel's documentation and its code disagree."""
 
@@ -59,6 +63,7 @@ class Lifetime:
     """The releases in which a thing exists: [since, until), plus stable backports."""
 
     since: Release
+    _: KW_ONLY  # `Lifetime(since)` reads plainly; an `until` must be named, never swapped with it
     until: Release | None = None
     backports: tuple[Release, ...] = ()
 
@@ -70,7 +75,7 @@ class Lifetime:
         return self.since <= release or (stable and release in self.backports)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Field:
     """A run of bits [low, high] inside a layout, optionally with named values."""
 
@@ -98,7 +103,7 @@ class Field:
         return next(v for v in self.values if v.name == name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FieldValue:
     """A named value of a field, e.g. the arch field's `arm64` or the class field's `fw`."""
 
@@ -114,7 +119,7 @@ class FieldValue:
     source: Source | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Layout:
     """A fixed-width word made of fields that cover every bit exactly once."""
 
@@ -135,7 +140,7 @@ class Layout:
         return word
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Architecture:
     name: Literal["arm64", "arm"]
     doc: str
@@ -143,7 +148,7 @@ class Architecture:
     lifetime: Lifetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NamedValue:
     """A value a register can hold, with its uapi name."""
 
@@ -155,7 +160,7 @@ class NamedValue:
     arch_features: int | None = None  # the guest's SMCCC_ARCH_FEATURES answer at this level
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegisterBit:
     """One bit of a register: a feature-bitmap service or a flag such as WA2's ENABLED."""
 
@@ -171,7 +176,7 @@ class RegisterBit:
         return 1 << self.bit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Register:
     """A firmware pseudo-register: its id on each architecture and what its value means."""
 
@@ -200,7 +205,7 @@ class Register:
         ) and self.lifetime.covers(release, stable)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HostProfile:
     """A host's mitigation state, as the level each workaround register reports."""
 
@@ -209,14 +214,14 @@ class HostProfile:
     levels: dict[str, NamedValue] = field(hash=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Errno:
     name: str
     value: int
     doc: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VcpuFeature:
     """A KVM_ARM_VCPU_INIT feature: its bit per architecture, the capability that offers it,
     and whether KVM_ARM_VCPU_FINALIZE must follow the init."""
@@ -230,7 +235,7 @@ class VcpuFeature:
     finalize: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Capability:
     name: str
     doc: str
@@ -239,7 +244,7 @@ class Capability:
     lifetime: Lifetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ioctl:
     """A KVM ioctl, its number composed like the kernel's _IOC(dir, KVMIO, nr, size)."""
 
@@ -249,7 +254,7 @@ class Ioctl:
     doc: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Offset:
     """A field of a C structure the harness reads, by byte offset and size."""
 
@@ -259,7 +264,7 @@ class Offset:
     doc: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CoreRegisters:
     """A run of 64-bit core registers, by the 32-bit word of struct kvm_regs where it starts."""
 
@@ -269,14 +274,14 @@ class CoreRegisters:
     doc: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StateVariable:
     name: str
     doc: str
     type: Literal["bool", "int"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsciVersion:
     """A PSCI revision, encoded as major << 16 | minor."""
 
@@ -289,7 +294,7 @@ class PsciVersion:
     encoded: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsciFunction:
     """A PSCI function with its SMC32 and/or SMC64 function ids."""
 
@@ -305,7 +310,7 @@ class PsciFunction:
     source: Source | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HeaderErratum:
     """A stretch of releases whose uapi header gave a function's ids another number: a header
     copy of such a release really has the wrong value, and sync-check must expect it there."""
@@ -317,7 +322,7 @@ class HeaderErratum:
     source: Source | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KvmPsciHandling:
     """How KVM answers a PSCI function: from which selected version, and its FEATURES result."""
 
@@ -327,7 +332,7 @@ class KvmPsciHandling:
     needs_capability: Capability | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KvmPsci01Function:
     """A function of KVM's pre-standard PSCI 0.1, whose ids KVM chose itself."""
 
@@ -339,7 +344,7 @@ class KvmPsci01Function:
     function_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Constant:
     name: str
     c_name: str
@@ -347,7 +352,7 @@ class Constant:
     doc: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConstantGroup:
     name: str
     doc: str
@@ -355,13 +360,13 @@ class ConstantGroup:
     header_since: Release | None = None  # None: in the uapi header since the spec's first release
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LatestPsci:
     lifetime: Lifetime
     version: PsciVersion
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Service:
     """A hypercall service a guest can discover and call."""
 
@@ -369,7 +374,7 @@ class Service:
     doc: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SmcccFunction:
     name: str
     c_name: str
@@ -384,7 +389,7 @@ class SmcccFunction:
     returns: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rule:
     """One row of a GET/SET/list decision table, with its condition and outcome typed."""
 
@@ -409,7 +414,7 @@ class Rule:
     kernel_docs: KernelDocs | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VmmSource:
     """Where in a VMM's own source a known behaviour is."""
 
@@ -418,7 +423,7 @@ class VmmSource:
     note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KnownVmm:
     """What one real VMM (in some versions) is known to do about a VMM rule."""
 
@@ -428,7 +433,7 @@ class KnownVmm:
     source: VmmSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VmmRule:
     """What a correct VMM does with the firmware registers across a save and restore."""
 
@@ -441,7 +446,7 @@ class VmmRule:
     known_vmms: tuple[KnownVmm, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpecFile:
     """A spec file's path relative to the spec directory and the sha256 of its bytes."""
 
@@ -449,7 +454,7 @@ class SpecFile:
     sha256: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     """The whole resolved spec."""
 

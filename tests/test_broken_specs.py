@@ -11,9 +11,10 @@ its folders) and `delete` (spec-relative paths, `.` being spec/ itself), applied
 replacement, deletions first; `encoding` writes the replaced file in another encoding than UTF-8.
 
 The corpus must reach every error the loader can report: each problem message of
-codegen/resolve.py, loader.py, yaml_source.py and rule_language.py, and each assertion keyword
-the schema uses, must match some case's expected error (test_every_error_site_has_a_case and
-test_every_schema_keyword_has_a_case), short of the exemptions listed with their reasons.
+spec/resolve/*.py, loader.py, yaml_source.py, rule_language.py and rule_names.py, and each
+assertion keyword the schema uses, must match some case's expected error
+(test_every_error_site_has_a_case and test_every_schema_keyword_has_a_case), short of the
+exemptions listed with their reasons.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kvm_fwspec.conformance.commands.cli import main
+from kvm_fwspec.spec.loader import SPEC_FILES
 from tests.checkout import KVM_FWSPEC, ROOT
 
 CASES = sorted((Path(__file__).parent / "broken_specs").glob("*.yaml"))
@@ -73,14 +76,29 @@ def test_corpus_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
-def test_broken_spec_gives_its_error(case_file: Path, tmp_path: Path) -> None:
+def test_broken_spec_gives_its_error(
+    case_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`kvm-fwspec validate spec` in a folder holding the broken copy, run in-process (the
+    corpus is large; test_a_broken_spec_is_one_line_per_problem_from_the_installed_command
+    runs one case as its own process)."""
     case = yaml.safe_load(case_file.read_text(encoding="utf-8"))
     expected = apply_case(case, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "spec"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == expected
+
+
+def test_a_broken_spec_is_one_line_per_problem_from_the_installed_command(tmp_path: Path) -> None:
+    case = yaml.safe_load(CASES[-1].read_text(encoding="utf-8"))
+    expected = apply_case(case, tmp_path)
     result = subprocess.run(
-        [*KVM_FWSPEC, "validate", "spec"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+        [*KVM_FWSPEC, "validate", "spec"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -90,7 +108,9 @@ def test_broken_spec_gives_its_error(case_file: Path, tmp_path: Path) -> None:
 
 # -- coverage: every error the loader can report has a case ---------------------------------
 
-ERROR_SOURCES = ("resolve.py", "loader.py", "yaml_source.py", "rule_language.py")
+# The loader's modules that report problems, as globs under spec/: the resolver is one module
+# per spec file.
+ERROR_SOURCES = ("resolve/*.py", "loader.py", "yaml_source.py", "rule_language.py", "rule_names.py")
 
 # The call that reports a problem, and which of its arguments is the message.
 MESSAGE_ARGUMENT = {"error": 2, "SpecProblem": 3, "_problem": 2, "problem": 1, "ExpressionError": 0}
@@ -120,14 +140,14 @@ SCHEMA_EXEMPT: dict[str, str] = {}
 
 # Problem messages computed at run time, by (file, function): what their expected lines look like.
 NON_LITERAL_MESSAGES = {
-    ("resolve.py", "resolve_resets"): (
+    ("resolve/registers.py", "resolve_resets"): (
         r"spec/registers\.yaml:(\d+|\{line\}): registers\[\d+\]\.reset: "
     ),
-    ("resolve.py", "expression"): (
+    ("resolve/rules.py", "_expression"): (
         r"spec/rules\.yaml:(\d+|\{line\}): rules\[\d+\]\.(when|result\.value|result\.store): "
     ),
     ("loader.py", "_validate"): "|".join(f"(: {m}$)" for m in SCHEMA_MESSAGES.values()),
-    # A Function.check's own message, such as psci()'s (sites of their own in resolve.py).
+    # A Function.check's own message, such as psci()'s (sites of their own in rule_names.py).
     ("rule_language.py", "_infer_call"): r": psci\(",
 }
 
@@ -201,11 +221,22 @@ def _messages(function: ast.FunctionDef) -> Iterator[tuple[int, ast.expr, str | 
             yield node.lineno, node.value, None  # a rule-language Function.check's problem
 
 
+def error_sources() -> list[str]:
+    """The files ERROR_SOURCES names, relative to spec/; a pattern that names none is stale."""
+    sources = []
+    for pattern in ERROR_SOURCES:
+        found = sorted(
+            p.relative_to(ROOT / "spec").as_posix() for p in (ROOT / "spec").glob(pattern)
+        )
+        assert found, f"ERROR_SOURCES: nothing matches spec/{pattern}"
+        sources += found
+    return sources
+
+
 def error_sites() -> list[ErrorSite]:
     sites = []
-    for source in ERROR_SOURCES:
-        path = ROOT / "spec" / source
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+    for source in error_sources():
+        tree = ast.parse((ROOT / "spec" / source).read_text(encoding="utf-8"))
         for function in _functions(tree):
             for line, message, stem in _messages(function):
                 where = f"spec/{source}:{line} ({function.name})"
@@ -248,6 +279,14 @@ def test_every_error_site_has_a_case() -> None:
     assert set(EXEMPT_MESSAGES) <= templates, "an exemption names a message no longer reported"
     now_covered = [s.template for s in sites if covered[s.where] and s.template in EXEMPT_MESSAGES]
     assert not now_covered, f"a case now reaches these; drop their exemptions: {now_covered}"
+
+
+def test_every_resolver_module_is_scanned() -> None:
+    """The resolver has one module per spec file, and each reports problems of its own: a
+    module the scan missed (a new folder, a renamed helper) would leave its errors unchecked."""
+    scanned = {s.where.split(":")[0] for s in error_sites()}
+    missing = {f"spec/resolve/{stem}.py" for stem in SPEC_FILES} - scanned
+    assert not missing, f"no error site found in {sorted(missing)}"
 
 
 def _schema_keywords(schema: Any, groups: set[str]) -> Iterator[str]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvm_fwspec.spec import model
 from kvm_fwspec.spec.loader import load_spec
-from kvm_fwspec.spec.model import Release
+from kvm_fwspec.spec.model import Lifetime, Release, Spec
 
 SPEC = load_spec()
 
@@ -87,3 +91,30 @@ def test_every_bitmap_bit_names_a_service_with_function_ids() -> None:
             if register.kind == "bitmap":
                 assert bit.service is not None
                 assert any(f.service == bit.service for f in SPEC.smccc_functions), bit.name
+
+
+# Records that stay positional, and why: a Release is written as the version it is, and a
+# Lifetime starts with `since` (its `until` is keyword-only).
+POSITIONAL = {"Release": "Release(6, 1)", "Lifetime": "since"}
+
+
+def test_records_are_keyword_only() -> None:
+    records = [
+        value
+        for value in vars(model).values()
+        if dataclasses.is_dataclass(value) and value.__module__ == model.__name__
+    ]
+    assert len(records) > 30
+    for record in records:
+        if record.__name__ not in POSITIONAL:
+            assert all(f.kw_only for f in dataclasses.fields(record)), record.__name__
+
+
+def test_swapped_fields_are_refused_not_built() -> None:
+    """By position, exit_reasons and system_events (or since and until) could trade places."""
+    values = [getattr(SPEC, f.name) for f in dataclasses.fields(Spec)]
+    with pytest.raises(TypeError, match="positional"):
+        Spec(*values)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="positional"):
+        Lifetime(Release(5, 10), Release(5, 3))  # type: ignore[misc]
+    assert Lifetime(Release(5, 3), until=Release(5, 10)).covers(Release(5, 9))

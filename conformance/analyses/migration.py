@@ -124,7 +124,16 @@ def side_from_profile(spec: Spec, text: str) -> Side:
     registers = {}
     for register in _listed(oracle):
         reg_id = register.ids[profile.arch]
-        decision = oracle.decide(Access("get", reg_id, True, bool(features), False, stored))
+        decision = oracle.decide(
+            Access(
+                op="get",
+                reg_id=reg_id,
+                vcpu_initialized=True,
+                psci_02=bool(features),
+                has_run=False,
+                stored=stored,
+            )
+        )
         if decision is not None and decision.value is not None:
             registers[reg_id] = decision.value
     return Side(profile, features, registers, f"a fresh VM of {profile.label}")
@@ -160,7 +169,17 @@ def check(
     for reg_id, value in source.registers.items():
         register = by_id.get(reg_id)
         name = register.name if register else f"{reg_id:#018x}"
-        decision = oracle.decide(Access("set", reg_id, True, psci_02, False, stored, value))
+        decision = oracle.decide(
+            Access(
+                op="set",
+                reg_id=reg_id,
+                vcpu_initialized=True,
+                psci_02=psci_02,
+                has_run=False,
+                stored=stored,
+                value=value,
+            )
+        )
         if decision is None:
             report.registers.append(
                 RegisterVerdict(

@@ -1,0 +1,71 @@
+"""smccc.yaml: the hypercall services a guest can discover, and their SMCCC functions.
+
+Services come early, since the bitmap registers' bits name the service each exposes. A
+function's id is composed from the smccc-function-id layout and must collide with no other
+function's, PSCI's included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kvm_fwspec.spec.model import Layout, PsciFunction, Service, SmcccFunction
+from kvm_fwspec.spec.resolve.context import Context
+
+
+def resolve_services(ctx: Context) -> dict[str, Service]:
+    """The services by name."""
+    raws = ctx.data("smccc")["services"]
+    ctx.unique("smccc", ("services",), raws, "name", "service")
+    return {r["name"]: Service(name=r["name"], doc=r["doc"]) for r in raws}
+
+
+def resolve_smccc_functions(
+    ctx: Context,
+    smccc: Layout,
+    services: Mapping[str, Service],
+    psci_functions: tuple[PsciFunction, ...],
+) -> tuple[SmcccFunction, ...]:
+    raws = ctx.data("smccc")["functions"]
+    owners = {v.name: v.value for v in smccc.field("owner").values}
+    conventions = {v.name: v.value for v in smccc.field("convention").values}
+    fast = smccc.field("call-type").value_named("fast").value
+    taken = {fid: f"PSCI {f.name}" for f in psci_functions for fid in f.ids.values()}
+    result = []
+    for i, raw in enumerate(raws):
+        path = ("functions", i)
+        if raw["owner"] not in owners:
+            ctx.error("smccc", (*path, "owner"), f"unknown owner '{raw['owner']}'")
+            continue
+        service = services.get(raw["service"])
+        if service is None:
+            ctx.error("smccc", (*path, "service"), f"unknown service '{raw['service']}'")
+            continue
+        fid = smccc.compose(
+            call_type=fast,
+            convention=conventions[raw["convention"]],
+            owner=owners[raw["owner"]],
+            function=raw["number"],
+        )
+        if fid in taken:
+            ctx.error(
+                "smccc", (*path, "number"), f"function id {fid:#010x} collides with {taken[fid]}"
+            )
+        taken[fid] = raw["name"]
+        result.append(
+            SmcccFunction(
+                name=raw["name"],
+                c_name=raw["c-name"],
+                owner=raw["owner"],
+                convention=raw["convention"],
+                number=raw["number"],
+                service=service,
+                doc=raw["doc"],
+                lifetime=ctx.lifetime("smccc", path, raw),
+                function_id=fid,
+                psci_features=raw.get("psci-features"),
+                returns=raw.get("returns"),
+            )
+        )
+    ctx.unique("smccc", ("functions",), raws, "name", "SMCCC function")
+    return tuple(result)

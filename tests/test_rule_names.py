@@ -1,0 +1,142 @@
+"""The rule language's names are declared once, in spec/rule_names.py, and both evaluators of
+the rules fill exactly them: the conformance oracle and the reference implementation, for an
+access of every register of the spec, on every architecture it has, and of an unknown id.
+
+The reference may import nothing of the spec library, so these tests are what tie it to the
+declaration; each comparison is also shown failing on an implementation that gets a name wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from kvm_fwspec.conformance.oracle import Access, Oracle
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Register, Release
+from kvm_fwspec.spec.rule_language import Type
+from kvm_fwspec.spec.rule_names import OPS, RULE_NAMES, Vocabulary
+
+SPEC = load_spec()
+VOCABULARY = Vocabulary.of(SPEC)
+HOST = SPEC.host_profiles[0]
+REGISTERS = sorted(SPEC.registers, key=lambda r: r.name)
+UNKNOWN_ID = 0x6030_0000_0014_FFFF  # arm64, u64, class fw, an index no register has
+SET_VALUE = 0x1
+
+
+def mismatch(filled: Mapping[str, object], declared: Mapping[str, Type]) -> list[str]:
+    """How the names an implementation filled differ from those declared, and their types."""
+    problems = [f"missing {n}" for n in sorted(set(declared) - set(filled))]
+    problems += [f"undeclared {n}" for n in sorted(set(filled) - set(declared))]
+    for name in sorted(set(filled) & set(declared)):
+        value, wanted = filled[name], declared[name]
+        if wanted is Type.BOOL:
+            right = isinstance(value, bool)
+        elif wanted is Type.INT:
+            right = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            right = isinstance(value, frozenset)
+        if not right:
+            problems.append(f"{name} is {value!r}, not {wanted.value}")
+    return problems
+
+
+def first_release(register: Register, arch: str) -> Release:
+    return next(r for r in SPEC.releases if register.exists_on(arch, r))
+
+
+def oracle_names(
+    register: Register | None, arch: str, release: Release, op: str
+) -> dict[str, object]:
+    oracle = Oracle(SPEC, Profile(arch, release, HOST))
+    reg_id = register.ids[arch] if register else UNKNOWN_ID
+    access = Access(
+        op=op,
+        reg_id=reg_id,
+        vcpu_initialized=True,
+        psci_02=True,
+        has_run=False,
+        stored={},
+        value=SET_VALUE if op == "set" else None,
+    )
+    assert oracle.register_for(reg_id) is register
+    return dict(oracle.names(register, access))
+
+
+def reference_names(
+    register: Register | None, arch: str, release: Release, op: str
+) -> dict[str, object]:
+    kvm = ReferenceKvm(str(release), HOST.name, arch=arch)
+    vcpu = kvm.create_vm().create_vcpu()
+    vcpu.init(["psci-0.2"])
+    reg_id = register.ids[arch] if register else UNKNOWN_ID
+    found = kvm.register_for(reg_id)
+    assert (found and found["name"]) == (register and register.name)
+    return dict(vcpu.names(reg_id, SET_VALUE if op == "set" else None))
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("register", REGISTERS, ids=[r.name for r in REGISTERS])
+def test_the_oracle_fills_exactly_the_declared_names(register: Register, op: str) -> None:
+    for arch in register.architectures:
+        filled = oracle_names(register, arch.name, first_release(register, arch.name), op)
+        assert mismatch(filled, VOCABULARY.names(register, op)) == [], arch.name
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("register", REGISTERS, ids=[r.name for r in REGISTERS])
+def test_the_reference_fills_exactly_the_declared_names(register: Register, op: str) -> None:
+    for arch in register.architectures:
+        filled = reference_names(register, arch.name, first_release(register, arch.name), op)
+        assert mismatch(filled, VOCABULARY.names(register, op)) == [], arch.name
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_both_fill_the_declared_names_for_an_unknown_id(op: str) -> None:
+    declared = VOCABULARY.names(None, op)
+    release = SPEC.releases[-1]
+    assert mismatch(oracle_names(None, "arm64", release, op), declared) == []
+    assert mismatch(reference_names(None, "arm64", release, op), declared) == []
+
+
+def test_a_forgotten_name_a_stray_name_and_a_wrong_type_show() -> None:
+    """A reference that forgets known-bits, fills host.level for a bitmap and says reg.known
+    with 1, as C would."""
+    bitmap = next(r for r in REGISTERS if r.kind == "bitmap")
+    filled = reference_names(bitmap, "arm64", first_release(bitmap, "arm64"), "get")
+    del filled["known-bits"]
+    filled["host.level"] = 0
+    filled["reg.known"] = 1
+    assert mismatch(filled, VOCABULARY.names(bitmap, "get")) == [
+        "missing known-bits",
+        "undeclared host.level",
+        "reg.known is 1, not bool",
+    ]
+
+
+def test_a_workaround_set_has_its_fields_levels_and_bits() -> None:
+    """The vocabulary spelled out for one register and op: state, fixed names and families."""
+    register = next(r for r in REGISTERS if r.name == "smccc-arch-workaround-2")
+    sizes = {f"size.{v.name}" for v in SPEC.layout("reg-id").field("size").values}
+    assert set(VOCABULARY.names(register, "set")) - sizes == {
+        "vcpu.initialized", "vcpu.psci-0.2", "vm.has-run",
+        "kernel.psci-latest", "kernel.psci-versions", "reg.known", "reg.size",
+        "value", "value.level", "value.enabled", "value.reserved",
+        "host.level", "not-avail", "unknown", "avail", "not-required", "bit.enabled",
+    }  # fmt: skip
+    assert "size.u64" in sizes
+
+
+def test_the_declaration_is_well_formed() -> None:
+    spellings = [n.spelling for n in RULE_NAMES]
+    assert len(spellings) == len(set(spellings))
+    for name in RULE_NAMES:
+        assert name.doc, name.spelling
+        if name.family is not None:
+            assert name.spelling.endswith(name.family.value), name.spelling
+    state = {s.name for s in SPEC.state}
+    assert not state & set(spellings), "api.yaml's state declares these names already"
