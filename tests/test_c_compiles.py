@@ -10,6 +10,8 @@ import pytest
 
 from tests.c_probe import GENERATED_C
 
+pytestmark = pytest.mark.tools  # gcc, g++, clang and clang++
+
 HEADERS = sorted(p.name for p in GENERATED_C.glob("*.h"))
 # The kernel's uapi header test (usr/include/Makefile) builds with -std=c90; -Wextra and
 # -Werror make any warning a failure.
@@ -27,6 +29,7 @@ def test_every_generated_header_is_covered() -> None:
 def test_header_compiles_cleanly(
     compiler: str, flags: list[str], header: str, tmp_path: Path
 ) -> None:
+
     assert shutil.which(compiler), f"{compiler} is not installed; .ci/run installs it with apt-get"
     unit = tmp_path / "unit.c"
     # Include twice to prove the include guard, and use a constant so it is not just parsed.

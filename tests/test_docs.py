@@ -16,6 +16,8 @@ from kvm_fwspec.codegen.generate import render_all
 from kvm_fwspec.spec.loader import load_spec
 from tests.checkout import KVM_FWSPEC, ROOT
 
+pytestmark = pytest.mark.tools  # Sphinx builds of the site, rendered in Chromium
+
 ARTIFACTS = ROOT / "reports" / "docs"
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip

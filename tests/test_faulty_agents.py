@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +14,7 @@ import pytest
 
 from kvm_fwspec.conformance.results import SCHEMA_PATH
 from kvm_fwspec.conformance.verify import verify
-from tests.checkout import KVM_FWSPEC
+from tests.checkout import KVM_FWSPEC, ROOT
 from tests.faulty_agent import FAULTS
 
 REASONS = {
@@ -33,14 +32,13 @@ REASONS = {
 def test_a_fault_is_the_error_of_the_cases_it_touched(fault: str, tmp_path: Path) -> None:
     agent = f"{sys.executable} -m tests.faulty_agent {fault} {tmp_path / 'fired'} --kernel 6.12 --host mitigated"
     report = tmp_path / "report"
-    started = time.monotonic()
     result = subprocess.run(
         [*KVM_FWSPEC, "certify", "--adapter", "agent", "--kernel", "6.12",
          "--option", f"command={agent}", "--option", "timeout=3", "--option", "max-message=1000000",
          "--report", str(report)],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, cwd=ROOT,
+        timeout=600,  # a guard against a hang, not a claim about speed
     )  # fmt: skip
-    elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     assert (tmp_path / "fired").exists()
     document = json.loads((report / "results.json").read_text())
@@ -52,4 +50,3 @@ def test_a_fault_is_the_error_of_the_cases_it_touched(fault: str, tmp_path: Path
     assert {REASONS[fault] in c["reason"] for c in errors} == {True}, errors[0]["reason"]
     # one request's cases (at most a batch of 256), not the run's
     assert len(errors) <= 256 and len(errors) < len(document["cases"]) / 2
-    assert elapsed < 60

@@ -83,6 +83,7 @@ GUEST_VIEW = {
 GET_SET_MUTANTS = [m for m in MUTANTS if m.name not in GUEST_VIEW]
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("mutant", GET_SET_MUTANTS, ids=[m.name for m in GET_SET_MUTANTS])
 def test_random_accesses_find_each_seeded_bug(mutant: Mutant) -> None:
     """The property is not vacuous: random accesses alone expose every GET/SET mutant."""

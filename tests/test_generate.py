@@ -54,7 +54,7 @@ def _project_copy(tmp_path: Path) -> Path:
         ROOT,
         copy,
         ignore=shutil.ignore_patterns(
-            ".git", "__pycache__", "*.egg-info", ".*_cache", ".typecheck", "reports"
+            ".git", "__pycache__", "*.egg-info", ".*_cache", ".namespace", "reports"
         ),
     )
     return copy

@@ -48,6 +48,7 @@ def expected_values() -> dict[tuple[str, str], int]:
     return expected
 
 
+@pytest.mark.tools
 def test_rust_constants_compile_and_match(tmp_path: Path) -> None:
     rustc = shutil.which("rustc")
     if rustc is None:

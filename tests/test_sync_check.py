@@ -44,6 +44,7 @@ def debian_copies() -> list[CopyCheck]:
     return check_copies(SPEC, fetch_copies(default_cache()))
 
 
+@pytest.mark.lab
 def test_each_debian_header_agrees_with_its_own_release(debian_copies: list[CopyCheck]) -> None:
     claims = {c.copy.line: str(c.kernel) for c in debian_copies}
     assert claims == {"5.10": "5.10.y", "6.1": "6.1.y", "6.12": "6.12.y", "7.2": "7.2.y"}
@@ -52,6 +53,7 @@ def test_each_debian_header_agrees_with_its_own_release(debian_copies: list[Copy
         assert sum(f.status == "agrees" for f in each.findings) >= 60, each.copy.label
 
 
+@pytest.mark.lab
 def test_the_cross_check_shows_what_each_line_added(debian_copies: list[CopyCheck]) -> None:
     rows = {(r["copy"], r["against"]): r for r in cross_check(SPEC, debian_copies)}
     assert {"KVM_REG_ARM_STD_BMAP", "KVM_REG_ARM_FW_FEAT_BMAP", "PSCI_1_0_FN_CPU_FREEZE"} <= set(
@@ -75,6 +77,7 @@ def test_the_cross_check_shows_what_each_line_added(debian_copies: list[CopyChec
     assert named["PSCI_1_3_OFF_TYPE_HIBERNATE_OFF"]["values"] == {"7.2": "unevaluated"}
 
 
+@pytest.mark.lab
 def test_a_header_of_6_1_as_released_carries_its_mem_protect_erratum(
     debian_copies: list[CopyCheck], tmp_path: Path
 ) -> None:
@@ -207,6 +210,7 @@ def bindgen_arm64(out: Path) -> Path:
     return bindings
 
 
+@pytest.mark.tools
 def test_bindgen_output_is_checked_and_fixed(tmp_path: Path) -> None:
     bindings = bindgen_arm64(tmp_path)
     findings = {f.name: f for f in check(SPEC, [bindings], kernel("6.1.y"))}

@@ -20,6 +20,8 @@ from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Release, Spec
 from tests.c_probe import GENERATED_C, defined_names, evaluate, expressions
 
+pytestmark = pytest.mark.tools  # Debian's arm64 uapi headers, installed by apt
+
 INTERNAL_HEADER = "include/kvm/arm_psci.h"
 
 

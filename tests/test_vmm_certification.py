@@ -23,6 +23,8 @@ from kvm_fwspec.conformance.oracle import Oracle
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.spec.loader import load_spec
 
+pytestmark = pytest.mark.lab  # QEMU builds migrating guests between real kernels
+
 SPEC = load_spec()
 CALLS = guest_calls(SPEC)
 PSCI_VERSION = 0x6030000000140000
@@ -74,6 +76,7 @@ def test_the_same_kernel_control_resumes_the_guest_unchanged(
 def test_qemu_7_refuses_without_naming_a_register_and_the_report_names_them(
     lab: Lab, defaults: dict[tuple[str, str], Saved]
 ) -> None:
+
     judged = moved(lab, defaults, defaults[("7.2", "bookworm")], "5.10")
     assert not judged.load.completed
     assert "Failed to load cpu:cpreg_vmstate_array_len" in judged.load.qemu_error

@@ -22,8 +22,8 @@ from kvm_fwspec.conformance.analyses.vmm_judge import (
     vcpu_mismatch,
 )
 from kvm_fwspec.conformance.analyses.vmm_report import summary, write_report
-from kvm_fwspec.conformance.commands.cli import main
 from kvm_fwspec.conformance.campaigns import vmm_certification
+from kvm_fwspec.conformance.commands.cli import main
 from kvm_fwspec.conformance.lab.migration_stream import StreamError, cpregs
 from kvm_fwspec.spec.loader import load_spec
 

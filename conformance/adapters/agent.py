@@ -87,12 +87,14 @@ class AgentAdapter:
 
     def _detach(self, why: str) -> None:
         """Forget a connection that broke the protocol; its agent is not asked again."""
-        if self.channel is not None:
-            self.selector.unregister(self.channel.fileno)
-            with contextlib.suppress(Exception):
-                self.channel.close()
-            self.channel = None
+        # Forgotten first: a Ctrl-C while it closes must not leave a half-detached channel
+        # that close() would try to detach again.
+        channel, self.channel = self.channel, None
         self.fault = why
+        if channel is not None:
+            self.selector.unregister(channel.fileno)
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def _read_line(self, channel: Channel) -> bytes:
         deadline = time.monotonic() + self.timeout

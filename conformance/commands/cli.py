@@ -22,7 +22,7 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     sys.exit(130)
 
 
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+_handler_before = signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import argparse  # noqa: E402  (after the handler: these imports can be interrupted too)
 import importlib  # noqa: E402
@@ -32,6 +32,11 @@ from types import ModuleType  # noqa: E402
 
 import kvm_fwspec.conformance.commands as commands_package  # noqa: E402
 from kvm_fwspec.spec.errors import SpecError, UsageError  # noqa: E402
+
+# Imported by another program (pytest, Sphinx's executed pages), give it its handler back;
+# as the program itself (the kvm-fwspec script, python -m), keep this one until main() runs.
+if __name__ != "__main__" and Path(sys.argv[0]).name != "kvm-fwspec":
+    signal.signal(signal.SIGINT, _handler_before)
 
 DESCRIPTION = (
     "A machine-checked spec of KVM's arm64 firmware pseudo-registers: validate it, generate "

@@ -32,6 +32,7 @@ from kvm_fwspec.conformance.guest.agent_guard import (
     check_listener,
     read_message,
 )
+from kvm_fwspec.conformance.guest.kvm_ioctl import KvmHost, host_levels
 from kvm_fwspec.conformance.guest.program import Implementation, execute
 
 if TYPE_CHECKING:
@@ -205,8 +206,6 @@ class _TextWriter:
 
 def kvm_served(options: Mapping[str, str]) -> Served:
     """Real KVM on this machine: what it is, and the host levels its workarounds report."""
-    from kvm_fwspec.conformance.guest.kvm_ioctl import KvmHost, host_levels
-
     host = KvmHost(options.get("device", "/dev/kvm"))
     hello = {
         "implementation": f"Linux KVM {os.uname().release}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,11 @@ class Payload:
     foreign: frozenset[str]  # top-level names imported from outside kvm_fwspec
 
 
-def _source(module: str) -> Path | None:
+def _source(module: str, bases: Sequence[Path]) -> Path | None:
     """The file of a kvm_fwspec module, found by path without importing it (the guest's
     modules are not meant to run here), or None for a name that is not a module."""
     inside = module.split(".")[1:]
-    for base in importlib.import_module(NAMESPACE).__path__:
+    for base in bases:
         folder = Path(base).joinpath(*inside)
         for candidate in (folder / "__init__.py", folder.with_suffix(".py")):
             if candidate.is_file():
@@ -52,9 +53,13 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
 
 
-def guest_payload() -> Payload:
-    """The guest package's modules and, transitively, every kvm_fwspec module they import."""
-    guest_init = _source(GUEST_PACKAGE)
+def guest_payload(bases: Sequence[Path] | None = None) -> Payload:
+    """The guest package's modules and, transitively, every kvm_fwspec module they import;
+    `bases` are the folders holding the namespace's packages (default: where it is imported
+    from)."""
+    if bases is None:
+        bases = [Path(p) for p in importlib.import_module(NAMESPACE).__path__]
+    guest_init = _source(GUEST_PACKAGE, bases)
     assert guest_init is not None, GUEST_PACKAGE
     pending = [GUEST_PACKAGE] + [
         f"{GUEST_PACKAGE}.{p.stem}"
@@ -69,7 +74,7 @@ def guest_payload() -> Payload:
         if module in seen:
             continue
         seen.add(module)
-        path = _source(module)
+        path = _source(module, bases)
         if path is None:  # an attribute imported with `from`, not a module
             continue
         relative = module.replace(".", "/") + (

@@ -7,6 +7,7 @@ go over a virtio-serial port backed by a Unix socket.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
@@ -30,9 +31,24 @@ class GuestError(Exception):
 
 def _die_with_parent() -> None:
     """In the child before QEMU starts: the kernel kills QEMU if kvm-fwspec dies, however it
-    dies (Ctrl-C, SIGKILL, a crash), so no guest outlives the run."""
+    dies (Ctrl-C, SIGKILL, a crash), so no guest outlives the run. SIGINT, blocked in the
+    parent while it forks, is QEMU's again."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+_RUNNING: set[Guest] = set()  # guests started and not yet stopped, for the exit hook
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A Ctrl-C between a guest's start and the code that would stop it (an adapter not yet
+    built around it) still leaves no QEMU: the run reaps it on its way out."""
+    for guest in list(_RUNNING):
+        guest.kill()
+        guest.process.wait()
+        shutil.rmtree(guest.workdir, ignore_errors=True)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -53,7 +69,28 @@ class Guest:
         self.socket_path = self.workdir / "agent.sock"
         self.console = self.workdir / "console.log"
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
+        # A Ctrl-C inside Popen, after the fork, would leave a QEMU this object never knew;
+        # held until Popen returns, it lands in the try below, which ends that QEMU.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process = self._start_qemu(kernel, initramfs, cpus, memory_mib)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            self.sock = self._connect()
+        except BaseException:  # Ctrl-C or a guest that never came up: no QEMU left behind
+            self.process.kill()
+            self.process.wait()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        _RUNNING.add(self)
+
+    def _start_qemu(
+        self, kernel: Kernel, initramfs: Path, cpus: int, memory_mib: int
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 QEMU,
                 "-machine", "virt,virtualization=on,gic-version=3",
@@ -71,13 +108,6 @@ class Guest:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )  # fmt: skip
-        try:
-            self.sock = self._connect()
-        except BaseException:  # Ctrl-C or a guest that never came up: no QEMU left behind
-            self.process.kill()
-            self.process.wait()
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            raise
 
     def _connect(self) -> socket.socket:
         deadline = time.monotonic() + 10
@@ -137,6 +167,7 @@ class Guest:
         if self.process.stdout is not None:
             self.process.stdout.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        _RUNNING.discard(self)
 
     def kill(self) -> None:
         """End QEMU at once, as a crash would."""
