@@ -146,11 +146,6 @@ class ConformancePlugin:
         self.run = ConformanceRun(spec, profile, name, options, dict(groups), adapter)
         self.config = config
 
-    @pytest.fixture(scope="session")
-    def fwspec_run(self) -> Iterator[ConformanceRun]:
-        yield self.run
-        self.run.close()
-
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
             return  # an xdist worker learns its groups one at a time
@@ -216,13 +211,26 @@ class ConformancePlugin:
 DOCUMENT = pytest.StashKey[dict[str, Any]]()
 
 
+PLUGIN_NAME = "kvm-fwspec-conformance"
+
+
+@pytest.fixture(scope="session")
+def fwspec_run(request: pytest.FixtureRequest) -> Iterator[ConformanceRun]:
+    """The run of this session, closed (its adapter released) when the session ends. A module
+    fixture: pytest 9.2 deprecates session fixtures defined as methods of a plugin object."""
+    plugin = request.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    assert isinstance(plugin, ConformancePlugin), "run with --fwspec-adapter"
+    yield plugin.run
+    plugin.run.close()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--fwspec-adapter"):
         try:
             plugin = ConformancePlugin(config)
         except (UsageError, SpecError) as exc:
             raise pytest.UsageError(str(exc)) from None
-        config.pluginmanager.register(plugin, "kvm-fwspec-conformance")
+        config.pluginmanager.register(plugin, PLUGIN_NAME)
 
 
 def record(node: pytest.Item, capabilities: Capabilities, results: list[CaseResult]) -> None:

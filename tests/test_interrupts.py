@@ -460,10 +460,10 @@ elif HELD == "agent-awaited":  # the run waits for its guest's first answer, as 
 
     read_line = AgentAdapter._read_line
 
-    def held(self, channel):
+    def held(self, channel, **limit):
         AgentAdapter._read_line = read_line
         hold("agent-awaited")
-        return read_line(self, channel)
+        return read_line(self, channel, **limit)
 
     AgentAdapter._read_line = held
 from {CLI} import main

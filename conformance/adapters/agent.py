@@ -29,7 +29,10 @@ from kvm_fwspec.spec.errors import UsageError
 
 DEFAULT_BATCH = 256
 DEFAULT_TIMEOUT = 120.0
-BYE_TIMEOUT = 5.0
+BYE_TIMEOUT = 2.0  # for bye, and for an agent to exit once its input ends; then it is killed
+# A freshly started agent's hello waits at least this long: starting a process and importing
+# its code is not the implementation's answer time, and a loaded machine stretches it.
+START_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE = 64 << 20  # an answer to 256 programs is well under 1 MiB
 
 
@@ -96,14 +99,15 @@ class AgentAdapter:
             with contextlib.suppress(Exception):
                 channel.close()
 
-    def _read_line(self, channel: Channel) -> bytes:
-        deadline = time.monotonic() + self.timeout
+    def _read_line(self, channel: Channel, limit: float | None = None) -> bytes:
+        limit = self.timeout if limit is None else limit
+        deadline = time.monotonic() + limit
         while b"\n" not in self.buffer:
             if len(self.buffer) > self.max_message:
                 raise AgentError(f"answer longer than {self.max_message} bytes")
             left = deadline - time.monotonic()
             if not channel.pending() and (left <= 0 or not self.selector.select(left)):
-                raise AgentError(f"agent did not answer within {self.timeout:g} s")
+                raise AgentError(f"agent did not answer within {limit:g} s")
             chunk = channel.receive()
             if not chunk:
                 cut = f" after {len(self.buffer)} bytes of an answer" if self.buffer else ""
@@ -132,7 +136,8 @@ class AgentAdapter:
         )
         try:
             channel.send(message.encode() + b"\n")
-            response = _parse(self._read_line(channel), request_id)
+            limit = max(self.timeout, START_TIMEOUT) if method == "hello" else self.timeout
+            response = _parse(self._read_line(channel, limit=limit), request_id)
         except (AgentError, OSError) as exc:
             self._detach(str(exc))
             raise AgentError(str(exc)) from None
