@@ -99,8 +99,7 @@ class AgentAdapter:
             with contextlib.suppress(Exception):
                 channel.close()
 
-    def _read_line(self, channel: Channel, limit: float | None = None) -> bytes:
-        limit = self.timeout if limit is None else limit
+    def _read_line(self, channel: Channel, limit: float) -> bytes:
         deadline = time.monotonic() + limit
         while b"\n" not in self.buffer:
             if len(self.buffer) > self.max_message:

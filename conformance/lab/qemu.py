@@ -46,7 +46,7 @@ def _stop_leftovers() -> None:
     """A Ctrl-C between a guest's start and the code that would stop it (an adapter not yet
     built around it) still leaves no QEMU: the run reaps it on its way out."""
     for guest in list(_RUNNING):
-        guest.kill()
+        guest.process.kill()  # Popen's kill: never signals a pid already reaped and reused
         guest.process.wait()
         shutil.rmtree(guest.workdir, ignore_errors=True)
 
