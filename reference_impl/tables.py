@@ -4,9 +4,9 @@
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
 # source: spec/api.yaml sha256:76576be90d87a4407df8b97d7e6cfeb5b3b201ea757911595514323cad0c15ac
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
-# source: spec/psci.yaml sha256:c9e1ce7b62a6a0ab1403b04518cfa8ea7928dd3aa888612ff57e956dfb419eff
+# source: spec/psci.yaml sha256:2fd8285c04494f54f8b2aaa12650167fc53933150ca6c77ad507c6b8577a9baa
 # source: spec/smccc.yaml sha256:1ce609a270db09f9bc7f227138be5a1db4faa7683960d944def051f717edcb0f
-# source: spec/rules.yaml sha256:9671a37ca8a5b66d45637b7859d5f6d1022e8cca6f5d9111a132dfd892abf166
+# source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
 # source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
 # kvm-fwspec-generated: reference-tables
 """Decision tables and register data for the reference implementation."""
@@ -1031,7 +1031,10 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                          'c-names': {'smc32': 'PSCI_1_0_FN_SET_SUSPEND_MODE'},
                          'header-since': '5.2',
                          'header-errata': [],
-                         'source': None,
+                         'source': {'file': 'include/uapi/linux/psci.h',
+                                    'note': 'Added by 60dd1ead65e8 (PSCI OS-initiated mode, '
+                                            '5.2-rc1) with the suspend-mode constants.',
+                                    'confirmed-on': []},
                          'kvm': None},
                         {'name': 'stat-residency',
                          'number': 16,
@@ -1403,6 +1406,7 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
             'class': 'fw',
             'architectures': ['arm64', 'arm'],
             'since': '6.3',
+            'backports': ['6.2', '6.1', '5.15', '5.10'],
             'when': {'text': 'reg.size != size.u64',
                      'tree': {'op': '!=', 'args': [{'name': 'reg.size'}, {'name': 'size.u64'}]}},
             'result': {'errno': 'ENOENT',
@@ -1412,12 +1416,19 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                        'listed': None,
                        'undefined': None},
             'source': {'file': 'arch/arm64/kvm/hypercalls.c',
-                       'note': 'kvm_arm_set_fw_reg; backported to stable series.',
-                       'confirmed-on': ['6.12.117', '7.2.13']}},
+                       'note': 'kvm_arm_set_fw_reg (arch/arm64/kvm/psci.c before 5.19). '
+                               'a25bc8486f9c ("KVM: arm64: Fix buffer overflow in '
+                               'kvm_arm_set_fw_reg()", 6.3-rc7) went to 6.2.13, 6.1.26, 5.15.110 '
+                               'and 5.10.180 in April and May 2023 (stable review and linux-stable '
+                               "push announcements; Debian's 5.10.223 and 6.1.192 changelogs list "
+                               'it under ChangeLog-5.10.180 and ChangeLog-6.1.26). It is not in '
+                               'the 5.4 stable queue of that push, so 5.4.y is not recorded.\n',
+                       'confirmed-on': ['5.10.223', '6.1.192', '6.12.117', '7.2.13']}},
            {'id': 'fw/set/oversize-overflows',
             'doc': 'From 5.3 to 6.2 SET copied KVM_REG_SIZE(id) bytes into a 64-bit variable, so '
                    'an id wider than 64 bits overflowed the kernel stack. There is no defined '
-                   'result to test.\n',
+                   'result to test. The stable series that took the fix are decided by '
+                   'fw/set/wrong-size, which comes first.\n',
             'op': 'set',
             'register': None,
             'class': 'fw',
@@ -1563,12 +1574,14 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                        'note': '',
                        'confirmed-on': ['6.1.192', '6.12.117', '7.2.13']}},
            {'id': 'fw-feat-bmap/set/wrong-size',
-            'doc': 'The 6.3 size check covers this class too (same function).',
+            'doc': 'The 6.3 size check covers this class too (same function), and so do its '
+                   'backports to the stable series that have the class (6.1.y and 6.2.y).\n',
             'op': 'set',
             'register': None,
             'class': 'fw-feat-bmap',
             'architectures': ['arm64', 'arm'],
             'since': '6.3',
+            'backports': ['6.2', '6.1'],
             'when': {'text': 'reg.size != size.u64',
                      'tree': {'op': '!=', 'args': [{'name': 'reg.size'}, {'name': 'size.u64'}]}},
             'result': {'errno': 'ENOENT',
@@ -1578,15 +1591,18 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                        'listed': None,
                        'undefined': None},
             'source': {'file': 'arch/arm64/kvm/hypercalls.c',
-                       'note': '',
-                       'confirmed-on': ['6.12.117', '7.2.13']}},
+                       'note': 'As fw/set/wrong-size (6.1.26 and 6.2.13).',
+                       'confirmed-on': ['6.1.192', '6.12.117', '7.2.13']}},
            {'id': 'fw-feat-bmap/set/oversize-overflows',
-            'doc': 'As for the firmware class before 6.3.',
+            'doc': "As for the firmware class, from the bitmap class's 5.19 to 6.3. Before 5.19 an "
+                   'id of class 0x0016 went down the system-register path, which refuses any size '
+                   'but 64 bits (ENOENT) before copying anything, so '
+                   'fw-feat-bmap/set/unknown-register decides it.\n',
             'op': 'set',
             'register': None,
             'class': 'fw-feat-bmap',
             'architectures': ['arm64', 'arm'],
-            'since': '4.16',
+            'since': '5.19',
             'until': '6.3',
             'when': {'text': 'reg.size > size.u64',
                      'tree': {'op': '>', 'args': [{'name': 'reg.size'}, {'name': 'size.u64'}]}},
@@ -1616,7 +1632,8 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                        'note': '',
                        'confirmed-on': ['6.1.192', '6.12.117', '7.2.13']}},
            {'id': 'fw-feat-bmap/set/unknown-register',
-            'doc': 'As for GET.',
+            'doc': 'As for GET. Before 5.19 every id of the class is unknown: it goes down the '
+                   'system-register path, which answers ENOENT to it whatever its size.\n',
             'op': 'set',
             'register': None,
             'class': 'fw-feat-bmap',
@@ -1631,7 +1648,10 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                        'listed': None,
                        'undefined': None},
             'source': {'file': 'arch/arm64/kvm/hypercalls.c',
-                       'note': '',
+                       'note': 'kvm_arm_sys_reg_set_reg (arch/arm64/kvm/sys_regs.c) before 5.19: a '
+                               'size other than 64 bits, then an id naming no system register, is '
+                               "ENOENT. Reported for a 128-bit SET of STD_BMAP's id on Debian's "
+                               '5.10.223.\n',
                        'confirmed-on': ['6.1.192', '6.12.117', '7.2.13']}},
            {'id': 'fw-feat-bmap/list/every-register',
             'doc': 'Every bitmap register of the release is listed after the firmware registers.',

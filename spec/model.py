@@ -358,6 +358,7 @@ class ConstantGroup:
     doc: str
     constants: tuple[Constant, ...]
     header_since: Release | None = None  # None: in the uapi header since the spec's first release
+    source: Source | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

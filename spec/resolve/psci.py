@@ -232,6 +232,7 @@ def resolve_constant_groups(ctx: Context) -> tuple[ConstantGroup, ...]:
             )
             if "header-since" in g
             else None,
+            source=optional_source(g.get("source")),
         )
         for i, g in enumerate(ctx.data("psci")["constant-groups"])
     )
