@@ -8,6 +8,8 @@ in the results, which the controlling process (not the xdist workers) writes.
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from kvm_fwspec.conformance.adapters import (
     reported_host,
 )
 from kvm_fwspec.conformance.cases import Case, build_cases
-from kvm_fwspec.conformance.profile import Profile, resolve_profile
+from kvm_fwspec.conformance.profile import Profile, claims_profile, resolve_profile
 from kvm_fwspec.conformance.results import build_document, write_report
 from kvm_fwspec.conformance.verdicts import CaseResult, certify_cases
 from kvm_fwspec.spec.errors import SpecError, UsageError
@@ -48,6 +50,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--fwspec-report", default=None, help="directory for results.json, JUnit XML, report.html"
     )
+    group.addoption(
+        "--fwspec-progress",
+        action="store_true",
+        help="a line on stderr at each tenth of the cases: done, failed so far, elapsed",
+    )
+
+
+@dataclass(frozen=True)
+class OpenedAdapter:
+    """An adapter `kvm-fwspec certify` opened and greeted before pytest started, handed to the
+    run (as a plugin object) so a booted guest or started agent is not started twice. The
+    caller closes it."""
+
+    adapter: Adapter
 
 
 PREFETCH_CASES = 256  # the agent protocol's default batch: one request per prefetch
@@ -63,6 +79,7 @@ class ConformanceRun:
     options: dict[str, str]
     groups: dict[str, list[Case]]
     _adapter: Adapter | None = None
+    owns_adapter: bool = True
     collected: list[dict[str, Any]] = field(default_factory=list)
     capabilities: dict[str, Any] | None = None
     # Without xdist the selected groups are known in their running order, so each adapter
@@ -88,13 +105,12 @@ class ConformanceRun:
         claimed = capabilities.kernel
         if (
             claimed is not None
-            and claimed != str(self.profile.release)
+            and not claims_profile(self.spec, claimed, self.profile)
             and capabilities.implementation != "unavailable"
         ):
             reason = f"the implementation is KVM {claimed}, the profile is {self.profile.kernel}"
             results = [
-                CaseResult(r.id, r.rule, "error", r.expected, r.observed, r.duration, reason)
-                for r in results
+                CaseResult(r.case, "error", r.expected, None, r.duration, reason) for r in results
             ]
         return capabilities, results
 
@@ -117,7 +133,7 @@ class ConformanceRun:
             self._ready[group] = (capabilities, [by_id[c.id] for c in self.groups[group]])
 
     def close(self) -> None:
-        if self._adapter is not None:
+        if self._adapter is not None and self.owns_adapter:
             self._adapter.close()
 
 
@@ -129,22 +145,31 @@ class ConformancePlugin:
             config.getoption("--fwspec-adapter"),
             parse_options(config.getoption("--fwspec-option")),
         )
-        adapter = None
+        opened = next(
+            (p for p in config.pluginmanager.get_plugins() if isinstance(p, OpenedAdapter)), None
+        )
+        adapter = opened.adapter if opened else None
         if host == "auto":
-            adapter = load_adapter(
+            adapter = adapter or load_adapter(
                 name, resolve_profile(spec, kernel, spec.host_profiles[0].name, arch), options
             )
             try:
                 host = reported_host(adapter, spec)
             except BaseException:  # Ctrl-C while a guest boots: stop it before pytest gives up
-                adapter.close()
+                if opened is None:
+                    adapter.close()
                 raise
         profile = resolve_profile(spec, kernel, host, arch)
         groups: dict[str, list[Case]] = defaultdict(list)
         for case in build_cases(spec, profile):
             groups[case.group].append(case)
-        self.run = ConformanceRun(spec, profile, name, options, dict(groups), adapter)
+        self.run = ConformanceRun(
+            spec, profile, name, options, dict(groups), adapter, owns_adapter=opened is None
+        )
         self.config = config
+        self.progress = Progress(
+            sum(map(len, groups.values())), config.getoption("--fwspec-progress")
+        )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
@@ -169,7 +194,9 @@ class ConformancePlugin:
             return
         for key, value in report.user_properties:
             if key == "fwspec-results":
-                self.run.collected.extend(cast(list[dict[str, Any]], value))
+                results = cast(list[dict[str, Any]], value)
+                self.run.collected.extend(results)
+                self.progress.add(results)
             elif key == "fwspec-capabilities":
                 self.run.capabilities = cast(dict[str, Any], value)
 
@@ -209,6 +236,32 @@ class ConformancePlugin:
 
 
 DOCUMENT = pytest.StashKey[dict[str, Any]]()
+
+
+class Progress:
+    """Cases done, failures and errors so far and time taken, one line on stderr at each tenth of the run:
+    a long run (real KVM, a slow agent) shows it is alive, and a short one stays short."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.done = 0
+        self.failed = 0
+        self.errors = 0
+        self.start = time.monotonic()
+
+    def add(self, results: list[dict[str, Any]]) -> None:
+        tenth = self.done * 10 // max(self.total, 1)
+        self.done += len(results)
+        self.failed += sum(r["outcome"] == "fail" for r in results)
+        self.errors += sum(r["outcome"] == "error" for r in results)
+        if self.enabled and self.done * 10 // max(self.total, 1) > tenth:
+            print(
+                f"kvm-fwspec: {self.done}/{self.total} cases, {self.failed} fail, {self.errors} error, "
+                f"{time.monotonic() - self.start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 PLUGIN_NAME = "kvm-fwspec-conformance"

@@ -88,3 +88,15 @@ def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> 
     if architecture is None or not architecture.lifetime.covers(release):
         raise UsageError(f"KVM on {arch} hosts does not exist in {release}")
     return Profile(arch, release, found, stable)
+
+
+def claims_profile(spec: Spec, claimed: str, profile: Profile) -> bool:
+    """Whether an implementation that says it is KVM `claimed` (in any form --kernel takes:
+    `6.1`, `6.1.y`, a `uname -r`) may be held to `profile`. A bare release is accepted for its
+    stable series too (older agents name only the release; the stable cases still judge it);
+    a stable kernel is never accepted as the release Linus tagged, nor one line as another."""
+    try:
+        name = parse_kernel_name(spec, claimed)
+    except UsageError:
+        return False
+    return name.release == profile.release and (profile.stable or not name.stable)

@@ -30,7 +30,7 @@ from kvm_fwspec.conformance.verdicts import OUTCOMES
 from kvm_fwspec.spec.model import Spec
 
 SCHEMA_PATH = resources.files("kvm_fwspec.conformance") / "schemas" / "results.schema.json"
-FORMAT = "kvm-fwspec-results/1"
+FORMAT = "kvm-fwspec-results/2"
 
 
 def source_tree() -> dict[str, Any]:

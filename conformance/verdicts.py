@@ -14,20 +14,29 @@ OUTCOMES = ("pass", "fail", "not-applicable", "error")
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One case's verdict with the evidence for it."""
+    """One case's verdict with the evidence for it, and the program that produced it."""
 
-    id: str
-    rule: str
+    case: Case
     outcome: str
     expected: list[dict[str, Any]]
     observed: list[dict[str, Any]] | None
     duration: float
     reason: str = ""
 
+    @property
+    def id(self) -> str:
+        return self.case.id
+
+    @property
+    def rule(self) -> str:
+        return self.case.rule
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "rule": self.rule,
+            "scenario": self.case.scenario,
+            "program": program_in_hex(self.case.program),
             "outcome": self.outcome,
             "expected": self.expected,
             "observed": self.observed,
@@ -36,11 +45,27 @@ class CaseResult:
         }
 
 
+HEX_FIELDS = ("reg", "value", "mask", "match", "function")
+
+
+def program_in_hex(program: dict[str, Any]) -> dict[str, Any]:
+    """The program as results.json records it, to rerun a case by hand: register ids, values
+    and function ids in hex, as KVM_GET_REG_LIST dumps and kernel headers spell them."""
+    steps = [{key: _hex(key, value) for key, value in step.items()} for step in program["steps"]]
+    return {**program, "steps": steps}
+
+
+def _hex(key: str, value: Any) -> Any:
+    if key == "args":
+        return [hex(arg) for arg in value]
+    return hex(value) if key in HEX_FIELDS else value
+
+
 def judge(case: Case, observed: list[dict[str, Any]], duration: float) -> CaseResult:
     expected = list(case.expected)
     errors = [o["error"] for o in observed if "error" in o]
     if errors:
-        return CaseResult(case.id, case.rule, "error", expected, observed, duration, errors[0])
+        return CaseResult(case, "error", expected, observed, duration, errors[0])
     mismatched = [i for i, (e, o) in enumerate(zip(expected, observed, strict=True)) if e != o]
     if mismatched:
         first = mismatched[0]
@@ -48,8 +73,8 @@ def judge(case: Case, observed: list[dict[str, Any]], duration: float) -> CaseRe
         reason = (
             f"step {first} ({step['op']}): expected {expected[first]}, observed {observed[first]}"
         )
-        return CaseResult(case.id, case.rule, "fail", expected, observed, duration, reason)
-    return CaseResult(case.id, case.rule, "pass", expected, observed, duration)
+        return CaseResult(case, "fail", expected, observed, duration, reason)
+    return CaseResult(case, "pass", expected, observed, duration)
 
 
 UNAVAILABLE = Capabilities("unavailable", None, "arm64")
@@ -63,7 +88,7 @@ def certify_cases(adapter: Adapter, cases: list[Case]) -> tuple[Capabilities, li
     except Exception as exc:
         reason = f"adapter unavailable: {type(exc).__name__}: {exc}"
         return UNAVAILABLE, [
-            CaseResult(c.id, c.rule, "error", list(c.expected), None, 0.0, reason) for c in cases
+            CaseResult(c, "error", list(c.expected), None, 0.0, reason) for c in cases
         ]
     return capabilities, run_cases(adapter, capabilities, cases)
 
@@ -73,8 +98,7 @@ def run_cases(adapter: Adapter, capabilities: Capabilities, cases: list[Case]) -
     applicable = [c for c in cases if set(c.requires) <= capabilities.features]
     results = {
         c.id: CaseResult(
-            c.id,
-            c.rule,
+            c,
             "not-applicable",
             list(c.expected),
             None,

@@ -3,6 +3,7 @@ reference pages follow the spec."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,24 @@ def test_certification_report_renders_and_links(tmp_path: Path) -> None:
         tmp_path,
     )
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failing_report_shows_each_failure_with_its_program(tmp_path: Path) -> None:
+    """What a reader needs to rerun a failure by hand is on the rendered page: the case, why,
+    and its program in hex; the cases not judged are said to be so."""
+    report = ARTIFACTS / "failing-report"
+    agent = shlex.join([*KVM_FWSPEC, "agent", "--kernel", "6.12", "--host", "vulnerable"])
+    result = subprocess.run(
+        [*KVM_FWSPEC, "certify", "-q", "--adapter", "agent", "--option", f"command={agent}",
+         "--option", "batch=64", "--kernel", "6.12", "--report", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    dom = browser(["--dump-dom", (report / "report.html").as_uri()], tmp_path)
+    assert "host=mitigated: no</h1>" in dom
+    assert "kvm-fwspec replay results.json CASE" in dom
+    assert "reg=0x6030000000140001" in dom  # SMCCC_ARCH_WORKAROUND_1, which a vulnerable host lacks
+    assert broken_links(report) == []
 
 
 def test_changing_the_spec_changes_the_reference_pages(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvm_fwspec.conformance.certify import certify
+from kvm_fwspec.conformance.certify import Request, certify
 from kvm_fwspec.conformance.lab.debian import IsolatedApt, cache_lock
 from kvm_fwspec.conformance.lab.kernels import KernelLine, kernel_lines, line_for
 from kvm_fwspec.conformance.lab.qemu_adapter import default_cache, prepare
@@ -70,13 +70,16 @@ def certify_line(
         else f"the spec knows no {line.release}; checked against {profile_release}"
     )
     code = certify(
-        "qemu",
-        f"{profile_release}.y",
-        "auto",
-        "arm64",
-        options | {"line": line.release},
-        None,
-        report,
+        Request(
+            adapter="qemu",
+            kernel=f"{profile_release}.y",
+            host="auto",
+            arch="arm64",
+            options=options | {"line": line.release},
+            workers=None,
+            report=report,
+            quiet=True,  # lines run side by side; their progress lines would interleave
+        )
     )
     return LineResult(line.release, f"{profile_release}.y", informational, code, report, note)
 

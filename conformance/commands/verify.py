@@ -1,4 +1,4 @@
-"""kvm-fwspec verify: is a results file complete, untampered and for this spec?"""
+"""kvm-fwspec verify: re-judge a results file under the spec it names, and check who signed it."""
 
 from __future__ import annotations
 
@@ -6,19 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvm_fwspec.conformance.verify import verify
+from kvm_fwspec.conformance.verify import verify_results
 
-HELP = "check a results file for completeness and tampering"
+HELP = "re-judge a results file's verdicts from its evidence, and check its signature"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, help="a results.json that certify wrote")
+    parser.add_argument(
+        "--signers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="OpenSSH allowed-signers file: require results.json.sig by a key it lists",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    problems = verify(args.results)
-    for problem in problems:
+    verification = verify_results(args.results, args.signers)
+    for problem in verification.problems:
         print(f"kvm-fwspec: {problem}", file=sys.stderr)
-    if not problems:
-        print(f"{args.results}: complete, untampered, for this spec")
-    return 1 if problems else 0
+    if verification.stands:
+        print(verification.verdict)
+    return 0 if verification.stands else 1

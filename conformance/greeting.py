@@ -1,0 +1,47 @@
+"""Open an adapter and have it say what it is, before any case runs against it.
+
+A wrong option, a program that does not start, an agent that dies before its hello or one that
+claims another kernel is one line for the user, not hundreds of identical case errors after
+the suite ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kvm_fwspec.conformance.adapters import Adapter, load_adapter
+from kvm_fwspec.conformance.profile import Profile, claims_profile
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.loader import load_spec
+
+
+def greeted_adapter(name: str, profile: Profile, options: Mapping[str, str]) -> Adapter:
+    """The adapter, opened with the user's options and asked what it is, or one line saying
+    why not: no case runs against an implementation that cannot say hello."""
+    try:
+        adapter = load_adapter(name, profile, options)
+    except OSError as exc:  # the program or address the options name
+        raise UsageError(f"adapter '{name}' cannot start: {exc}") from None
+    try:
+        capabilities = adapter.capabilities()
+        if capabilities.implementation == "unavailable":
+            raise UsageError(f"adapter '{name}' reports no implementation")
+    except UsageError:
+        adapter.close()
+        raise
+    except Exception as exc:
+        adapter.close()
+        raise UsageError(
+            f"adapter '{name}' did not complete its hello: {type(exc).__name__}: {exc}"
+        ) from None
+    except BaseException:  # Ctrl-C while a guest boots: stop it first
+        adapter.close()
+        raise
+    claimed = capabilities.kernel
+    if claimed is not None and not claims_profile(load_spec(), claimed, profile):
+        adapter.close()
+        raise UsageError(
+            f"{capabilities.implementation} says it is KVM {claimed}; "
+            f"--kernel asks for {profile.kernel}"
+        )
+    return adapter
