@@ -1,26 +1,26 @@
 """`kvm-fwspec sync-check`: is a copy of the uapi constants (a kernel tree's asm/kvm.h, QEMU's
-linux-headers, a VMM's own header) in step with the spec for its kernel release?
+linux-headers, kvmtool's, a VMM's own header or Rust file) in step with the spec for its release?
 
-Values are evaluated by the C compiler, never read off the text, so `KVM_REG_ARM_FW_REG(1)`
-and `(1U << 4)` count as what they mean. `--fix` writes a patch that makes the copy agree,
-taking each definition from the generated header.
+C values are evaluated by the compiler from the copy's files alone (`c_header_probe`), never
+read off the text and never from the machine's installed headers, so `KVM_REG_ARM_FW_REG(1)`
+and `(1U << 4)` count as what they mean. Rust is parsed (`rust_constants`). `--fix` writes one
+patch per file that needs one, each definition taken from the generated headers and each
+missing constant put in the header it belongs to.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import functools
 import re
 import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvm_fwspec.codegen.c_header_probe import evaluate_constants, header_files
 from kvm_fwspec.codegen.generate import render_all
 from kvm_fwspec.codegen.header_release import claimed_kernel
+from kvm_fwspec.codegen.rust_constants import is_bindgen_output, rust_items, rust_values
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import KernelName
 from kvm_fwspec.spec.model import Lifetime, Spec
@@ -72,7 +72,7 @@ class Finding:
         if self.status == "beyond-bindgen":
             return (
                 f"{self.name}: absent, as bindgen leaves out every constant the kernel defines "
-                "through a function-like macro; the VMM must define it itself"
+                "through a function-like macro (BIT() included); the VMM must define it itself"
             )
         if self.status == "missing":
             return f"{self.name}: missing (the spec has it in this release)"
@@ -120,86 +120,14 @@ def expected_constants(spec: Spec, arch: str) -> dict[str, Expected]:
     return found
 
 
-def _names_in(text: str) -> list[str]:
-    objects = re.findall(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+\S", text, re.MULTILINE)
-    objects += re.findall(r"^\s+([A-Z][A-Z0-9_]*)\s*=\s*[^,\n]+,?\s*$", text, re.MULTILINE)
-    return sorted(set(objects))
+# Constants the kernel's uapi header spells with the kernel-only BIT() macro, which the generated
+# header (and so _through_function_macros) writes as a number: neither a compiler outside the
+# kernel nor bindgen can evaluate them. include/uapi/linux/psci.h, 6.13 (PSCI 1.3 SYSTEM_OFF2).
+UAPI_SPELLED_WITH_BIT = frozenset({"PSCI_1_3_OFF_TYPE_HIBERNATE_OFF"})
 
-
-_RUST_CONST = re.compile(
-    r"^\s*pub\s+const\s+([A-Z][A-Z0-9_]*)\s*:\s*[A-Za-z0-9_]+\s*=\s*([^;]+);", re.MULTILINE
-)
-_RUST_OPERATORS: dict[type[ast.operator], Callable[[int, int], int]] = {
-    ast.BitOr: lambda a, b: a | b, ast.BitAnd: lambda a, b: a & b, ast.LShift: lambda a, b: a << b,
-    ast.RShift: lambda a, b: a >> b, ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
-}  # fmt: skip
-
-
-def rust_constants(text: str, arch: str) -> dict[str, str]:
-    """`pub const` items and their expressions; in a file with per-architecture modules (the
-    generated kvm_fw.rs, kvm-bindings' arm64/), those of other architectures' modules are left out."""
-    found: dict[str, str] = {}
-    modules: list[str] = []
-    for line in text.splitlines():
-        opened = re.match(r"^\s*pub\s+mod\s+(\w+)\s*\{", line)
-        if opened:
-            modules.append(opened.group(1))
-            continue
-        if line.strip() == "}" and modules:
-            modules.pop()
-            continue
-        if any(m in ("arm", "arm64") and m != arch for m in modules):
-            continue
-        match = _RUST_CONST.match(line)
-        if match:
-            found.setdefault(match.group(1), match.group(2).strip())
-    return found
-
-
-def rust_values(text: str, arch: str) -> dict[str, int]:
-    """Evaluate Rust constant expressions (literals, casts, names, | & << >> + - * ~) by parsing
-    them, never by matching their text; names resolve to other constants of the file."""
-    expressions = rust_constants(text, arch)
-    values: dict[str, int] = {}
-    progress = True
-    while progress:
-        progress = False
-        for name, expression in expressions.items():
-            if name in values:
-                continue
-            try:
-                values[name] = _rust_eval(
-                    ast.parse(_rust_to_python(expression), mode="eval").body, values
-                )
-                progress = True
-            except (KeyError, SyntaxError, ValueError):
-                continue
-    return values
-
-
-def _rust_to_python(expression: str) -> str:
-    expression = re.sub(r"\bas\s+[iu](8|16|32|64|128|size)\b", "", expression)
-    expression = re.sub(r"(?<=[0-9a-fA-F])_(?=[0-9a-fA-F])", "", expression)
-    return re.sub(r"\b(0x[0-9a-fA-F]+|[0-9]+)(u8|u16|u32|u64|i32|i64|usize)\b", r"\1", expression)
-
-
-def _rust_eval(node: ast.expr, values: dict[str, int]) -> int:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int):
-        return node.value
-    if isinstance(node, ast.Name):
-        return values[node.id]
-    if isinstance(node, ast.BinOp) and type(node.op) in _RUST_OPERATORS:
-        return int(
-            _RUST_OPERATORS[type(node.op)](
-                _rust_eval(node.left, values), _rust_eval(node.right, values)
-            )
-        )
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
-        return ~_rust_eval(node.operand, values) & 0xFFFFFFFFFFFFFFFF
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_rust_eval(node.operand, values)
-    raise ValueError(f"cannot evaluate {ast.dump(node)}")
+# The headers a constant of the spec belongs in, by the generated header that defines it.
+PSCI_HEADER = "linux/psci.h"
+KVM_HEADER = "asm/kvm.h"
 
 
 def headers_install(text: str) -> str:
@@ -210,69 +138,33 @@ def headers_install(text: str) -> str:
     return re.sub(r"([\s(])(__user|__force|__iomem)\s", r"\1", text)
 
 
-def evaluate(path: Path, names: list[str]) -> dict[str, int]:
-    """Compile a program that includes `path` and prints each name's value as C sees it.
-    A name whose definition does not compile on its own (BIT() in uapi) is left out."""
-    with tempfile.TemporaryDirectory() as work:
-        overlay = Path(work) / "include" / path.parent.name
-        overlay.mkdir(parents=True)
-        (overlay / path.name).write_text(
-            headers_install(path.read_text(encoding="utf-8")), encoding="utf-8"
-        )
-        flags = [
-            f"-I{Path(work) / 'include'}",
-            "-I/usr/include/aarch64-linux-gnu",
-            "-I/usr/include",
-        ]
-        values: dict[str, int] = {}
-        pending = list(names)
-        while pending:
-            program = Path(work) / "probe.c"
-            body = "".join(
-                f'\tprintf("{n} %llu\\n", (unsigned long long)({n}));\n' for n in pending
+def _names_in(text: str) -> list[str]:
+    objects = re.findall(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+\S", text, re.MULTILINE)
+    objects += re.findall(r"^\s+([A-Z][A-Z0-9_]*)\s*=\s*[^,\n]+,?\s*$", text, re.MULTILINE)
+    return sorted(set(objects))
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Every path a readable file, or one line saying what it is instead."""
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(
+                f"{path}: is a folder; give the header files in it (such as {path}/asm/kvm.h "
+                f"and {path}/linux/psci.h), or a Rust file"
             )
-            # linux/kvm.h first, for KVM_REG_ARM64 and the sizes; the copy last, so its own
-            # definitions are the ones evaluated.
-            include = f'#include <stdio.h>\n#include <linux/kvm.h>\n#include "{path.parent.name}/{path.name}"\n'
-            program.write_text(f"{include}int main(void)\n{{\n{body}\treturn 0;\n}}\n")
-            binary = Path(work) / "probe"
-            built = subprocess.run(
-                # An undefined helper macro (BIT() in uapi) must fail at its probe line, not at
-                # link time; the copy may reach us through a system header (asm/kvm.h includes
-                # linux/psci.h), where gcc would otherwise keep the diagnostic to itself.
-                [
-                    "gcc",
-                    "-Wsystem-headers",
-                    "-Werror=implicit-function-declaration",
-                    *flags,
-                    "-o",
-                    str(binary),
-                    str(program),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if built.returncode == 0:
-                output = subprocess.run(
-                    [str(binary)], capture_output=True, text=True, check=True
-                ).stdout
-                values.update(
-                    {n: int(v) for n, v in (line.split() for line in output.splitlines())}
-                )
-                break
-            failing = {
-                int(m)
-                for m in re.findall(
-                    r"probe\.c:(\d+):\d+: (?:error|note: in expansion of macro)", built.stderr
-                )
-            }
-            bad = {pending[line - 6] for line in failing if 0 <= line - 6 < len(pending)}
-            if not bad:
-                raise UsageError(
-                    f"{path}: does not compile: {built.stderr.strip().splitlines()[-1]}"
-                )
-            pending = [n for n in pending if n not in bad]
-    return values
+        if not path.exists():
+            above = next((p for p in path.parents if p.exists()), None)
+            if above is not None and not above.is_dir():
+                raise UsageError(f"{path}: {above} is a file, not a folder")
+            raise UsageError(f"{path}: no such file")
+        if not path.is_file():
+            raise UsageError(f"{path}: not a regular file")
+        try:
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not a text file (a C header or a Rust file)") from None
+        except OSError as error:
+            raise UsageError(f"{path}: cannot be read: {error.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -282,40 +174,61 @@ class CopyContents:
 
     present: dict[str, Path]
     values: dict[str, int]
-    bindgen: bool = False  # written by rust-bindgen, which drops function-like macros
+    bindgen: bool = False  # rust-bindgen's shape, which drops function-like macros
+    headers: dict[Path, str] = field(default_factory=dict)  # C file -> include name
+    stand_ins: tuple[str, ...] = ()  # linux/kvm.h names the spec supplied
 
 
 def read_copy(spec: Spec, paths: list[Path], arch: str = "arm64") -> CopyContents:
     """Files taken together (asm/kvm.h and linux/psci.h split the constants between them); the
     first file that defines a name is the one that counts."""
-    if shutil.which("gcc") is None:
-        raise UsageError("sync-check evaluates C with gcc, which is not installed")
+    check_inputs(paths)
     expected = expected_constants(spec, arch)
     present: dict[str, Path] = {}
     values: dict[str, int] = {}
     bindgen = False
+    c_files = [p for p in paths if p.suffix != ".rs"]
     for path in paths:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such file")
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".rs":
-            bindgen |= "automatically generated by rust-bindgen" in text[:200]
+            bindgen |= is_bindgen_output(text)
             evaluated = {n: v & 0xFFFFFFFFFFFFFFFF for n, v in rust_values(text, arch).items()}
-            names = sorted(rust_constants(text, arch))
-            present.update({n: path for n in names if n not in present})
+            present.update({n: path for n in rust_items(text, arch) if n not in present})
             values.update({n: v for n, v in evaluated.items() if n in expected and n not in values})
-            continue
-        names = _names_in(text)
-        present.update({n: path for n in names if n not in present})
-        values.update(evaluate(path, [n for n in names if n in expected and n not in values]))
-    return CopyContents(present, values, bindgen)
+        else:
+            present.update({n: path for n in _names_in(text) if n not in present})
+    if not c_files:
+        return CopyContents(present, values, bindgen)
+    if shutil.which("gcc") is None:
+        raise UsageError("sync-check evaluates C with gcc, which is not installed")
+    files = header_files(c_files)
+    wanted = sorted(n for n, p in present.items() if p in c_files and n in expected)
+    evaluation = evaluate_constants(files, wanted, _linux_kvm_h_stand_ins(spec, arch))
+    values.update({n: v for n, v in evaluation.values.items() if n not in values})
+    headers = {f.path: f.include_name for f in files}
+    return CopyContents(present, values, bindgen, headers, evaluation.stand_ins)
+
+
+def _linux_kvm_h_stand_ins(spec: Spec, arch: str) -> dict[str, str]:
+    """What asm/kvm.h takes from linux/kvm.h (the architecture's id base, the size field), from
+    the generated header; used only where the copy defines none of them."""
+    header = _generated_headers(spec, arch)[f"codegen/generated/c/kvm_fw_{arch}.h"]
+    pattern = (
+        r"^#define\s+(KVM_REG_(?:ARCH_MASK|ARM64|ARM|SIZE_SHIFT|SIZE_MASK|SIZE_U\d+))\s+(\S+)$"
+    )
+    return dict(re.findall(pattern, header, re.MULTILINE))
 
 
 def classify(
-    spec: Spec, contents: CopyContents, kernel: KernelName, arch: str = "arm64"
+    spec: Spec,
+    contents: CopyContents,
+    kernel: KernelName,
+    arch: str = "arm64",
+    defined_only: bool = False,
 ) -> list[Finding]:
-    """A copy's constants against `kernel`: missing only if no file defines one, ahead if a
-    file defines one before the release the spec says it came in."""
+    """A copy's constants against `kernel`: missing only if no file defines one (and never with
+    `defined_only`, for a VMM's own file that defines just the ids it uses), ahead if a file
+    defines one before the release the spec says it came in."""
     expected = expected_constants(spec, arch)
     present, values = contents.present, contents.values
     generated = _generated_names(spec, arch)
@@ -334,8 +247,8 @@ def classify(
                 )
             elif name in present:
                 findings.append(Finding(name, "unevaluated", None, spec_value, present[name]))
-            elif name in generated and _uapi(spec, name) and exists:
-                beyond = contents.bindgen and name in _through_function_macros(spec, arch)
+            elif not defined_only and name in generated and _uapi(spec, name) and exists:
+                beyond = contents.bindgen and name in _beyond_bindgen(spec, arch)
                 status = "beyond-bindgen" if beyond else "missing"
                 findings.append(Finding(name, status, None, spec_value))
         elif DOMAIN.match(name):
@@ -343,9 +256,15 @@ def classify(
     return findings
 
 
-def check(spec: Spec, paths: list[Path], kernel: KernelName, arch: str = "arm64") -> list[Finding]:
+def check(
+    spec: Spec,
+    paths: list[Path],
+    kernel: KernelName,
+    arch: str = "arm64",
+    defined_only: bool = False,
+) -> list[Finding]:
     """sync-check on files: read once, classified against one release."""
-    return classify(spec, read_copy(spec, paths, arch), kernel, arch)
+    return classify(spec, read_copy(spec, paths, arch), kernel, arch, defined_only)
 
 
 def claimed_by(paths: list[Path]) -> str:
@@ -372,6 +291,10 @@ def _through_function_macros(spec: Spec, arch: str) -> set[str]:
     return names
 
 
+def _beyond_bindgen(spec: Spec, arch: str) -> set[str]:
+    return _through_function_macros(spec, arch) | UAPI_SPELLED_WITH_BIT
+
+
 @functools.cache
 def _generated_names(spec: Spec, arch: str) -> set[str]:
     names = set()
@@ -380,14 +303,95 @@ def _generated_names(spec: Spec, arch: str) -> set[str]:
     return names
 
 
+@functools.cache
 def _generated_headers(spec: Spec, arch: str) -> dict[str, str]:
-
     return render_all(spec, lambda path: path.endswith((f"kvm_fw_{arch}.h", "kvm_fw_psci.h")))
 
 
-def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm64") -> str:
-    """A unified diff that makes `path` agree: its differing definitions replaced, and the
-    missing constants added (to this file, the first of those checked)."""
+def home_header(spec: Spec, name: str, arch: str = "arm64") -> str:
+    """The uapi header a constant belongs in: linux/psci.h for what the generated PSCI header
+    defines, asm/kvm.h for the rest."""
+    return PSCI_HEADER if name in _psci_names(spec, arch) else KVM_HEADER
+
+
+@functools.cache
+def _psci_names(spec: Spec, arch: str) -> frozenset[str]:
+    return frozenset(_names_in(_generated_headers(spec, arch)["codegen/generated/c/kvm_fw_psci.h"]))
+
+
+def hints(spec: Spec, contents: CopyContents, findings: list[Finding], arch: str) -> list[str]:
+    """What the user may not know: which missing constants live in a header not given (or that
+    a VMM's own file is better checked with --defined-only), and which names the spec
+    supplied because the copy has no linux/kvm.h."""
+    said = []
+    given = set(contents.headers.values())
+    missing = [f.name for f in findings if f.status == "missing"]
+    if missing and given and not given & {PSCI_HEADER, KVM_HEADER, "linux/kvm.h"}:
+        said.append("these files are not uapi headers: --defined-only checks just what they define")
+    elif missing and given:
+        where = {
+            PSCI_HEADER: "include/uapi/linux/psci.h; QEMU: linux-headers/linux/psci.h",
+            KVM_HEADER: f"arch/{arch}/include/uapi/asm/kvm.h; QEMU: linux-headers/asm-{arch}/kvm.h",
+        }
+        for header, found_in in where.items():
+            away = [n for n in missing if home_header(spec, n, arch) == header]
+            if away and header not in given:
+                said.append(
+                    f"{len(away)} of the missing constants live in {header} ({found_in}), "
+                    "which was not given: check it together with the other files"
+                )
+    if contents.stand_ins:
+        said.append(
+            f"{', '.join(contents.stand_ins)}: defined in linux/kvm.h, which was not given; "
+            "the spec's values stood in for them"
+        )
+    return said
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    patches: dict[Path, str]  # only files whose patch changes something
+    unplaced: tuple[str, ...]  # missing constants whose header was not among the files
+
+
+def fix_patches(
+    spec: Spec, contents: CopyContents, findings: list[Finding], arch: str = "arm64"
+) -> FixPlan:
+    """One unified diff per file that needs one: each differing definition replaced where it
+    stands, each missing constant added to the file of the header it belongs in."""
+    targets: dict[Path, list[Finding]] = {}
+    unplaced = []
+    for finding in findings:
+        if finding.status == "differs" and finding.file is not None:
+            targets.setdefault(finding.file, []).append(finding)
+        elif finding.status == "missing":
+            home = _file_for(spec, contents, finding.name, arch)
+            if home is None:
+                unplaced.append(finding.name)
+            else:
+                targets.setdefault(home, []).append(finding)
+    patches = {}
+    for path, own in targets.items():
+        patch = fix_patch(spec, path, own, arch)
+        if patch:
+            patches[path] = patch
+    return FixPlan(patches, tuple(unplaced))
+
+
+def _file_for(spec: Spec, contents: CopyContents, name: str, arch: str) -> Path | None:
+    """The given C file that is `name`'s header; else the one file that is no uapi header at
+    all (a VMM's own), which holds everything; else none."""
+    home = home_header(spec, name, arch)
+    for path, header in contents.headers.items():
+        if header == home:
+            return path
+    own = [
+        p for p, h in contents.headers.items() if h not in (PSCI_HEADER, KVM_HEADER, "linux/kvm.h")
+    ]
+    return own[0] if len(own) == 1 else None
+
+
+def _definitions(spec: Spec, arch: str) -> dict[str, str]:
     definitions: dict[str, str] = {}
     for text in _generated_headers(spec, arch).values():
         for line in text.splitlines():
@@ -396,39 +400,30 @@ def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm6
             )
             if match:
                 definitions[match.group(1)] = match.group(2).strip()
+    return definitions
+
+
+def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm64") -> str:
+    """A unified diff that makes `path` agree: its differing definitions replaced, and the
+    missing constants among `findings` added; empty when nothing changes."""
+    definitions = _definitions(spec, arch)
     current = {n: e.value & 0xFFFFFFFFFFFFFFFF for n, e in expected_constants(spec, arch).items()}
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     fixed = list(lines)
     if path.suffix == ".rs":
         for finding in findings:
             if finding.status == "differs" and finding.file == path:
-                rust = re.compile(
-                    rf"^(\s*pub\s+const\s+{finding.name}\s*:\s*[A-Za-z0-9_]+\s*=\s*)[^;]+(;.*)$"
-                )
-                fixed = [
-                    rust.sub(rf"\g<1>{finding.spec_value:#x}\g<2>", line.rstrip("\n")) + "\n"
-                    for line in fixed
-                ]
+                fixed = _fix_rust(fixed, finding)
         return "".join(difflib.unified_diff(lines, fixed, f"a/{path.name}", f"b/{path.name}"))
     for finding in findings:
         if finding.status != "differs" or finding.file != path:
             continue
-        pattern = re.compile(
-            rf"^(\s*#\s*define\s+{finding.name}\s+).*?(\s*(/\*.*)?)$|^(\s+{finding.name}\s*=\s*)[^,\n]+(,?.*)$"
+        value = (
+            definitions.get(finding.name, f"{finding.spec_value:#x}")
+            if finding.spec_value == current.get(finding.name)
+            else f"{finding.spec_value:#x}"  # the release's own (erratum) value
         )
-        for i, line in enumerate(fixed):
-            match = pattern.match(line.rstrip("\n"))
-            if match:
-                value = (
-                    definitions.get(finding.name, f"{finding.spec_value:#x}")
-                    if finding.spec_value == current.get(finding.name)
-                    else f"{finding.spec_value:#x}"  # the release's own (erratum) value
-                )
-                if match.group(1):
-                    fixed[i] = f"{match.group(1)}{value}\n"
-                else:
-                    fixed[i] = f"{match.group(4)}{value}{match.group(5)}\n"
-                break
+        fixed = _fix_c(fixed, finding.name, value)
     missing = [f for f in findings if f.status == "missing"]
     if missing:
         block = ["/* Added by kvm-fwspec sync-check --fix from the spec. */\n"]
@@ -441,3 +436,35 @@ def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm6
         )
         fixed[endif:endif] = block
     return "".join(difflib.unified_diff(lines, fixed, f"a/{path.name}", f"b/{path.name}"))
+
+
+def _fix_c(lines: list[str], name: str, value: str) -> list[str]:
+    """`#define NAME value` (continuation lines dropped) or the enumerator `NAME = value,`."""
+    define = re.compile(rf"^(\s*#\s*define\s+{name}\s+)")
+    enumerator = re.compile(rf"^(\s+{name}\s*=\s*)[^,\n]+(,?.*)$")
+    for i, line in enumerate(lines):
+        text = line.rstrip("\n")
+        match = define.match(text)
+        if match:
+            end = i
+            while lines[end].rstrip("\n").endswith("\\") and end + 1 < len(lines):
+                end += 1
+            comment = re.search(r"\s*/\*.*\*/\s*$", text) if end == i else None
+            kept = comment.group(0).rstrip() if comment else ""
+            return [*lines[:i], f"{match.group(1)}{value}{kept}\n", *lines[end + 1 :]]
+        match = enumerator.match(text)
+        if match:
+            return [*lines[:i], f"{match.group(1)}{value}{match.group(2)}\n", *lines[i + 1 :]]
+    return lines
+
+
+def _fix_rust(lines: list[str], finding: Finding) -> list[str]:
+    item = re.compile(
+        rf"^(\s*(?:pub\s*(?:\([^)]*\)\s*)?)?const\s+{finding.name}\s*:\s*[^=]+=\s*)[^;]+(;.*)$"
+    )
+    return [
+        item.sub(rf"\g<1>{finding.spec_value:#x}\g<2>", line.rstrip("\n")) + "\n"
+        if item.match(line.rstrip("\n"))
+        else line
+        for line in lines
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -234,3 +235,256 @@ def test_bindgen_output_is_checked_and_fixed(tmp_path: Path) -> None:
     patch = bindings.with_name("bindings.rs.kvm-fwspec.patch")
     subprocess.run(["patch", "-s", str(bindings), str(patch)], check=True)
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+
+
+# --- Issue 14, false pass 2: sync-check reads the copy it is given, never the machine's headers.
+
+FIXTURES = ROOT / "tests" / "fixtures" / "sync-check"
+QEMU_KVM_H = FIXTURES / "qemu-06bb749" / "linux-headers" / "asm-arm64" / "kvm.h"
+DEBIAN_PSCI_H = FIXTURES / "debian-linux-libc-dev-6.1.192" / "linux" / "psci.h"
+KERNEL_ARM_KVM_H = (
+    FIXTURES / "linux-arm-010e85f" / "arch" / "arm" / "include" / "uapi" / "asm" / "kvm.h"
+)
+WORKAROUND_2 = "#define KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2\tKVM_REG_ARM_FW_REG(2)"
+
+# Where each real project keeps the two files (asm/kvm.h, linux/psci.h).
+LAYOUTS = {
+    "qemu": ("linux-headers/asm-arm64/kvm.h", "linux-headers/linux/psci.h"),
+    "kernel-tree": ("arch/arm64/include/uapi/asm/kvm.h", "include/uapi/linux/psci.h"),
+    "kvmtool": ("arm/aarch64/include/asm/kvm.h", "include/linux/psci.h"),
+    "flat": ("kvm.h", "psci.h"),
+}
+
+
+def lay_out(root: Path, layout: str, kvm_h: str, psci_h: str) -> tuple[Path, Path]:
+    paths = tuple(root / relative for relative in LAYOUTS[layout])
+    for path, text in zip(paths, (kvm_h, psci_h), strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return paths[0], paths[1]
+
+
+def edited_qemu_kvm_h() -> str:
+    text = QEMU_KVM_H.read_text()
+    assert text.count(WORKAROUND_2) == 1
+    return text.replace(WORKAROUND_2, WORKAROUND_2.replace("FW_REG(2)", "FW_REG(9)"))
+
+
+def run_sync_check(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(sync_check_command(*args), capture_output=True, text=True, env=env)
+
+
+def test_a_qemu_copy_is_read_not_the_installed_headers(tmp_path: Path) -> None:
+    """Issue 14: the edited QEMU copy got "69 agree, 0 do not" from the installed headers."""
+    kvm_h, psci_h = lay_out(tmp_path, "qemu", edited_qemu_kvm_h(), DEBIAN_PSCI_H.read_text())
+    result = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y")
+    assert result.returncode == 1, result.stdout
+    assert (
+        "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: differs: file 0x6030000000140009, "
+        "spec 0x6030000000140002" in result.stdout
+    )
+    assert "88 constants agree with the spec for 6.1.y, 1 does not" in result.stdout
+    kvm_h.write_text(QEMU_KVM_H.read_text())
+    unedited = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y")
+    assert unedited.returncode == 0, unedited.stdout
+    assert "89 constants agree with the spec for 6.1.y, 0 do not" in unedited.stdout
+
+
+def write_decoy(folder: Path) -> Path:
+    """Headers with the copy's include guards and other values, where gcc looks on its own."""
+    (folder / "asm").mkdir(parents=True)
+    (folder / "linux").mkdir()
+    (folder / "asm" / "kvm.h").write_text(
+        "#ifndef __ARM_KVM_H__\n#define __ARM_KVM_H__\n#include <linux/psci.h>\n"
+        "#define KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2\t0x6030000000140002ULL\n#endif\n"
+    )
+    (folder / "linux" / "kvm.h").write_text(
+        "#ifndef __LINUX_KVM_H\n#define __LINUX_KVM_H\n#include <asm/kvm.h>\n"
+        "#define KVM_REG_ARM64\t0x7000000000000000ULL\n"
+        "#define KVM_REG_SIZE_U64\t0x0030000000000000ULL\n#endif\n"
+    )
+    (folder / "linux" / "psci.h").write_text(
+        "#ifndef _LINUX_PSCI_H\n#define _LINUX_PSCI_H\n#define PSCI_0_2_FN_CPU_ON\t0x12345678\n"
+        "#define PSCI_RET_DENIED\t7\n#endif\n"
+    )
+    return folder
+
+
+def test_results_do_not_depend_on_the_machines_headers(tmp_path: Path) -> None:
+    """The same findings with the installed arm64 uapi headers and with conflicting ones put
+    where gcc looks by itself (CPATH, C_INCLUDE_PATH); the copy's own value in both. Before,
+    the installed headers' values were reported (WORKAROUND_2 agreed) and the decoy's
+    linux/kvm.h turned every firmware id into 0x7030...."""
+    kvm_h, psci_h = lay_out(
+        tmp_path / "copy", "qemu", edited_qemu_kvm_h(), DEBIAN_PSCI_H.read_text()
+    )
+    decoy = str(write_decoy(tmp_path / "decoy"))
+    normal = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y")
+    fooled_env = {**os.environ, "CPATH": decoy, "C_INCLUDE_PATH": decoy}
+    decoyed = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y", env=fooled_env)
+    assert (decoyed.returncode, decoyed.stdout) == (normal.returncode, normal.stdout)
+    findings = {f.name: f for f in check(SPEC, [kvm_h, psci_h], kernel("6.1.y"))}
+    assert findings["KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2"].file_value == 0x6030000000140009
+    assert findings["PSCI_0_2_FN_CPU_ON"].status == "agrees"
+    assert [f.name for f in findings.values() if f.wrong] == ["KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2"]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_layout_gives_the_copys_own_values(tmp_path: Path, layout: str) -> None:
+    kvm_h, psci_h = lay_out(tmp_path, layout, edited_qemu_kvm_h(), DEBIAN_PSCI_H.read_text())
+    findings = check(SPEC, [kvm_h, psci_h], kernel("6.1.y"))
+    assert [str(f) for f in findings if f.wrong] == [
+        "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: differs: file 0x6030000000140009, spec 0x6030000000140002"
+    ]
+    assert sum(f.status == "agrees" for f in findings) == 88
+
+
+@pytest.mark.parametrize("layout", ["kernel-tree", "qemu-asm-arm"])
+def test_32_bit_arm_copies_are_read_the_same_way(tmp_path: Path, layout: str) -> None:
+    """The kernel's arch/arm/include/uapi/asm/kvm.h as 5.6 left it, and the same file where
+    QEMU kept it (linux-headers/asm-arm/): arm ids (0x4030...), arm's vcpu feature bit 1."""
+    relative = {
+        "kernel-tree": "arch/arm/include/uapi/asm/kvm.h",
+        "qemu-asm-arm": "linux-headers/asm-arm/kvm.h",
+    }
+    copy = tmp_path / relative[layout]
+    copy.parent.mkdir(parents=True)
+    copy.write_text(KERNEL_ARM_KVM_H.read_text())
+    findings = {f.name: f for f in check(SPEC, [copy], kernel("5.6"), "arm", defined_only=True)}
+    assert findings["KVM_REG_ARM_PSCI_VERSION"].file_value == 0x4030000000140000
+    assert findings["KVM_ARM_VCPU_PSCI_0_2"].status == "agrees"
+    assert not [str(f) for f in findings.values() if f.wrong]
+    assert sum(f.status == "agrees" for f in findings.values()) == 18
+    line = "#define KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1\tKVM_REG_ARM_FW_REG(1)"
+    copy.write_text(KERNEL_ARM_KVM_H.read_text().replace(line, line.replace("(1)", "(5)")))
+    result = run_sync_check(copy, "--kernel", "5.6", "--arch", "arm", "--defined-only")
+    assert result.returncode == 1
+    assert (
+        "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1: differs: file 0x4030000000140005, "
+        "spec 0x4030000000140001" in result.stdout
+    )
+    assert "arm)" in result.stdout.splitlines()[0]
+
+
+def test_a_compile_failure_names_file_and_line_once_per_error(tmp_path: Path) -> None:
+    kvm_h, psci_h = lay_out(tmp_path, "qemu", QEMU_KVM_H.read_text(), DEBIAN_PSCI_H.read_text())
+    text = kvm_h.read_text()
+    assert text.count("#define KVM_NR_SPSR\t5\n") == 1
+    kvm_h.write_text(text.replace("#define KVM_NR_SPSR\t5\n", "#if KVM_NR_SPSR(\n#endif\n"))
+    psci_h.write_text(psci_h.read_text() + "#error this copy is cut short\n")
+    line = text[: text.index("#define KVM_NR_SPSR\t5")].count("\n") + 1
+    result = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y")
+    assert result.returncode == 2 and result.stdout == ""
+    errors = result.stderr.splitlines()
+    assert errors[0] == f"kvm-fwspec: {kvm_h}, {psci_h}: does not compile alone:"
+    assert errors[1].startswith(f"kvm-fwspec:   {kvm_h}:{line}:")
+    assert "error: missing binary operator" in errors[1]
+    psci_lines = len(psci_h.read_text().splitlines())
+    assert errors[2:] == [
+        f"kvm-fwspec:   {psci_h}:{psci_lines}:2: error: #error this copy is cut short"
+    ]
+
+
+def test_a_path_that_is_not_a_file_is_one_line(tmp_path: Path) -> None:
+    missing = run_sync_check(tmp_path / "kvm.h")
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        f"kvm-fwspec: {tmp_path / 'kvm.h'}: no such file\n",
+    )
+    folder = run_sync_check(tmp_path)
+    assert folder.returncode == 2
+    assert folder.stderr.startswith(
+        f"kvm-fwspec: {tmp_path}: is a folder; give the header files in it"
+    )
+    (tmp_path / "kvm.h").write_text(QEMU_KVM_H.read_text())
+    under_a_file = run_sync_check(tmp_path / "kvm.h" / "psci.h", "--kernel", "6.1")
+    assert (under_a_file.returncode, under_a_file.stderr) == (
+        2, f"kvm-fwspec: {tmp_path / 'kvm.h' / 'psci.h'}: {tmp_path / 'kvm.h'} is a file, not a folder\n"
+    )  # fmt: skip
+    assert len(folder.stderr.splitlines()) == 1
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`sync-check ... | head`: the pipe's reader is gone before the first line is written."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            sync_check_command(QEMU_KVM_H, "--kernel", "6.1"),
+            stdout=writer, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+    assert done.stderr == ""
+    assert done.returncode == 1  # the verdict (PSCI names missing), not a crash
+
+
+def test_kvm_h_alone_hints_where_the_psci_names_live(tmp_path: Path) -> None:
+    kvm_h, _ = lay_out(tmp_path, "qemu", QEMU_KVM_H.read_text(), "")
+    result = run_sync_check(kvm_h, "--kernel", "6.1", "--fix")
+    assert result.returncode == 1
+    assert "of the missing constants live in linux/psci.h" in result.stdout
+    assert "patch written to" not in result.stdout
+    assert "no patch written" in result.stdout
+    assert not list(tmp_path.rglob("*.kvm-fwspec.patch"))
+
+
+def test_fix_puts_each_constant_in_its_own_header(tmp_path: Path) -> None:
+    """A KVM value wrong in kvm.h and a PSCI function missing from psci.h: two patches, each
+    for its file; applied, the copy agrees."""
+    psci_text = DEBIAN_PSCI_H.read_text()
+    cpu_freeze = "#define PSCI_1_0_FN_CPU_FREEZE\t\t\tPSCI_0_2_FN(11)\n"
+    assert psci_text.count(cpu_freeze) == 1
+    kvm_h, psci_h = lay_out(
+        tmp_path, "qemu", edited_qemu_kvm_h(), psci_text.replace(cpu_freeze, "")
+    )
+    command = ["--kernel", "6.1.y", kvm_h, psci_h]
+    result = run_sync_check(*command, "--fix")
+    assert result.returncode == 1
+    assert "PSCI_1_0_FN_CPU_FREEZE: missing" in result.stdout
+    patches = sorted(tmp_path.rglob("*.kvm-fwspec.patch"))
+    assert patches == [
+        kvm_h.with_name("kvm.h.kvm-fwspec.patch"),
+        psci_h.with_name("psci.h.kvm-fwspec.patch"),
+    ]
+    assert "PSCI_1_0_FN_CPU_FREEZE" in patches[1].read_text()
+    assert "PSCI_1_0_FN_CPU_FREEZE" not in patches[0].read_text()
+    assert "WORKAROUND_2" in patches[0].read_text()
+    assert result.stdout.count("patch written to") == 2
+    for target, patch in ((kvm_h, patches[0]), (psci_h, patches[1])):
+        subprocess.run(["patch", "-s", str(target), str(patch)], check=True)
+    again = run_sync_check(*command)
+    assert again.returncode == 0, again.stdout
+
+
+VMM_OWN_HEADER = """\
+/* A VMM's own ids: it defines only what it uses. */
+#define KVM_REG_ARM_FW_REG(r) (0x6030000000000000ULL | (0x14 << 16) | ((r) & 0xffff))
+#define KVM_REG_ARM_PSCI_VERSION KVM_REG_ARM_FW_REG(0)
+#define KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1 KVM_REG_ARM_FW_REG(1)
+#define PSCI_0_2_FN_CPU_ON 0x84000003
+"""
+
+
+def test_defined_only_checks_what_a_vmm_file_defines(tmp_path: Path) -> None:
+    own = tmp_path / "vmm_fw_ids.h"
+    own.write_text(VMM_OWN_HEADER)
+    full = run_sync_check(own, "--kernel", "6.12")
+    assert full.returncode == 1 and "missing" in full.stdout
+    assert "checked: every constant the spec has in 6.12" in full.stdout
+    defined = run_sync_check(own, "--kernel", "6.12", "--defined-only")
+    assert defined.returncode == 0, defined.stdout
+    assert defined.stdout.splitlines()[0].endswith(
+        "3 constants agree with the spec for 6.12, 0 do not "
+        "(checked: only the constants the files define, arm64)"
+    )
+    own.write_text(VMM_OWN_HEADER.replace("0x84000003", "0x84000004"))
+    wrong = run_sync_check(own, "--kernel", "6.12", "--defined-only", "--fix")
+    assert wrong.returncode == 1
+    assert "PSCI_0_2_FN_CPU_ON: differs: file 0x84000004, spec 0x84000003" in wrong.stdout
+    subprocess.run(
+        ["patch", "-s", str(own), str(own.with_name("vmm_fw_ids.h.kvm-fwspec.patch"))], check=True
+    )
+    assert run_sync_check(own, "--kernel", "6.12", "--defined-only").returncode == 0

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from kvm_fwspec.codegen.sync_check import check, claimed_by, fix_patch
+from kvm_fwspec.codegen.atomic import write_atomically
+from kvm_fwspec.codegen.sync_check import (
+    check_inputs,
+    claimed_by,
+    classify,
+    fix_patches,
+    hints,
+    read_copy,
+)
+from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
 
 HELP = "check a copy of the uapi constants against the spec"
+ARCHES = ("arm64", "arm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,28 +32,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the release the copy should match, e.g. 6.12 or 6.12.y (default: the release the "
         "files claim, from a kernel tree's Makefile or an installed linux/version.h)",
     )
-    parser.add_argument("--arch", default="arm64")
     parser.add_argument(
-        "--fix", action="store_true", help="write FILE.kvm-fwspec.patch that makes the copy agree"
+        "--arch", default="arm64", choices=ARCHES, help="the copy's architecture (default arm64)"
+    )
+    parser.add_argument(
+        "--defined-only",
+        action="store_true",
+        help="check only the constants the files define (a VMM's own constants file), not "
+        "whether every constant of the release is there",
+    )
+    parser.add_argument(
+        "--fix",
+        action="store_true",
+        help="write FILE.kvm-fwspec.patch for each file that needs a change",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    check_inputs(args.files)
     spec = load_spec(args.spec_dir)
     kernel = parse_kernel_name(spec, args.kernel or claimed_by(args.files))
-    findings = check(spec, args.files, kernel, args.arch)
+    contents = read_copy(spec, args.files, args.arch)
+    findings = classify(spec, contents, kernel, args.arch, args.defined_only)
     wrong = [f for f in findings if f.wrong]
     agrees = sum(f.status == "agrees" for f in findings)
     claim = "" if args.kernel else " (the release the files claim)"
-    files = ", ".join(map(str, args.files))
-    print(
-        f"{files}: {agrees} constants agree with the spec for {kernel}{claim}, {len(wrong)} do not"
+    mode = (
+        "checked: only the constants the files define"
+        if args.defined_only
+        else f"checked: every constant the spec has in {kernel}"
     )
-    for finding in findings:
-        if finding.status != "agrees":
-            print(f"  {finding}")
+    verb = "does not" if len(wrong) == 1 else "do not"
+    lines = [
+        f"{', '.join(map(str, args.files))}: {agrees} constants agree with the spec for "
+        f"{kernel}{claim}, {len(wrong)} {verb} ({mode}, {args.arch})"
+    ]
+    shown = ("agrees", "beyond-bindgen")
+    lines += [f"  {finding}" for finding in findings if finding.status not in shown]
+    beyond = [f.name for f in findings if f.status == "beyond-bindgen"]
+    if beyond:
+        lines.append(
+            f"  {len(beyond)} constants absent as bindgen leaves out what the kernel defines "
+            f"through a function-like macro (BIT() included); the VMM must define them itself: "
+            f"{', '.join(beyond)}"
+        )
+    lines += [f"  note: {hint}" for hint in hints(spec, contents, findings, args.arch)]
     if wrong and args.fix:
-        patch = args.files[0].with_name(args.files[0].name + ".kvm-fwspec.patch")
-        patch.write_text(fix_patch(spec, args.files[0], findings, args.arch), encoding="utf-8")
-        print(f"  patch written to {patch}")
-    return 1 if wrong else 0
+        plan = fix_patches(spec, contents, findings, args.arch)
+        for path, patch in plan.patches.items():
+            target = path.with_name(path.name + ".kvm-fwspec.patch")
+            try:
+                write_atomically(target, patch)
+            except OSError as error:
+                raise UsageError(f"{target}: cannot write the patch: {error.strerror}") from None
+            lines.append(f"  patch written to {target}")
+        if plan.unplaced:
+            lines.append(
+                f"  not patched (no file given is their header; add them by hand): "
+                f"{', '.join(plan.unplaced)}"
+            )
+        if not plan.patches:
+            lines.append("  no patch written: nothing among the files can be changed to agree")
+    return _print(lines, 1 if wrong else 0)
+
+
+def _print(lines: list[str], status: int) -> int:
+    """The report on stdout; a reader that stops early (`| head`) ends it quietly."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return status
