@@ -488,3 +488,33 @@ def test_defined_only_checks_what_a_vmm_file_defines(tmp_path: Path) -> None:
         ["patch", "-s", str(own), str(own.with_name("vmm_fw_ids.h.kvm-fwspec.patch"))], check=True
     )
     assert run_sync_check(own, "--kernel", "6.12", "--defined-only").returncode == 0
+
+
+# Where Debian's linux-libc-dev (native and :arm64) installs the uapi headers a probe could
+# otherwise find by itself.
+INSTALLED_UAPI = (
+    "/usr/include/aarch64-linux-gnu",
+    "/usr/include/linux",
+    "/usr/include/asm-generic",
+)
+
+
+@pytest.mark.tools  # a mount namespace (root, as CI runs, or unprivileged user namespaces)
+def test_the_same_findings_on_a_machine_without_the_installed_headers(tmp_path: Path) -> None:
+    """Issue 14 asks for the same result with and without linux-libc-dev:arm64: the second run
+    hides every installed uapi header under an empty tmpfs in its own mount namespace, as a
+    machine without the packages has them."""
+    kvm_h, psci_h = lay_out(tmp_path, "qemu", edited_qemu_kvm_h(), DEBIAN_PSCI_H.read_text())
+    command = sync_check_command(kvm_h, psci_h, "--kernel", "6.1.y")
+    hide = " && ".join(f"mount -t tmpfs none {folder}" for folder in INSTALLED_UAPI)
+    hidden = subprocess.run(
+        ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]),
+         "sh", "-c", f'{hide} && test ! -e /usr/include/linux/kvm.h && exec "$@"', "sh", *command],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "Permission denied" not in hidden.stderr, hidden.stderr
+    with_headers = subprocess.run(command, capture_output=True, text=True)
+    assert Path("/usr/include/aarch64-linux-gnu/asm/kvm.h").is_file(), "run .ci/run's apt first"
+    assert (hidden.returncode, hidden.stdout) == (with_headers.returncode, with_headers.stdout)
+    assert hidden.returncode == 1
+    assert "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: differs" in hidden.stdout
