@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Any
+
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import Register, Spec
+from kvm_fwspec.spec.model import Field, FieldValue, Register, Spec
+
+HEX_DIGITS = 16  # an id written in hex, zero-padded, as KVM_GET_REG_LIST listings print it
+
+ID_RULE = (
+    "an ID is hex with 0x (0x6030000000140000, also 0x6030_0000_0014_0000 or spaced as in the "
+    "kernel documentation, 0x6030 0000 0014 0000), hex without 0x when it has a digit a-f, "
+    "or decimal when it is all digits (as dump files and JSON write ids); 16 digits without "
+    "0x and without a-f could be either, and are refused"
+)
 
 
 def parse_id(text: str) -> int:
-    """Accept 0x6030000000140000, 0x6030_0000_0014_0000 or the documentation's spaced form."""
-    cleaned = text.replace("_", "").replace(" ", "")
-    try:
+    """A register id as users have one: see ID_RULE. Decimal ids of real registers have 19 or
+    20 digits (the arch field puts them above 4.6e18) and hex ids printed without 0x have 16,
+    so the rule misreads no real id; the one width where a bare number could be either is
+    refused rather than guessed."""
+    cleaned = text.strip().replace("_", "").replace(" ", "")
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", cleaned):
         value = int(cleaned, 16)
-    except ValueError:
+    elif re.fullmatch(r"[0-9]+", cleaned):
+        if len(cleaned) == HEX_DIGITS:
+            raise UsageError(
+                f"'{text}' could be decimal or hex: write 0x{cleaned} for hex "
+                f"(a decimal id has 19 or 20 digits)"
+            )
+        value = int(cleaned, 10)
+    elif re.fullmatch(r"[0-9a-fA-F]+", cleaned):
+        value = int(cleaned, 16)
+    else:
         raise UsageError(
-            f"'{text}' is not a register id (expected hex such as 0x6030000000140000)"
-        ) from None
-    if not 0 <= value < 1 << 64:
+            f"'{text}' is not a register id (expected hex such as 0x6030000000140000, "
+            "or decimal as dump files write it)"
+        )
+    if value >= 1 << 64:
         raise UsageError(f"'{text}' does not fit in 64 bits")
     return value
 
@@ -24,12 +50,26 @@ def find_register(spec: Spec, reg_id: int) -> Register | None:
     return next((r for r in spec.registers if reg_id in r.ids.values()), None)
 
 
-def describe_id(spec: Spec, reg_id: int) -> list[str]:
-    """Lines describing `reg_id`: every field, its named value, and the register if known."""
+@dataclass(frozen=True, kw_only=True)
+class DecodedField:
+    """One field of a register id: its bits, what they hold and, if the spec names it, what."""
+
+    field: Field
+    raw: int
+    named: FieldValue | None
+    index_parts: tuple[tuple[str, int], ...]  # a sysreg index as op0/op1/CRn/CRm/op2
+
+    @property
+    def must_be_zero(self) -> bool:
+        return self.field.reserved and self.raw != 0
+
+
+def decode_fields(spec: Spec, reg_id: int) -> list[DecodedField]:
+    """Every field of the id's layout, named where the spec names its value for the id's arch."""
     layout = spec.layout("reg-id")
-    lines = [f"id {reg_id:#018x}"]
     arch_value = layout.field("arch").extract(reg_id)
     arch = next((v for v in layout.field("arch").values if v.value == arch_value), None)
+    decoded = []
     for field in layout.fields:
         raw = field.extract(reg_id)
         named = next(
@@ -40,14 +80,26 @@ def describe_id(spec: Spec, reg_id: int) -> list[str]:
             ),
             None,
         )
-        label = f" {named.name}" + (f" ({named.c_name})" if named.c_name else "") if named else ""
-        problem = "  <- must be zero" if field.reserved and raw else ""
-        lines.append(
-            f"  {field.name:<9} bits {field.high:>2}-{field.low:<2} = {raw:#x}{label}{problem}"
-        )
+        parts: tuple[tuple[str, int], ...] = ()
         if named and named.index_fields:
             index = layout.field("index").extract(reg_id)
-            parts = ", ".join(f"{f.name}={f.extract(index)}" for f in named.index_fields)
+            parts = tuple((f.name, f.extract(index)) for f in named.index_fields)
+        decoded.append(DecodedField(field=field, raw=raw, named=named, index_parts=parts))
+    return decoded
+
+
+def describe_id(spec: Spec, reg_id: int) -> list[str]:
+    """Lines describing `reg_id`: every field, its named value, and the register if known."""
+    lines = [f"id {reg_id:#018x}"]
+    for decoded in decode_fields(spec, reg_id):
+        field, named = decoded.field, decoded.named
+        label = f" {named.name}" + (f" ({named.c_name})" if named.c_name else "") if named else ""
+        problem = "  <- must be zero" if decoded.must_be_zero else ""
+        lines.append(
+            f"  {field.name:<9} bits {field.high:>2}-{field.low:<2} = {decoded.raw:#x}{label}{problem}"
+        )
+        if decoded.index_parts:
+            parts = ", ".join(f"{name}={value}" for name, value in decoded.index_parts)
             lines.append(f"            index fields: {parts}")
     register = find_register(spec, reg_id)
     if register is None:
@@ -55,6 +107,33 @@ def describe_id(spec: Spec, reg_id: int) -> list[str]:
     else:
         lines += describe_register(spec, register)
     return lines
+
+
+def id_to_json(spec: Spec, reg_id: int) -> dict[str, Any]:
+    """`decode --json`: the id as a hex string (exact in every JSON reader: ids exceed the 2^53
+    that JavaScript and jq hold exactly) and in decimal text, each field, and the register."""
+    fields: dict[str, Any] = {}
+    for decoded in decode_fields(spec, reg_id):
+        entry: dict[str, Any] = {
+            "bits": [decoded.field.high, decoded.field.low],
+            "value": decoded.raw,
+            "name": decoded.named.name if decoded.named else None,
+            "c-name": decoded.named.c_name if decoded.named else None,
+        }
+        if decoded.field.reserved:
+            entry["must-be-zero"] = decoded.must_be_zero
+        if decoded.index_parts:
+            entry["index-fields"] = dict(decoded.index_parts)
+        fields[decoded.field.name] = entry
+    register = find_register(spec, reg_id)
+    return {
+        "id": f"{reg_id:#018x}",
+        "id-decimal": str(reg_id),
+        "fields": fields,
+        "register": None
+        if register is None
+        else {"name": register.name, "c-name": register.c_name, "kind": register.kind},
+    }
 
 
 def describe_register(spec: Spec, register: Register) -> list[str]:

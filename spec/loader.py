@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,9 +21,17 @@ SPEC_FILES = ("kernels", "encoding", "api", "registers", "psci", "smccc", "rules
 SCHEMA_FILE = Path("schema") / "kvm-fwspec.schema.yaml"
 
 
+SPEC_DIR_VARIABLE = "KVM_FWSPEC_SPEC_DIR"
+
+
 def default_spec_dir() -> Path:
-    """The spec's own folder, this package's data: spec/ in a checkout, kvm_fwspec/spec in a
+    """The folder named by $KVM_FWSPEC_SPEC_DIR if set (`kvm-fwspec --spec-dir` sets it, so the
+    command and every process it starts, pytest's workers included, load the same spec), else
+    the spec's own folder, this package's data: spec/ in a checkout, kvm_fwspec/spec in a
     wheel. Installs are unpacked (pip never runs a wheel zipped), so it is a real folder."""
+    chosen = os.environ.get(SPEC_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen)
     return Path(str(resources.files("kvm_fwspec.spec")))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from kvm_fwspec.spec.decode import describe_register
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Rule, Spec
@@ -37,7 +39,9 @@ def describe_rule(rule: Rule) -> list[str]:
 
 
 def show(spec: Spec, name: str) -> list[str]:
-    """Describe everything whose spec name or C name is `name` (case-insensitive for C names)."""
+    """Describe everything whose spec name or C name is `name` (case-insensitive for C names):
+    a value's or bit's spec name (`trng-v1.0`, `not-required`) can belong to several
+    registers, and each is shown. Nothing found: the closest names, if any are close."""
     wanted = name.strip()
     upper = wanted.upper()
     lines: list[str] = []
@@ -45,15 +49,16 @@ def show(spec: Spec, name: str) -> list[str]:
         if wanted == register.name or upper == register.c_name:
             lines += describe_register(spec, register)
         for value in register.values:
-            if upper == value.c_name:
+            if wanted == value.name or upper == value.c_name:
                 lines.append(
-                    f"value: {value.c_name} = {value.value} of {register.c_name}, "
-                    f"since {value.lifetime.since}: {value.doc}"
+                    f"value: {value.c_name} ({value.name}) = {value.value} of {register.c_name}, "
+                    f"since {value.lifetime.since}: {' '.join(value.doc.split())}"
                 )
         for bit in register.bits:
-            if upper == bit.c_name:
+            if wanted == bit.name or upper == bit.c_name:
                 lines.append(
-                    f"bit: {bit.c_name} = bit {bit.bit} of {register.c_name}, since {bit.lifetime.since}: {bit.doc}"
+                    f"bit: {bit.c_name} ({bit.name}) = bit {bit.bit} of {register.c_name}, "
+                    f"since {bit.lifetime.since}: {' '.join(bit.doc.split())}"
                 )
     for rule in spec.rules:
         if wanted == rule.id:
@@ -74,5 +79,25 @@ def show(spec: Spec, name: str) -> list[str]:
                 f"PSCI version {version.name} = {version.encoded:#x}, in KVM since {version.lifetime.since}"
             )
     if not lines:
-        raise UsageError(f"nothing in the spec is named '{name}'")
+        close = difflib.get_close_matches(wanted, names(spec), n=3, cutoff=0.75)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"nothing in the spec is named '{name}'{hint}")
     return lines
+
+
+def names(spec: Spec) -> list[str]:
+    """Every name show() finds something by, sorted (so suggestions are stable)."""
+    found: set[str] = set()
+    for register in spec.registers:
+        found |= {register.name, register.c_name}
+        found |= {v.name for v in register.values} | {v.c_name for v in register.values}
+        found |= {b.name for b in register.bits} | {b.c_name for b in register.bits}
+    found |= {rule.id for rule in spec.rules}
+    for function in spec.psci_functions:
+        found |= {function.name, *function.c_names.values()}
+    found |= {s.name for s in spec.smccc_functions} | {s.c_name for s in spec.smccc_functions}
+    for version in spec.psci_versions:
+        found |= {version.name, f"psci-{version.name}"} | (
+            {version.c_name} if version.c_name else set()
+        )
+    return sorted(n for n in found if n)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.conformance.analyses.dump import read_dump
+from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 from tests.checkout import KVM_FWSPEC
 
@@ -98,4 +104,208 @@ def test_dump_lists_registers_in_reg_list_order(tmp_path: Path) -> None:
     ids = [r["id"] for r in json.loads(out.read_text())["registers"]]
     assert ids == [0x6030000000140000 + i for i in range(4)] + [
         0x6030000000160000 + i for i in range(4)
+    ]
+
+
+def migrate_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KVM_FWSPEC, "migrate-check", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "verdict", "status"),
+    [
+        ("6.12", "6.12", "SAFE", 0),
+        ("5.10", "6.1", "RESTORES, BUT THE GUEST SEES ITS FIRMWARE CHANGE", 3),
+        ("6.13", "6.12", "NOT SAFE: A REGISTER DOES NOT RESTORE", 1),
+    ],
+    ids=["safe", "changes", "fails"],
+)
+def test_three_verdicts_three_exit_codes(
+    source: str, target: str, verdict: str, status: int
+) -> None:
+    result = migrate_check("--from", source, "--to", target)
+    assert result.returncode == status, result.stderr
+    assert result.stdout.splitlines()[-1] == f"verdict: {verdict}"
+    as_json = json.loads(migrate_check("--from", source, "--to", target, "--json").stdout)
+    assert as_json["verdict"] == {0: "safe", 3: "changes", 1: "fails"}[status]
+
+
+def test_the_exit_codes_are_in_the_help() -> None:
+    result = subprocess.run([*KVM_FWSPEC, "migrate-check", "--help"], capture_output=True,
+                            text=True, env={**os.environ, "COLUMNS": "400"})  # fmt: skip
+    assert "Exit status: 0 safe" in result.stdout
+    assert "3 restores, but the guest sees its firmware change" in result.stdout
+    assert "1 a register does not restore; 2 a usage error" in result.stdout
+
+
+def test_a_levels_host_inside_a_side() -> None:
+    """`levels:A/B/C` has a colon of its own; it is read with the HOST field, and FEATURES
+    after it still counts (a psci-0.1 source onto a psci-0.2 target fails on psci-version)."""
+    levels = "levels:not-required/not-required/not-required"
+    named = run("6.1:unaffected:none", "6.1:unaffected")
+    spelled = run(f"6.1:{levels}:none", f"6.1:{levels}")
+    assert spelled.source.profile.host.name == "unaffected"  # the same levels, found by name
+    assert spelled.to_json() | {"source": None} == named.to_json() | {"source": None}
+    assert verdict(spelled, "psci-version").rule == "psci-version/set/reject-0.1-with-psci-0.2"
+    unnamed = migration.side_from_profile(SPEC, "6.1:levels:avail/avail/not-avail")
+    assert unnamed.profile.host.name == "levels:avail/avail/not-avail"
+
+
+def test_a_pinned_source_is_safe_where_the_default_is_not() -> None:
+    assert run("6.13", "6.12").verdict == "fails"
+    pinned = run("6.13:::0x10001", "6.12")
+    assert pinned.verdict == "safe"
+    assert pinned.source.origin.endswith("with PSCI pinned to 0x10001")
+    assert verdict(pinned, "psci-version").value == 0x10001
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "stderr"),
+    [
+        ("6.12:mitigated:psci-0.2:0x10001:extra", "6.12",
+         "side '6.12:mitigated:psci-0.2:0x10001:extra' has 1 field(s) too many: a side is "
+         "KERNEL[:HOST[:FEATURES[:PSCI]]]"),
+        ("6.1:levels:a/b/c:none:0x10000:x", "6.1",
+         "side '6.1:levels:a/b/c:none:0x10000:x' has 1 field(s) too many: a side is "
+         "KERNEL[:HOST[:FEATURES[:PSCI]]]"),
+        ("6.1:levels", "6.1", "side '6.1:levels': a levels: host needs its levels, levels:A/B/C"),
+        ("6.12:::0x10003", "6.12", "arm64 6.12 host=mitigated refuses PSCI pin 0x10003: EINVAL "
+                                   "(psci-version/set/reject-unimplemented)"),
+        ("6.12:::1.1", "6.12", "side '6.12:::1.1': PSCI pin '1.1' is a version name, not a "
+                               "register value: PSCI 1.1 is 0x10001 (major << 16 | minor)"),
+        ("6.12", "6.12:::0x10001", "--to 6.12:::0x10001: a PSCI pin belongs to the source; the "
+                                   "target's version is the one the source's registers restore"),
+        ("missing.json", "6.12", "--from missing.json: no such dump file"),
+    ],
+    ids=["extra-field", "extra-field-after-levels", "levels-without-levels", "pin-refused",
+         "pin-by-name", "pin-on-target", "missing-dump"],
+)  # fmt: skip
+def test_malformed_sides_are_one_line(source: str, target: str, stderr: str) -> None:
+    result = migrate_check("--from", source, "--to", target)
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"kvm-fwspec: {stderr}\n", "")
+
+
+def test_dump_for_arm_writes_arm_ids(tmp_path: Path) -> None:
+    out = tmp_path / "arm.json"
+    result = subprocess.run([*KVM_FWSPEC, "dump", "--arch", "arm", "--kernel", "5.4",
+                             "--output", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["arch"] == "arm"
+    assert [r["id"] for r in document["registers"]] == [0x4030000000140000 + i for i in range(3)]
+    # and migrate-check takes a target named by profile to be of the dump's architecture
+    check = migrate_check("--from", str(out), "--to", "5.4")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+REAL_DUMPS = json.loads(
+    (Path(__file__).parent / "fixtures" / "real-kvm" / "real-restores.json").read_text()
+)["dumps"]
+
+
+@pytest.mark.parametrize(
+    "index", range(len(REAL_DUMPS)), ids=[f"real-dump-{i}" for i in range(len(REAL_DUMPS))]
+)
+def test_dumps_real_kvm_wrote_are_read(tmp_path: Path, index: int) -> None:
+    """Every dump the migration proof saved on real KVM (tests/fixtures/real-kvm) passes the
+    checks unchanged and reads back as written."""
+    path = tmp_path / "real.json"
+    path.write_text(json.dumps(REAL_DUMPS[index]))
+    saved = read_dump(SPEC, path)
+    assert saved.profile.kernel == REAL_DUMPS[index]["kernel"]
+    assert saved.registers == {r["id"]: r["value"] for r in REAL_DUMPS[index]["registers"]}
+
+
+SAVED = len(REAL_DUMPS[5]["registers"])
+
+
+def _edited(**changes: Any) -> dict[str, Any]:
+    document = json.loads(json.dumps(REAL_DUMPS[5]))  # 6.1.y, psci-0.2
+    for key, value in changes.items():
+        document[key] = value
+    return document
+
+
+def _register(index: int, **changes: Any) -> list[dict[str, Any]]:
+    registers: list[dict[str, Any]] = json.loads(json.dumps(REAL_DUMPS[5]["registers"]))
+    registers[index] |= changes
+    return registers
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (_edited(kernel=6.1), 'kernel: 6.1 is a number, not a string; write the release as a '
+                              'string, "6.1"'),
+        (_edited(format="kvm-fwspec-dump/2"),
+         "format: 'kvm-fwspec-dump/2' is not 'kvm-fwspec-dump/1'"),
+        (_edited(registers=_register(0, value=1 << 64)),
+         "registers[0].value: 18446744073709551616 does not fit in 64 bits"),
+        (_edited(registers=_register(1, value=-1)), "registers[1].value: -1 is negative"),
+        (_edited(registers=_register(0, value="0x10000")),
+         "registers[0].value: '0x10000' is a string, not a 64-bit integer"),
+        (_edited(registers=_register(0, value=True)),
+         "registers[0].value: True is a boolean, not a 64-bit integer"),
+        (_edited(registers=[*REAL_DUMPS[5]["registers"], REAL_DUMPS[5]["registers"][1]]),
+         f"registers[{SAVED}].id: 0x6030000000140001 was saved already, as registers[1]"),
+        (_edited(registers=[*REAL_DUMPS[5]["registers"], {"id": 0x603000000013C082, "value": 0}]),
+         f"registers[{SAVED}].id: 0x603000000013c082 is a sysreg id, outside the firmware registers "
+         "(KVM_REG_ARM_FW, KVM_REG_ARM_FW_FEAT_BMAP); a dump holds only those"),
+        (_edited(registers=_register(0, id=0x4030000000140000)),
+         "registers[0].id: 0x4030000000140000 is not an arm64 id (the dump's arch)"),
+        (_edited(registers=_register(0, name="psci-version")),
+         "registers[0].name: not a key of a saved register (id, value)"),
+        (_edited(colour="red"), "colour: not a key of a dump"),
+        (_edited(features=["psci-0.3"]), "features[0]: 'psci-0.3' is not a vcpu feature (psci-0.2)"),
+        # the rest of the line is the kernel-name parser's (spec/kernel_names.py)
+        (_edited(kernel="6.1.x"), "kernel: kernel '6.1.x' is not ..."),
+        ([], "not a dump: the file holds a list, not an object"),
+    ],
+    ids=["kernel-a-number", "format", "value-beyond-64-bits", "value-negative", "value-a-string",
+         "value-a-boolean", "duplicate-id", "system-register-id", "other-arch-id",
+         "extra-register-key", "extra-key", "unknown-feature", "kernel-unknown", "not-an-object"],
+)  # fmt: skip
+def test_a_bad_dump_is_refused_naming_file_and_path(
+    tmp_path: Path, document: Any, problem: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(UsageError) as refused:
+        read_dump(SPEC, path)
+    if problem.endswith("..."):
+        assert str(refused.value).startswith(f"{path}: {problem[:-3]}")
+        assert "\n" not in str(refused.value)
+    else:
+        assert str(refused.value) == f"{path}: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a dump: nested too deeply (a dump is three levels "
+                                        "deep)"),
+        ('{"kernel": "6.1", "kernel": "6.1"}', "key 'kernel' appears twice in one object"),
+        ("{", "not JSON: line 1 column 2: Expecting property name enclosed in double quotes"),
+        ('{"value": ' + "9" * 5000 + "}", "not a dump: it holds a number of thousands of digits"),
+    ],
+    ids=["deeply-nested", "duplicate-key", "not-json", "huge-number"],
+)  # fmt: skip
+def test_unreadable_dump_files_are_one_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(UsageError) as refused:
+        read_dump(SPEC, path)
+    assert str(refused.value) == f"{path}: {problem}"
+
+
+def test_every_problem_of_a_dump_is_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_edited(kernel=6.1, registers=_register(2, value=-2), colour=1)))
+    result = migrate_check("--from", str(path), "--to", "6.1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"kvm-fwspec: {path}: colour: not a key of a dump",
+        f"kvm-fwspec: {path}: kernel: 6.1 is a number, not a string; write the release as a "
+        'string, "6.1"',
+        f"kvm-fwspec: {path}: registers[2].value: -2 is negative",
     ]

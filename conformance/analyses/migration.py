@@ -8,17 +8,22 @@ hypercall services it can call) is compared before and after.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+# FEATURES and parse_features moved to the dump module (which both writes and reads the
+# features) and stay importable from here, where the VMM judge and older callers find them.
+from kvm_fwspec.conformance.analyses.dump import FEATURES as FEATURES
+from kvm_fwspec.conformance.analyses.dump import parse_features as parse_features
+from kvm_fwspec.conformance.analyses.dump import parse_psci_value, read_dump
 from kvm_fwspec.conformance.oracle import Access, Oracle
-from kvm_fwspec.conformance.profile import Profile, resolve_profile
+from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Register, Spec
 
-FEATURES = ("psci-0.2",)
+Verdict = Literal["safe", "changes", "fails"]
+SIDE_SYNTAX = "KERNEL[:HOST[:FEATURES[:PSCI]]]"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,12 @@ class MigrationReport:
     def safe(self) -> bool:
         return self.restored and not self.changes
 
+    @property
+    def verdict(self) -> Verdict:
+        """safe: every register restores and the guest sees nothing change; changes: every
+        register restores but the guest's firmware changes under it; fails: one does not."""
+        return "safe" if self.safe else "changes" if self.restored else "fails"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "source": {
@@ -78,6 +89,7 @@ class MigrationReport:
                 "origin": self.source.origin,
             },
             "target": {"profile": self.target.label, "features": list(self.target_features)},
+            "verdict": self.verdict,
             "safe": self.safe,
             "restored": self.restored,
             "registers": [
@@ -105,22 +117,53 @@ def _show(value: Any) -> str:
     return "absent" if value is None else str(value)
 
 
-def parse_features(text: str) -> tuple[str, ...]:
-    if text in ("psci-0.2", "0.2"):
-        return FEATURES
-    if text in ("none", "psci-0.1", "0.1", ""):
-        return ()
-    raise UsageError(f"vcpu features '{text}': use psci-0.2 or none")
+@dataclass(frozen=True, kw_only=True)
+class SideName:
+    """A side as the user wrote it, `KERNEL[:HOST[:FEATURES[:PSCI]]]`, split into its fields
+    (empty: the default)."""
+
+    kernel: str
+    host: str
+    features: str
+    psci: str
 
 
-def side_from_profile(spec: Spec, text: str) -> Side:
-    """`KERNEL[:HOST[:FEATURES]]`, e.g. `6.13.y:mitigated:psci-0.2`: a fresh VM of that KVM,
-    saved as a VMM would save it (every register KVM lists, read back with GET)."""
-    kernel, host, features_text = ([*text.split(":"), "", ""])[:3]
-    profile = resolve_profile(spec, kernel, host or "mitigated")
-    features = parse_features(features_text or "psci-0.2")
+def parse_side(text: str) -> SideName:
+    """Split a side. HOST may be `levels:A/B/C`, whose own colon is read with it; PSCI is a
+    version to pin, written as the register holds it (0x10001). More fields are refused."""
+    fields = text.split(":")
+    kernel, rest = fields[0], fields[1:]
+    host = ""
+    if rest:
+        host, rest = rest[0], rest[1:]
+        if f"{host}:" == LEVELS_PREFIX:
+            if not rest or not rest[0]:
+                raise UsageError(
+                    f"side '{text}': a {LEVELS_PREFIX} host needs its levels, {LEVELS_PREFIX}A/B/C"
+                )
+            host, rest = f"{LEVELS_PREFIX}{rest[0]}", rest[1:]
+    if len(rest) > 2:
+        raise UsageError(
+            f"side '{text}' has {len(rest) - 2} field(s) too many: a side is {SIDE_SYNTAX}"
+        )
+    features, psci = ([*rest, "", ""])[:2]
+    return SideName(kernel=kernel, host=host, features=features, psci=psci)
+
+
+def side_from_profile(spec: Spec, text: str, arch: str = "arm64") -> Side:
+    """`KERNEL[:HOST[:FEATURES[:PSCI]]]`, e.g. `6.13.y:mitigated:psci-0.2:0x10001`: a fresh VM
+    of that KVM (its PSCI version pinned first, if PSCI is given, as a VMM pins it before the
+    guest boots), saved as a VMM would save it (every register KVM lists, read with GET)."""
+    name = parse_side(text)
+    profile = resolve_profile(spec, name.kernel, name.host or "mitigated", arch)
+    features = parse_features(name.features or "psci-0.2")
     oracle = Oracle(spec, profile)
     stored = oracle.reset_values()
+    origin = f"a fresh VM of {profile.label}"
+    if name.psci:
+        pin = parse_psci_value(name.psci, f"side '{text}': PSCI pin")
+        _pin(spec, oracle, profile, features, stored, pin)
+        origin += f" with PSCI pinned to {pin:#x}"
     registers = {}
     for register in _listed(oracle):
         reg_id = register.ids[profile.arch]
@@ -136,21 +179,45 @@ def side_from_profile(spec: Spec, text: str) -> Side:
         )
         if decision is not None and decision.value is not None:
             registers[reg_id] = decision.value
-    return Side(profile, features, registers, f"a fresh VM of {profile.label}")
+    return Side(profile, features, registers, origin)
+
+
+def _pin(
+    spec: Spec,
+    oracle: Oracle,
+    profile: Profile,
+    features: tuple[str, ...],
+    stored: dict[str, int],
+    pin: int,
+) -> None:
+    """Write the PSCI version as the VMM would, into `stored`; a KVM that refuses it cannot
+    be the side asked for."""
+    register = next(r for r in spec.registers if r.kind == "psci-version")
+    if register not in oracle.registers:
+        raise UsageError(f"{profile.label} has no {register.c_name} to pin the PSCI version with")
+    decision = oracle.decide(
+        Access(
+            op="set",
+            reg_id=register.ids[profile.arch],
+            vcpu_initialized=True,
+            psci_02=bool(features),
+            has_run=False,
+            stored=stored,
+            value=pin,
+        )
+    )
+    if decision is None or decision.errno is not None or decision.undefined is not None:
+        outcome = "no defined result" if decision is None else decision.errno or "undefined"
+        rule = f" ({decision.rule.id})" if decision is not None else ""
+        raise UsageError(f"{profile.label} refuses PSCI pin {pin:#x}: {outcome}{rule}")
+    if decision.store is not None:
+        stored[register.name] = decision.store
 
 
 def side_from_dump(spec: Spec, path: Path) -> Side:
-    """A file written by `kvm-fwspec dump`."""
-    try:
-        dump = json.loads(path.read_text(encoding="utf-8"))
-        profile = resolve_profile(
-            spec, dump["kernel"], dump["host-profile"], dump.get("arch", "arm64")
-        )
-        registers = {int(r["id"]): int(r["value"]) for r in dump["registers"]}
-        features = tuple(dump["features"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path}: not a kvm-fwspec dump: {exc}") from None
-    return Side(profile, features, registers, f"{path} ({dump.get('implementation', 'unknown')})")
+    """A file written by `kvm-fwspec dump`, checked whole first (analyses.dump.read_dump)."""
+    saved = read_dump(spec, path)
+    return Side(saved.profile, saved.features, saved.registers, f"{path} ({saved.implementation})")
 
 
 def _listed(oracle: Oracle) -> list[Register]:
@@ -315,6 +382,13 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
     return advice
 
 
+VERDICT_LINES: dict[Verdict, str] = {
+    "safe": "SAFE",
+    "changes": "RESTORES, BUT THE GUEST SEES ITS FIRMWARE CHANGE",
+    "fails": "NOT SAFE: A REGISTER DOES NOT RESTORE",
+}
+
+
 def render(report: MigrationReport) -> str:
     lines = [
         f"migration: {report.source.origin} ({'psci-0.2' if report.source.features else 'no psci-0.2'} vcpus)"
@@ -326,5 +400,5 @@ def render(report: MigrationReport) -> str:
     lines.append("guest view changes:" + ("" if report.changes else " none"))
     lines += [f"  {change}" for change in report.changes]
     lines += [f"advice: {a}" for a in report.advice]
-    lines.append(f"verdict: {'SAFE' if report.safe else 'NOT SAFE'}")
+    lines.append(f"verdict: {VERDICT_LINES[report.verdict]}")
     return "\n".join(lines)

@@ -4,7 +4,13 @@ Each subcommand is a module of this package named after it (`migrate-check` is
 `migrate_check.py`) with HELP, add_arguments(parser) and run(args). Importing only the one
 asked for keeps `kvm-fwspec generate --check` free of pytest and the conformance suite, and
 lets a subcommand live beside nothing but what it uses. Every error a user can cause is one
-line and a non-zero exit; Ctrl-C at any moment, imports included, is one line and 130.
+line and a non-zero exit (argparse's own included: usage text is for --help); Ctrl-C at any
+moment, imports included, is one line and 130; a reader that goes away (`| head -1`) ends the
+command quietly with 141, as a C tool killed by SIGPIPE would.
+
+`--spec-dir` reaches every command, and every process a command starts (pytest and its
+xdist workers), through the environment: KVM_FWSPEC_SPEC_DIR, which the spec loader's
+default_spec_dir() reads.
 """
 
 from __future__ import annotations
@@ -25,12 +31,20 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 _handler_before = signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import argparse  # noqa: E402  (after the handler: these imports can be interrupted too)
+import contextlib  # noqa: E402
+import difflib  # noqa: E402
+import os  # noqa: E402
 import pkgutil  # noqa: E402
+import re  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 import kvm_fwspec.conformance.commands as commands_package  # noqa: E402
+from kvm_fwspec.codegen import __version__  # noqa: E402
 from kvm_fwspec.spec.errors import SpecError, UsageError  # noqa: E402
+from kvm_fwspec.spec.loader import SPEC_DIR_VARIABLE  # noqa: E402
 
 # Imported by another program (pytest, Sphinx's executed pages), give it its handler back;
 # as the program itself (the kvm-fwspec script, python -m), keep this one until main() runs.
@@ -60,31 +74,120 @@ def _module(name: str) -> ModuleType:
     return sys.modules[qualified]
 
 
+# What argparse itself would read as a negative number rather than an option.
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: what a shell reports for `cat` killed by SIGPIPE
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with every mistake said in one line, `kvm-fwspec: SUBCOMMAND: message`, exit 2
+    (argparse prints its whole usage first, which buries the message), and a mistyped option
+    named as such with the option it is closest to (argparse, finding a required option
+    missing, would report that instead of the typo that caused it)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("kvm-fwspec").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"kvm-fwspec: {where}{message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if args is not None and not self._subparsers:
+            self._refuse_unknown_options(args)
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_unknown_options(self, args: list[str]) -> None:
+        known = list(self._option_string_actions)
+        for token in args:
+            if token == "--":
+                return
+            if not token.startswith("-") or token == "-" or _NEGATIVE_NUMBER.match(token):
+                continue
+            typed = token.split("=", 1)[0]
+            name = typed if token.startswith("--") else token[:2]  # -n4 is -n with 4
+            if any(option.startswith(name) for option in known):
+                continue  # exact, or an abbreviation argparse resolves (or calls ambiguous)
+            close = difflib.get_close_matches(typed, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            self.error(f"unrecognized option '{typed}'{hint}")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser for `only`'s subcommand, or (for help and mistakes) for all of them."""
-    parser = argparse.ArgumentParser(prog="kvm-fwspec", description=DESCRIPTION)
-    parser.add_argument(
-        "--spec-dir", type=Path, default=None, help="spec directory (default: the project's spec/)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="kvm-fwspec", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"kvm-fwspec {__version__}")
+    _add_spec_dir(parser, default=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in [only] if only else subcommands():
         module = _module(name)
         command = sub.add_parser(name, help=module.HELP)
         module.add_arguments(command)
+        # Also after the subcommand (`verify --spec-dir DIR RESULTS`); SUPPRESS leaves the
+        # value given before it, if any, in place.
+        _add_spec_dir(command, default=argparse.SUPPRESS)
         command.set_defaults(handler=module.run)
     return parser
 
 
+def _add_spec_dir(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--spec-dir",
+        type=Path,
+        default=default,
+        help="spec directory, for this command and every process it starts "
+        f"(default: ${SPEC_DIR_VARIABLE}, else the spec/ of this project)",
+    )
+
+
 def _requested(argv: list[str]) -> str | None:
-    """The subcommand argv names, if it names one that exists."""
-    first = argparse.ArgumentParser(prog="kvm-fwspec", add_help=False)
+    """The subcommand argv names, if it names one that exists; a name that does not is
+    refused here, with the closest names, rather than with argparse's list of all of them."""
+    first = _FirstLook(prog="kvm-fwspec", add_help=False)
     first.add_argument("--spec-dir")
     first.add_argument("command", nargs="?")
     try:
         known, _ = first.parse_known_args(argv)
-    except SystemExit:  # a malformed line: the full parser says what is wrong with it
+    except _Malformed:  # the full parser says what is wrong with the line
         return None
-    return known.command if known.command in subcommands() else None
+    command: str | None = known.command
+    if command is None or command in subcommands():
+        return command
+    close = difflib.get_close_matches(command, subcommands(), n=2)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise UsageError(f"no command '{command}'{hint} (see kvm-fwspec --help)")
+
+
+class _Malformed(Exception):
+    """The first look at the line found it malformed."""
+
+
+class _FirstLook(argparse.ArgumentParser):
+    """A parser that says nothing: its mistakes are the full parser's to report, once."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _Malformed(message)
+
+
+@contextlib.contextmanager
+def _spec_dir(spec_dir: Path | None) -> Iterator[None]:
+    """--spec-dir for this command and every process it starts, through the environment the
+    spec loader reads (restored afterwards, for callers that run several commands in-process)."""
+    if spec_dir is None:
+        yield
+        return
+    if not spec_dir.is_dir():
+        problem = "does not exist" if not spec_dir.exists() else "is not a directory"
+        raise UsageError(f"--spec-dir {spec_dir} {problem}")
+    saved = os.environ.get(SPEC_DIR_VARIABLE)
+    os.environ[SPEC_DIR_VARIABLE] = str(spec_dir.resolve())
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[SPEC_DIR_VARIABLE]
+        else:
+            os.environ[SPEC_DIR_VARIABLE] = saved
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -92,20 +195,39 @@ def run(argv: list[str] | None = None) -> int:
     in-process (the docs' executed examples) and must not have an interrupt swallowed."""
     arguments = sys.argv[1:] if argv is None else argv
     args = build_parser(_requested(arguments)).parse_args(arguments)
-    return int(args.handler(args))
+    with _spec_dir(args.spec_dir):
+        return int(args.handler(args))
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output has gone (`kvm-fwspec decode ... | head -1`): say nothing more.
+    Python's recipe: point stdout at /dev/null so the interpreter's final flush of what is
+    still buffered cannot fail again and print its own complaint. The exit is 141, as for a C
+    tool SIGPIPE killed: never 0 (the output was not all delivered) and never 1 or 3, which
+    are verdicts (migrate-check, verify), so a pipeline with pipefail cannot mistake it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        return run(argv)
+        status = run(argv)
+        sys.stdout.flush()  # a pipe's reader gone shows here, not at the interpreter's exit
+        return status
     except SpecError as exc:
         for problem in exc.problems:
             print(f"kvm-fwspec: {problem}", file=sys.stderr)
         return 1
     except UsageError as exc:
-        print(f"kvm-fwspec: {exc}", file=sys.stderr)
+        # One line per problem: a command may find several at once (a dump file's).
+        for line in str(exc).splitlines() or [""]:
+            print(f"kvm-fwspec: {line}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

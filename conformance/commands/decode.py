@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-from kvm_fwspec.spec.decode import describe_id, parse_id
+from kvm_fwspec.spec.decode import ID_RULE, describe_id, id_to_json, parse_id
+from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 
 HELP = "decode KVM arm/arm64 register ids"
 
+STDIN = "-"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", nargs="+", metavar="ID")
+    parser.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help=f"register ids, or - (or none, with input not a terminal) to read one a line from "
+        f"standard input; {ID_RULE}",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list, ids as hex strings")
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    """The ids as given: the arguments, with `-` (or no argument at all when standard input is
+    a pipe or a file) standing for standard input's non-blank lines."""
+    given: list[str] = args.ids
+    if not given:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("decode: give register ids, or - to read them from standard input")
+        given = [STDIN]
+    texts = []
+    for text in given:
+        if text == STDIN:
+            texts += [line.strip() for line in sys.stdin if line.strip()]
+        else:
+            texts.append(text)
+    if not texts:
+        raise UsageError("decode: standard input held no register ids")
+    return texts
 
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec_dir)
-    for text in args.ids:
-        print("\n".join(describe_id(spec, parse_id(text))))
+    ids = [parse_id(text) for text in _texts(args)]  # every id checked before any is printed
+    if args.json:
+        print(json.dumps([id_to_json(spec, reg_id) for reg_id in ids], indent=1))
+    else:
+        print("\n\n".join("\n".join(describe_id(spec, reg_id)) for reg_id in ids))
     return 0

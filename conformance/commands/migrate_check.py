@@ -7,36 +7,71 @@ import json
 from pathlib import Path
 
 from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
 
 HELP = "will a VM's firmware registers restore on another KVM?"
 
+# One exit code per verdict; 2 stays a usage error, as for every command.
+EXIT_CODES: dict[migration.Verdict, int] = {"safe": 0, "fails": 1, "changes": 3}
+
+SIDES = (
+    f"A side is a dump file or {migration.SIDE_SYNTAX}: KERNEL a release (6.12, 6.12.y); HOST a "
+    "host profile or levels:A/B/C (default mitigated); FEATURES psci-0.2 or none (default "
+    "psci-0.2); PSCI, on --from only, a PSCI version pinned before the guest boots, as the "
+    "register holds it (0x10001 for 1.1). Empty fields take the default: 6.13:::0x10001."
+)
+EPILOG = (
+    f"{SIDES} Exit status: {EXIT_CODES['safe']} safe (every register restores, the guest sees "
+    f"no change); {EXIT_CODES['changes']} restores, but the guest sees its firmware change "
+    f"(PSCI version, PSCI_FEATURES answers or services); {EXIT_CODES['fails']} a register does "
+    "not restore; 2 a usage error."
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
     parser.add_argument(
         "--from",
         dest="source",
         required=True,
-        help="a dump file, or KERNEL[:HOST[:FEATURES]] (e.g. 6.13:mitigated:psci-0.2)",
+        metavar="SIDE",
+        help="the source: a dump file, or e.g. 6.13:mitigated:psci-0.2 or 6.1:levels:A/B/C",
     )
     parser.add_argument(
-        "--to", dest="target", required=True, help="KERNEL[:HOST[:FEATURES]] or a dump file"
+        "--to", dest="target", required=True, metavar="SIDE", help="the target, the same way"
     )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
-def _side(spec: Spec, text: str) -> migration.Side:
-    """A dump file if one is there, else a profile."""
+def _side(spec: Spec, text: str, option: str, arch: str = "arm64") -> migration.Side:
+    """A dump file if one is there, else a profile (of `arch`: a VM migrates between hosts of
+    one architecture, so a target given by name is of the source's)."""
     path = Path(text)
     if path.is_file():
         return migration.side_from_dump(spec, path)
-    return migration.side_from_profile(spec, text)
+    if path.exists():
+        raise UsageError(f"{option} {text} is not a dump file")
+    if text.endswith(".json") or text.startswith(("/", "./", "../", "~")):
+        raise UsageError(f"{option} {text}: no such dump file")
+    if option == "--to" and migration.parse_side(text).psci:
+        raise UsageError(
+            f"--to {text}: a PSCI pin belongs to the source; the target's version is the "
+            "one the source's registers restore"
+        )
+    return migration.side_from_profile(spec, text, arch)
 
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec_dir)
-    source, target = _side(spec, args.source), _side(spec, args.target)
+    source = _side(spec, args.source, "--from")
+    target = _side(spec, args.target, "--to", source.profile.arch)
+    if target.profile.arch != source.profile.arch:
+        raise UsageError(
+            f"the source is {source.profile.arch} and the target {target.profile.arch}: a VM "
+            "migrates only between hosts of one architecture"
+        )
     report = migration.check(spec, source, target.profile, target.features)
     print(json.dumps(report.to_json(), indent=1) if args.json else migration.render(report))
-    return 0 if report.safe else 1
+    return EXIT_CODES[report.verdict]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
 
@@ -29,5 +30,7 @@ def summary(spec: Spec) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.spec_path is not None and args.spec_path.exists() and not args.spec_path.is_dir():
+        raise UsageError(f"{args.spec_path} is a file; SPEC_DIR is the folder of spec files")
     print(summary(load_spec(args.spec_path or args.spec_dir)))
     return 0
