@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from kvm_fwspec.conformance.report_folder import ReportFolder
 from kvm_fwspec.spec.errors import UsageError
-from tests.checkout import KVM_FWSPEC
+from tests.checkout import KVM_FWSPEC, ROOT
 
 AGENT = shlex.join([*KVM_FWSPEC, "agent"])
 
@@ -313,3 +314,27 @@ def test_a_missing_signing_key_is_refused_before_the_run(tmp_path: Path) -> None
     )
     assert "nokey" in line
     assert not (tmp_path / "r").exists()
+
+
+def test_under_spec_dir_the_reference_follows_the_edited_spec(tmp_path: Path) -> None:
+    """An edited spec (STD_BMAP reset to 0 instead of its known bits) changes the expected
+    outcomes; the embedded reference must be built from the same spec, or it would be held to
+    rules it was not built from."""
+    spec = tmp_path / "spec"
+    shutil.copytree(ROOT / "spec", spec)
+    registers = spec / "registers.yaml"
+    text = registers.read_text()
+    first = "    reset: known-bits\n"
+    assert text.count(first) >= 1
+    registers.write_text(text.replace(first, '    reset: "0"\n', 1))
+    report = tmp_path / "r"
+    result = subprocess.run(
+        [*KVM_FWSPEC, "--spec-dir", str(spec), "certify", "-q", "--report", str(report)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    unedited = subprocess.run(
+        [*KVM_FWSPEC, "verify", str(report / "results.json")], capture_output=True, text=True
+    )
+    assert unedited.returncode == 1 and "spec" in unedited.stderr

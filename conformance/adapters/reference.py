@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
+from kvm_fwspec.codegen.json_model import model_to_json
 from kvm_fwspec.conformance.adapters import Capabilities
 from kvm_fwspec.conformance.cases import REQUIRES_GUEST, REQUIRES_PSCI_01
 from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.reference_impl.tables import MODEL
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.loader import SPEC_DIR_VARIABLE, load_spec
+
+OPTIONS = ("without",)
+
+
+FEATURES = frozenset({REQUIRES_GUEST, REQUIRES_PSCI_01})
 
 
 class ReferenceAdapter:
@@ -19,7 +29,7 @@ class ReferenceAdapter:
 
     def __init__(self, kvm: ReferenceKvm, without: frozenset[str] = frozenset()) -> None:
         self.kvm = kvm
-        self.features = frozenset({REQUIRES_GUEST, REQUIRES_PSCI_01}) - without
+        self.features = FEATURES - without
 
     def capabilities(self) -> Capabilities:
         release = "{}.{}".format(*self.kvm.release)
@@ -35,7 +45,20 @@ class ReferenceAdapter:
 def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
     """Options: `without=guest-calls,...` withholds capabilities, to certify as a narrower
     implementation would (its cases then report not-applicable)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UsageError(f"the reference adapter has no option '{unknown[0]}'; it takes: without")
     without = frozenset(filter(None, options.get("without", "").split(",")))
+    if without - FEATURES:
+        raise UsageError(
+            f"without={','.join(sorted(without - FEATURES))}: the reference has no such "
+            f"capability; it has {', '.join(sorted(FEATURES))}"
+        )
     levels = {name: value.name for name, value in profile.host.levels.items()}
-    kvm = ReferenceKvm(str(profile.release), levels, profile.arch, stable=profile.stable)
+    # The embedded reference runs on its generated tables; under --spec-dir, on the tables of
+    # that spec, so that an edited spec is certified against a reference that follows it.
+    tables = model_to_json(load_spec()) if os.environ.get(SPEC_DIR_VARIABLE) else MODEL
+    kvm = ReferenceKvm(
+        str(profile.release), levels, profile.arch, tables=tables, stable=profile.stable
+    )
     return ReferenceAdapter(kvm, without)
