@@ -338,3 +338,27 @@ def test_under_spec_dir_the_reference_follows_the_edited_spec(tmp_path: Path) ->
         [*KVM_FWSPEC, "verify", str(report / "results.json")], capture_output=True, text=True
     )
     assert unedited.returncode == 1 and "spec" in unedited.stderr
+
+
+def test_a_closed_pipe_on_stdout_leaves_a_complete_report(tmp_path: Path) -> None:
+    """`certify | head -0`: the report was published before the verdict line was printed, so
+    the reader that went away costs nothing but that line (it once left a half-written report
+    whose results.json claimed conforms)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*KVM_FWSPEC, "certify", "--report", str(tmp_path / "r")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and "Traceback" not in result.stderr, result.stderr
+    verify = subprocess.run(
+        [*KVM_FWSPEC, "verify", str(tmp_path / "r" / "results.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
