@@ -300,7 +300,7 @@ def test_interrupted_certify_writes_no_results(tmp_path: Path) -> None:
     fired = tmp_path / "fired"
     agent = f"{sys.executable} -m tests.faulty_agent hang {fired} --kernel 6.12 --host mitigated"
     report = tmp_path / "report"
-    command = [*KVM_FWSPEC, "certify", "--adapter", "agent", "--kernel", "6.12",
+    command = [*KVM_FWSPEC, "certify", "-q", "--adapter", "agent", "--kernel", "6.12",
                "--option", f"command={agent}", "--option", "timeout=600", "--report", str(report)]  # fmt: skip
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     with started(command, cwd=ROOT, **pipes) as process:
