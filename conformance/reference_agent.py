@@ -12,11 +12,16 @@ from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 
 
 def reference_served(options: Mapping[str, str]) -> Served:
-    """A ReferenceKvm for the options' kernel, host and arch, with the hello it gives."""
-    kvm = ReferenceKvm(options["kernel"], options["host"], options.get("arch", "arm64"))
+    """A ReferenceKvm for the options' kernel (`6.1`, or `6.1.y` for its stable series), host
+    and arch, with the hello it gives."""
+    kernel = options["kernel"]
+    release = kernel.removesuffix(".y")
+    kvm = ReferenceKvm(
+        release, options["host"], options.get("arch", "arm64"), stable=kernel != release
+    )
     hello = {
         "implementation": "kvm-fwspec reference",
-        "kernel": options["kernel"],
+        "kernel": kernel,
         "arch": kvm.arch,
         "features": ["guest-calls", "psci-0.1-vcpus"],
     }

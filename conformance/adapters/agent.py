@@ -2,31 +2,45 @@
 
 Options: `command=...` starts the agent and talks over its stdin/stdout; `address=HOST:PORT`
 connects over TCP. Programs travel in batches (`batch=N`, default 256) so one round trip
-carries many operations; requests are answered in order.
+carries many operations; requests are answered in order. Every option is checked when the
+adapter is created, before any agent starts; the agent itself starts on the first request.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import difflib
 import itertools
 import json
+import math
 import os
 import selectors
 import shlex
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from kvm_fwspec.conformance.adapters import Capabilities
-from kvm_fwspec.conformance.guest.agent import PROTOCOL
 from kvm_fwspec.conformance.guest.agent_guard import TOKEN_VARIABLE
+from kvm_fwspec.conformance.guest.wire import (
+    PROTOCOL_V1,
+    PROTOCOLS,
+    WireError,
+    decode_outcome,
+    encode_program,
+)
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.errors import UsageError
 
+PROTOCOL = PROTOCOLS[0]  # what the client offers; it also speaks every older one in PROTOCOLS
 DEFAULT_BATCH = 256
 DEFAULT_TIMEOUT = 120.0
 BYE_TIMEOUT = 2.0  # for bye, and for an agent to exit once its input ends; then it is killed
@@ -34,6 +48,13 @@ BYE_TIMEOUT = 2.0  # for bye, and for an agent to exit once its input ends; then
 # its code is not the implementation's answer time, and a loaded machine stretches it.
 START_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE = 64 << 20  # an answer to 256 programs is well under 1 MiB
+# A hung implementation hangs again in the fresh agent that replaces it: after this many
+# timeouts in a row (or faults of any kind, each costing an agent start) the remaining
+# requests fail at once instead of each being waited out.
+TIMEOUTS_IN_A_ROW = 2
+FAULTS_IN_A_ROW = 5
+STDERR_LINES = 5  # of an agent's standard error, quoted when it fails
+STDERR_WIDTH = 300  # characters kept of each of those lines
 
 
 @dataclass(frozen=True)
@@ -47,24 +68,35 @@ class Channel:
     # Bytes already received but not yet read (TLS decrypts whole records, which the
     # descriptor no longer shows as readable).
     pending: Callable[[], int] = lambda: 0
+    # Why the other end is gone, once it closed the stream: "agent exited with status 1:
+    # FATAL: ..."; None where the channel cannot tell (a socket).
+    ended: Callable[[], str | None] = lambda: None
+    # The last lines of the agent's standard error, "" where there are none to quote.
+    stderr_tail: Callable[[], str] = lambda: ""
 
 
 class AgentError(Exception):
     """The agent broke the protocol, answered with an error, or did not answer in time."""
 
 
+class AgentTimeout(AgentError):
+    """The agent did not answer within its time limit."""
+
+
 class AgentAdapter:
     """A client that survives a faulty agent: any broken answer (none in time, garbage, too
     long, cut short, for another request) ends that connection and is the error of the cases
     that request carried. With `reconnect` (an agent the client starts or dials), the next
-    request gets a fresh agent, so the other cases still run; without it (a booted guest), the
-    next requests fail at once with the first fault's reason instead of each waiting it out."""
+    request gets a fresh agent, so the other cases still run, until the agent has timed out
+    twice in a row (or failed FAULTS_IN_A_ROW requests in a row): then, as without `reconnect`
+    (a booted guest), the next requests fail at once with the reason instead of each waiting
+    it out."""
 
     name = "agent"
 
     def __init__(
         self,
-        channel: Channel,
+        channel: Channel | None,
         batch: int,
         timeout: float,
         reconnect: Callable[[], Channel] | None = None,
@@ -80,11 +112,19 @@ class AgentAdapter:
         self.selector = selectors.DefaultSelector()
         self.channel: Channel | None = None
         self.fault: str | None = None
+        self.given_up: str | None = None
         self.hello: dict[str, Any] | None = None
-        self._attach(channel)
+        self.protocol: str | None = None  # the version this connection's hello settled
+        self.timeouts_in_a_row = 0
+        self.faults_in_a_row = 0
+        self.first_fault: str | None = None  # of the current run of faults
+        self.agents_started = 0
+        if channel is not None:
+            self._attach(channel)
 
     def _attach(self, channel: Channel) -> None:
         self.channel = channel
+        self.protocol = None
         self.buffer = b""
         self.selector.register(channel.fileno, selectors.EVENT_READ)
 
@@ -106,11 +146,13 @@ class AgentAdapter:
                 raise AgentError(f"answer longer than {self.max_message} bytes")
             left = deadline - time.monotonic()
             if not channel.pending() and (left <= 0 or not self.selector.select(left)):
-                raise AgentError(f"agent did not answer within {limit:g} s")
+                tail = channel.stderr_tail()
+                said = f" (its stderr ends: {tail})" if tail else ""
+                raise AgentTimeout(f"agent did not answer within {limit:g} s{said}")
             chunk = channel.receive()
             if not chunk:
                 cut = f" after {len(self.buffer)} bytes of an answer" if self.buffer else ""
-                raise AgentError(f"agent closed the connection{cut}")
+                raise AgentError(f"{channel.ended() or 'agent closed the connection'}{cut}")
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         if len(line) > self.max_message:
@@ -120,12 +162,36 @@ class AgentAdapter:
     def _connected(self) -> Channel:
         if self.channel is not None:
             return self.channel
+        if self.given_up is not None:
+            raise AgentError(self.given_up)
         if self.reconnect is None:
             raise AgentError(f"agent unusable after an earlier fault: {self.fault}")
-        self._attach(self.reconnect())
+        try:
+            channel = self.reconnect()
+        except (OSError, AgentError) as exc:
+            self._count_fault(f"cannot start or reach the agent: {exc}", timeout=False)
+            raise AgentError(f"cannot start or reach the agent: {exc}") from None
+        self.agents_started += 1
+        self._attach(channel)
         if self.hello is not None:  # a fresh agent must say again what it is
             self._check_hello(self.request("hello", self._hello_params()))
         return self._connected()
+
+    def _count_fault(self, why: str, timeout: bool) -> None:
+        """Note a fault; after too many in a row, give up on the agent for the rest of the run."""
+        self.first_fault = self.first_fault or why
+        self.faults_in_a_row += 1
+        self.timeouts_in_a_row = self.timeouts_in_a_row + 1 if timeout else 0
+        if self.timeouts_in_a_row >= TIMEOUTS_IN_A_ROW:
+            self.given_up = (
+                f"not run: the agent timed out {_times(self.timeouts_in_a_row)} in a row "
+                f"({self.first_fault})"
+            )
+        elif self.faults_in_a_row >= FAULTS_IN_A_ROW:
+            self.given_up = (
+                f"not run: the agent failed {self.faults_in_a_row} requests in a row "
+                f"({self.first_fault})"
+            )
 
     def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._connected()
@@ -139,7 +205,13 @@ class AgentAdapter:
             response = _parse(self._read_line(channel, limit=limit), request_id)
         except (AgentError, OSError) as exc:
             self._detach(str(exc))
-            raise AgentError(str(exc)) from None
+            self._count_fault(str(exc), timeout=isinstance(exc, AgentTimeout))
+            raise (AgentTimeout if isinstance(exc, AgentTimeout) else AgentError)(
+                str(exc)
+            ) from None
+        if method != "hello":  # a fresh agent's hello proves little: a hung one answers it too
+            self.timeouts_in_a_row = self.faults_in_a_row = 0
+            self.first_fault = None
         if "error" in response:  # the agent refused this request and keeps serving
             raise AgentError(str(response["error"].get("message", "unknown error")))
         result: dict[str, Any] = response["result"]
@@ -149,9 +221,19 @@ class AgentAdapter:
         return {"protocol": PROTOCOL} | ({"token": self.token} if self.token else {})
 
     def _check_hello(self, hello: dict[str, Any]) -> dict[str, Any]:
-        if hello.get("protocol") != PROTOCOL:
-            self._detach(f"agent speaks {hello.get('protocol')!r}, not {PROTOCOL}")
-            raise AgentError(f"agent speaks {hello.get('protocol')!r}, not {PROTOCOL}")
+        """The hello of a protocol version this client speaks, which the connection then uses."""
+        spoken = hello.get("protocol")
+        if spoken not in PROTOCOLS:
+            why = f"agent speaks {spoken!r}, not {' or '.join(PROTOCOLS)}"
+            self._detach(why)
+            self._count_fault(why, timeout=False)
+            raise AgentError(why)
+        problem = _hello_problem(hello)
+        if problem:
+            self._detach(problem)
+            self._count_fault(problem, timeout=False)
+            raise AgentError(problem)
+        self.protocol = spoken
         return hello
 
     def capabilities(self) -> Capabilities:
@@ -172,15 +254,21 @@ class AgentAdapter:
         return {}
 
     def run_programs(self, programs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        self.capabilities()  # the version to write the programs in
         observed: list[list[dict[str, Any]]] = []
         for start in range(0, len(programs), self.batch):
             chunk = programs[start : start + self.batch]
-            answer: Any = self.request("run", {"programs": chunk}).get("observed")
+            channel = self._connected()  # a fresh agent's hello settles its version first
+            protocol = self.protocol or PROTOCOL_V1
+            wire = [encode_program(program, protocol) for program in chunk]
+            answer: Any = self.request("run", {"programs": wire}).get("observed")
             problem = _shape_problem(answer, chunk)
             if problem:
-                self._detach(problem)
+                if self.channel is channel:
+                    self._detach(problem)
+                self._count_fault(problem, timeout=False)
                 raise AgentError(problem)
-            observed += answer
+            observed += [[_decoded(o, protocol) for o in outcomes] for outcomes in answer]
         return observed
 
     def close(self) -> None:
@@ -194,24 +282,158 @@ class AgentAdapter:
         self.selector.close()
 
 
-def create(profile: Profile, options: Mapping[str, str]) -> AgentAdapter:
-    batch = int(options.get("batch", DEFAULT_BATCH))
-    timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
-    max_message = int(options.get("max-message", DEFAULT_MAX_MESSAGE))
-    token = options.get("token") or os.environ.get(TOKEN_VARIABLE)
-    connect: Callable[[], Channel]
+def _hello_problem(hello: dict[str, Any]) -> str | None:
+    """Why a hello's fields are not of the types docs/agent-protocol.md gives; None if they are."""
+    for key in ("implementation", "arch"):
+        if key in hello and not isinstance(hello[key], str):
+            return f"the agent's hello: {key} {hello[key]!r} is not a string"
+    if hello.get("kernel") is not None and not isinstance(hello["kernel"], str):
+        return f'the agent\'s hello: kernel {hello["kernel"]!r} is not a string such as "6.12"'
+    features = hello.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        return f"the agent's hello: features {features!r} is not an array of strings"
+    levels = hello.get("host-levels", {})
+    if not isinstance(levels, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in levels.values()
+    ):
+        return f"the agent's hello: host-levels {levels!r} is not an object of integers"
+    return None
+
+
+def _times(count: int) -> str:
+    return {2: "twice"}.get(count, f"{count} times")
+
+
+def _decoded(outcome: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """An outcome with integers for its numbers; one written against the connection's version
+    is that step's error, naming the field, while the connection itself stays usable."""
+    try:
+        return decode_outcome(outcome, protocol)
+    except WireError as exc:
+        return {
+            "error": f"the agent's outcome {json.dumps(outcome)[:120]} breaks {protocol}: {exc}"
+        }
+
+
+OPTIONS = {
+    "command": "start the agent with this command line and talk over its stdin/stdout",
+    "address": "connect to an agent listening on HOST:PORT",
+    "batch": "programs per request (default 256)",
+    "timeout": "seconds to wait for each answer (default 120)",
+    "max-message": "longest answer in bytes (default 64 MiB)",
+    "token": f"the agent's shared token (default ${TOKEN_VARIABLE})",
+    "tls-ca": "connect with TLS, trusting this CA's certificate file (address= only)",
+    "tls-cert": "this client's certificate file, for mutual TLS (with tls-ca)",
+    "tls-key": "the private key of tls-cert",
+}
+
+
+def check_options(options: Mapping[str, str]) -> None:
+    """Every option the agent adapter is given, checked before any agent starts: a UsageError
+    of one line naming the first wrong one."""
+    for key in options:
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(key, OPTIONS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"it has: {', '.join(OPTIONS)}"
+            raise UsageError(f"the agent adapter has no option '{key}'; {hint}")
+    _whole_number(options, "batch", DEFAULT_BATCH)
+    _whole_number(options, "max-message", DEFAULT_MAX_MESSAGE)
+    _seconds(options)
+    if "command" in options and "address" in options:
+        raise UsageError("give the agent adapter command= or address=, not both")
     if "command" in options:
-        argv = shlex.split(options["command"])
-        connect = lambda: _process_channel(argv)  # noqa: E731
+        _program(options["command"])
+        for key in ("tls-ca", "tls-cert", "tls-key"):
+            if key in options:
+                raise UsageError(
+                    f"option {key} is for address=: an agent on stdin/stdout has no TLS"
+                )
     elif "address" in options:
-        host, _, port = options["address"].rpartition(":")
-        tls = _client_tls(options)
-        connect = lambda: _socket_channel(host, int(port), timeout, tls)  # noqa: E731
+        _address(options["address"])
+        for key in ("tls-cert", "tls-key"):
+            if key in options and "tls-ca" not in options:
+                raise UsageError(
+                    f"option {key} needs tls-ca, the CA that signed the agent's certificate"
+                )
+        if "tls-key" in options and "tls-cert" not in options:
+            raise UsageError("option tls-key needs tls-cert, the certificate it belongs to")
+        _client_tls(options)
     else:
         raise UsageError(
             "the agent adapter needs --option command=... or --option address=HOST:PORT"
         )
-    return AgentAdapter(connect(), batch, timeout, connect, max_message, token)
+
+
+def _whole_number(options: Mapping[str, str], key: str, default: int) -> int:
+    text = options.get(key, str(default))
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(f"option {key}={text}: need a whole number of at least 1")
+    return number
+
+
+def _seconds(options: Mapping[str, str]) -> float:
+    text = options.get("timeout", str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise UsageError(f"option timeout={text}: need a number of seconds above 0")
+    return seconds
+
+
+def _program(command: str) -> list[str]:
+    """The argv of `command`, whose program exists and may be executed."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise UsageError(f"option command={command}: {str(exc).lower()}") from None
+    if not argv:
+        raise UsageError("option command= is empty: give the agent's command line")
+    program = argv[0]
+    if os.sep in program:
+        if not os.path.isfile(program):
+            why = "is a directory" if os.path.isdir(program) else "does not exist"
+            raise UsageError(f"option command=: the program {program} {why}")
+        if not os.access(program, os.X_OK):
+            raise UsageError(f"option command=: the program {program} is not executable")
+    elif shutil.which(program) is None:
+        raise UsageError(f"option command=: no program '{program}' on PATH")
+    return argv
+
+
+def _address(address: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPV6]:PORT) with a port from 1 to 65535."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host:
+        raise UsageError(f"option address={address}: need HOST:PORT, such as 127.0.0.1:7777")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(
+            f"option address={address}: the port '{port}' is not a number from 1 to 65535"
+        )
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def create(profile: Profile, options: Mapping[str, str]) -> AgentAdapter:
+    """The adapter, its options checked; the agent starts (or is dialled) on the first request."""
+    check_options(options)
+    batch = _whole_number(options, "batch", DEFAULT_BATCH)
+    timeout = _seconds(options)
+    max_message = _whole_number(options, "max-message", DEFAULT_MAX_MESSAGE)
+    token = options.get("token") or os.environ.get(TOKEN_VARIABLE)
+    connect: Callable[[], Channel]
+    if "command" in options:
+        argv = _program(options["command"])
+        connect = lambda: _process_channel(argv)  # noqa: E731
+    else:
+        host, port = _address(options["address"])
+        tls = _client_tls(options)
+        connect = lambda: _socket_channel(host, port, timeout, tls)  # noqa: E731
+    return AgentAdapter(None, batch, timeout, connect, max_message, token)
 
 
 def _parse(line: bytes, request_id: int) -> dict[str, Any]:
@@ -249,10 +471,27 @@ def _client_tls(options: Mapping[str, str]) -> ssl.SSLContext | None:
     `tls-key` are this client's own, for an agent that requires them."""
     if "tls-ca" not in options:
         return None
-    context = ssl.create_default_context(cafile=options["tls-ca"])
+    for key in ("tls-ca", "tls-cert", "tls-key"):
+        if key in options and not os.path.isfile(options[key]):
+            raise UsageError(f"option {key}={options[key]}: no such file")
+    try:
+        context = ssl.create_default_context(cafile=options["tls-ca"])
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"option tls-ca={options['tls-ca']}: {_tls_problem(exc)}") from None
     if "tls-cert" in options:
-        context.load_cert_chain(options["tls-cert"], options.get("tls-key"))
+        try:
+            context.load_cert_chain(options["tls-cert"], options.get("tls-key"))
+        except (ssl.SSLError, OSError) as exc:
+            raise UsageError(
+                f"option tls-cert={options['tls-cert']}: {_tls_problem(exc)}"
+            ) from None
     return context
+
+
+def _tls_problem(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):  # OpenSSL's reason is often bare ("PEM lib") or absent
+        return f"not a PEM file TLS can use ({exc.reason or 'no usable certificate or key in it'})"
+    return exc.strerror or str(exc)
 
 
 def _socket_channel(
@@ -271,17 +510,84 @@ def _socket_channel(
     return Channel(sock.fileno(), lambda: sock.recv(65536), sock.sendall, sock.close)
 
 
+class _StderrTail:
+    """The last lines an agent wrote to its standard error, kept by a thread that drains the
+    pipe, so the agent never blocks on a full pipe and an endless line costs no memory. Not
+    passed through to the terminal: certify's output stays its own, and the lines that matter
+    reach the reasons of the cases the agent's failure affected."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.lock = threading.Lock()  # the drain thread appends while a fault reads
+        self.thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _drain(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            line, skipping = b"", False
+            while chunk := os.read(pipe.fileno(), 65536):
+                *complete, rest = chunk.split(b"\n")
+                for piece in complete:
+                    if not skipping:
+                        self._keep(line + piece)
+                    line, skipping = b"", False
+                if not skipping:
+                    line += rest
+                    if len(line) > STDERR_WIDTH:  # keep its start, drop the rest of the line
+                        self._keep(line)
+                        line, skipping = b"", True
+            if line:
+                self._keep(line)
+
+    def _keep(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").strip()
+        if text:
+            with self.lock:
+                self.lines.append(text[:STDERR_WIDTH] + ("..." if len(text) > STDERR_WIDTH else ""))
+
+    def text(self) -> str:
+        with self.lock:
+            return " | ".join(self.lines)
+
+    def finish(self, timeout: float) -> str:
+        """The last lines once the agent has exited (and its stderr has been read to its end)."""
+        self.thread.join(timeout)
+        return self.text()
+
+
+def _exit_status(status: int) -> str:
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"agent was killed by {signal.Signals(-status).name}"
+        return f"agent was killed by signal {-status}"
+    return f"agent exited with status {status}"
+
+
 def _process_channel(argv: list[str]) -> Channel:
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert process.stdin is not None and process.stdout is not None
+    assert process.stderr is not None
     stdin, stdout = process.stdin, process.stdout
+    stderr = _StderrTail(process.stderr)
+
+    def ended() -> str:
+        """Why the agent closed its output: its exit status and the last of its stderr."""
+        try:
+            status = process.wait(timeout=BYE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            tail = stderr.text()
+            return "agent closed its output but is still running" + (f": {tail}" if tail else "")
+        tail = stderr.finish(BYE_TIMEOUT)
+        return _exit_status(status) + (f": {tail}" if tail else "")
 
     def send(data: bytes) -> None:
         try:
             stdin.write(data)
             stdin.flush()
         except BrokenPipeError:
-            raise AgentError(f"the agent exited with {process.wait()}") from None
+            raise AgentError(ended()) from None
 
     def stop() -> None:
         with contextlib.suppress(BrokenPipeError):  # an agent that already exited
@@ -292,5 +598,13 @@ def _process_channel(argv: list[str]) -> Channel:
             process.kill()
             process.wait()
         stdout.close()
+        stderr.finish(BYE_TIMEOUT)
 
-    return Channel(stdout.fileno(), lambda: os.read(stdout.fileno(), 65536), send, stop)
+    return Channel(
+        stdout.fileno(),
+        lambda: os.read(stdout.fileno(), 65536),
+        send,
+        stop,
+        ended=ended,
+        stderr_tail=stderr.text,
+    )

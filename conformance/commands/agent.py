@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kvm_fwspec.conformance.commands._arguments import add_profile_arguments
-from kvm_fwspec.conformance.guest.agent import Served, kvm_served, run_agent
+from kvm_fwspec.conformance.guest.agent import (
+    KvmUnavailable,
+    Served,
+    kvm_served,
+    parse_listen,
+    run_agent,
+)
 from kvm_fwspec.conformance.guest.agent_guard import TOKEN_VARIABLE, Guard, GuardError, server_tls
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.conformance.reference_agent import reference_served
@@ -57,17 +65,63 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no agent implementation '{args.impl}'; have: {', '.join(sorted(IMPLEMENTATIONS))}"
         )
+    guard, tls = _checked_limits(args)
     profile = resolve_profile(load_spec(args.spec_dir), args.kernel, args.host, args.arch)
-    options = {"kernel": str(profile.release), "host": profile.host.name, "arch": profile.arch}
-    token = (
-        args.token_file.read_text(encoding="utf-8").strip()
-        if args.token_file
-        else os.environ.get(TOKEN_VARIABLE)
-    )
-    guard = Guard(args.max_message, args.max_rate, token or None)
-    tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    # `6.1.y` stays `6.1.y`: the stable series has backports the release lacks.
+    options = {"kernel": profile.kernel, "host": profile.host.name, "arch": profile.arch}
     try:
-        run_agent(IMPLEMENTATIONS[args.impl](options), args.listen, guard=guard, tls=tls)
-    except GuardError as exc:
+        if args.listen is not None:
+            parse_listen(args.listen)  # before the implementation: a typo costs no KVM setup
+        served = IMPLEMENTATIONS[args.impl](options)
+        run_agent(served, args.listen, guard=guard, tls=tls)
+    except (GuardError, KvmUnavailable) as exc:
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _checked_limits(args: argparse.Namespace) -> tuple[Guard, ssl.SSLContext | None]:
+    """The guard and TLS the options ask for, each option checked before anything starts."""
+    if not args.max_message >= 1:
+        raise UsageError(f"--max-message {args.max_message}: need a number of bytes of at least 1")
+    if not 0 < args.max_rate < math.inf:
+        raise UsageError(
+            f"--max-rate {args.max_rate:g}: need a number of requests per second above 0"
+        )
+    token = os.environ.get(TOKEN_VARIABLE)
+    if args.token_file is not None:
+        token = _read(args.token_file, "--token-file").strip()
+        if not token:
+            raise UsageError(f"--token-file {args.token_file}: the file is empty")
+    for option, path in (("--tls-key", args.tls_key), ("--tls-client-ca", args.tls_client_ca)):
+        if path is not None and args.tls_cert is None:
+            raise UsageError(
+                f"{option} needs --tls-cert: the agent serves TLS only with a certificate"
+            )
+    if args.tls_cert is not None and args.listen is None:
+        raise UsageError("--tls-cert needs --listen: TLS is for TCP, not stdin/stdout")
+    tls = None
+    if args.tls_cert is not None:
+        for option, path in (
+            ("--tls-cert", args.tls_cert),
+            ("--tls-key", args.tls_key),
+            ("--tls-client-ca", args.tls_client_ca),
+        ):
+            if path is not None:
+                _read(Path(path), option)
+        try:
+            tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except ssl.SSLError as exc:  # OpenSSL's reason is often bare ("PEM lib")
+            why = exc.reason or "not a PEM certificate and key"
+            raise UsageError(
+                f"--tls-cert {args.tls_cert}: cannot serve TLS with it ({why}; "
+                "give a PEM certificate, and its key with --tls-key unless the file holds it)"
+            ) from None
+    return Guard(args.max_message, args.max_rate, token or None), tls
+
+
+def _read(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise UsageError(f"{option} {path}: {why}") from None

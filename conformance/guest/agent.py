@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from kvm_fwspec.conformance.guest.agent_guard import (
     DEFAULT_GUARD,
     Guard,
+    GuardError,
     LineSource,
     Pacer,
     TooLong,
@@ -34,11 +34,19 @@ from kvm_fwspec.conformance.guest.agent_guard import (
 )
 from kvm_fwspec.conformance.guest.kvm_ioctl import KvmHost, host_levels
 from kvm_fwspec.conformance.guest.program import Implementation, execute
+from kvm_fwspec.conformance.guest.wire import (
+    PROTOCOL_V1,
+    PROTOCOL_V2,
+    PROTOCOLS,
+    WireError,
+    decode_program,
+    encode_outcome,
+)
 
 if TYPE_CHECKING:
     import ssl  # only a TLS listener needs it; the guest's Python may lack libssl
 
-PROTOCOL = "kvm-fwspec-agent/1"
+PROTOCOL = PROTOCOL_V2  # the newest version; Session serves every one in PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -114,23 +122,47 @@ def dispatch(methods: Mapping[str, Method], line: str) -> tuple[dict[str, Any], 
     return {"id": request_id, "result": result}, method == "bye"
 
 
-def answer(served: Served, line: str) -> tuple[dict[str, Any], bool]:
-    """One response of the agent protocol, and whether the client said goodbye."""
+class Session:
+    """One client's conversation: the protocol version its hello settled, which says how the
+    numbers of its programs and their outcomes are written. Until a hello, version 1."""
 
-    def run(params: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.protocol = PROTOCOL_V1
+
+    def __call__(self, line: str) -> tuple[dict[str, Any], bool]:
+        return dispatch({"hello": self.hello, "run": self.run, "bye": lambda _: {}}, line)
+
+    def hello(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Speak the version the client offers if this agent serves it; a client that offers
+        none is an old one, of version 1; to one that offers only versions unknown here the
+        answer names the newest this agent speaks, and the client decides."""
+        offered = params.get("protocol", PROTOCOL_V1) if isinstance(params, dict) else None
+        self.protocol = offered if offered in PROTOCOLS else PROTOCOLS[0]
+        return {"protocol": self.protocol, **self.served.hello}
+
+    def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        programs = []
+        for index, program in enumerate(params["programs"]):
+            try:
+                programs.append(decode_program(program, self.protocol))
+            except WireError as exc:
+                raise WireError(f"program {index}: {exc}") from None
         start = time.perf_counter()
-        observed = [execute(served.implementation, program) for program in params["programs"]]
+        observed = [execute(self.served.implementation, program) for program in programs]
         elapsed = round(time.perf_counter() - start, 6)  # the floor benchmarks compare with
-        return {"observed": observed, "elapsed": elapsed}
+        return {
+            "observed": [
+                [encode_outcome(o, self.protocol) for o in outcomes] for outcomes in observed
+            ],
+            "elapsed": elapsed,
+        }
 
-    return dispatch(
-        {
-            "hello": lambda _: {"protocol": PROTOCOL, **served.hello},
-            "run": run,
-            "bye": lambda _: {},
-        },
-        line,
-    )
+
+def answer(served: Served, line: str) -> tuple[dict[str, Any], bool]:
+    """One response of the agent protocol to a client that has not said hello (version 1),
+    and whether the client said goodbye. A connection keeps its version in a Session."""
+    return Session(served)(line)
 
 
 MAX_CONNECTIONS = 8
@@ -158,7 +190,6 @@ def serve_tcp(
     authenticated one."""
     lock = threading.Lock()
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-    respond = functools.partial(answer, served)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
@@ -168,7 +199,8 @@ def serve_tcp(
                 self.connection.settimeout(IDLE_TIMEOUT)
                 if tls is not None:
                     self.connection.do_handshake()
-                serve_stream(respond, self.rfile, _TextWriter(self.wfile), guard, lock)  # type: ignore[arg-type]
+                session = Session(served)  # each connection settles its own version
+                serve_stream(session, self.rfile, _TextWriter(self.wfile), guard, lock)  # type: ignore[arg-type]
             except OSError:
                 return  # a client that went away or failed the TLS handshake (SSLError)
             finally:
@@ -179,8 +211,11 @@ def serve_tcp(
         allow_reuse_address = True
 
     with Server((host, port), Handler, bind_and_activate=False) as server:
-        server.server_bind()
-        server.server_activate()
+        try:
+            server.server_bind()
+            server.server_activate()
+        except OSError as exc:  # in use, not this machine's address, a name that does not resolve
+            raise GuardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         if tls is not None:
             server.socket = tls.wrap_socket(
                 server.socket, server_side=True, do_handshake_on_connect=False
@@ -204,9 +239,34 @@ class _TextWriter:
         self.raw.flush()
 
 
+class KvmUnavailable(Exception):
+    """This machine cannot serve real KVM for arm64: another architecture, or no usable device."""
+
+
+ARM64_MACHINES = ("aarch64", "arm64")
+
+
+def check_kvm_host(device: str, machine: str) -> None:
+    """Refuse, in one line, a machine that cannot serve arm64 KVM, before any ioctl: an x86
+    /dev/kvm opens fine and answers the first arm64 ioctl with a bare ENOTTY."""
+    if machine not in ARM64_MACHINES:
+        raise KvmUnavailable(
+            f"real KVM needs an arm64 host, and this machine is {machine}: its {device} "
+            "cannot run arm64 guests (use --impl reference, or the qemu adapter)"
+        )
+    try:
+        os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise KvmUnavailable(f"{device} does not exist: KVM is not enabled on this host") from None
+    except OSError as exc:
+        raise KvmUnavailable(f"cannot open {device}: {exc.strerror}") from None
+
+
 def kvm_served(options: Mapping[str, str]) -> Served:
     """Real KVM on this machine: what it is, and the host levels its workarounds report."""
-    host = KvmHost(options.get("device", "/dev/kvm"))
+    device = options.get("device", "/dev/kvm")
+    check_kvm_host(device, os.uname().machine)
+    host = KvmHost(device)
     hello = {
         "implementation": f"Linux KVM {os.uname().release}",
         "kernel": host.release(),
@@ -215,6 +275,18 @@ def kvm_served(options: Mapping[str, str]) -> Served:
         "host-levels": host_levels(host),
     }
     return Served(host, hello)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` (loopback) or `[IPV6]:PORT`; port 0 picks a free one."""
+    host, colon, port = listen.rpartition(":")
+    if not colon:
+        raise GuardError(f"--listen {listen}: need HOST:PORT, such as 127.0.0.1:7777")
+    if not port.isdigit():
+        raise GuardError(f"--listen {listen}: the port '{port}' is not a number")
+    if int(port) > 65535:
+        raise GuardError(f"--listen {listen}: port {port} is beyond 65535")
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
 
 
 def run_agent(
@@ -227,19 +299,18 @@ def run_agent(
     """Serve an implementation on stdin/stdout, on a character device (a virtio-serial port), or on TCP
     (loopback unless told otherwise, and then only with a token)."""
     if listen is not None:
-        host, _, port = listen.rpartition(":")
-        host = host or "127.0.0.1"
+        host, port = parse_listen(listen)
         check_listener(host, guard.token)
     if channel is not None:
-        serve_channel(functools.partial(answer, served), channel, guard)
+        serve_channel(Session(served), channel, guard)
         return
     if listen is None:
-        serve_stream(functools.partial(answer, served), sys.stdin.buffer, sys.stdout, guard)
+        serve_stream(Session(served), sys.stdin.buffer, sys.stdout, guard)
         return
     serve_tcp(
         served,
         host,
-        int(port),
+        port,
         lambda p: print(f"listening on {host}:{p}", flush=True),
         guard,
         tls,
@@ -255,7 +326,10 @@ def main() -> None:
     )
     parser.add_argument("--listen", default=None, metavar="HOST:PORT")
     args = parser.parse_args()
-    run_agent(kvm_served({}), args.listen, args.channel)
+    try:
+        run_agent(kvm_served({}), args.listen, args.channel)
+    except (KvmUnavailable, GuardError) as exc:
+        sys.exit(f"FATAL: {exc}")  # one line on the console the lab quotes
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ TOKEN_VARIABLE = "KVM_FWSPEC_AGENT_TOKEN"
 
 
 class GuardError(Exception):
-    """The agent cannot be started as asked (an exposed listener without a token)."""
+    """The agent cannot be started as asked: an exposed listener without a token, an address
+    it cannot listen on."""
 
 
 class LineSource(Protocol):
