@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kvm_fwspec.conformance.guest.agent import Served
+from kvm_fwspec.conformance.guest.kvm_ioctl import WORKAROUND_REGISTERS
+from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 
 
@@ -25,4 +27,22 @@ def reference_served(options: Mapping[str, str]) -> Served:
         "arch": kvm.arch,
         "features": ["guest-calls", "psci-0.1-vcpus"],
     }
+    if kvm.arch == "arm64":
+        hello["host-levels"] = host_levels(kvm)
     return Served(kvm, hello)
+
+
+def host_levels(kvm: ReferenceKvm) -> dict[str, int]:
+    """What the reference's workaround registers report, read as the real-KVM agent reads its
+    host's (a GET of each on a fresh vcpu), so `--host auto` works against it too."""
+    program = {
+        "vcpus": 1,
+        "features": ["psci-0.2"],
+        "steps": [{"op": "get", "vcpu": 0, "reg": reg} for reg in WORKAROUND_REGISTERS.values()],
+    }
+    outcomes = execute(kvm, program)
+    return {
+        name: outcome["value"]
+        for name, outcome in zip(WORKAROUND_REGISTERS, outcomes, strict=True)
+        if "value" in outcome
+    }

@@ -77,8 +77,7 @@ def certify_line(
             arch="arm64",
             options=options | {"line": line.release},
             workers=None,
-            report=report,
-            quiet=True,  # lines run side by side; their progress lines would interleave
+            report=report,  # lines run side by side write into their own certify.log
         )
     )
     return LineResult(line.release, f"{profile_release}.y", informational, code, report, note)
