@@ -6,6 +6,7 @@ import the reference: only the guest's own files go into the initramfs."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from kvm_fwspec.conformance.guest.agent import Served
 from kvm_fwspec.conformance.guest.kvm_ioctl import WORKAROUND_REGISTERS
@@ -21,7 +22,7 @@ def reference_served(options: Mapping[str, str]) -> Served:
     kvm = ReferenceKvm(
         release, options["host"], options.get("arch", "arm64"), stable=kernel != release
     )
-    hello = {
+    hello: dict[str, Any] = {
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,
         "arch": kvm.arch,
