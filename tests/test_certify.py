@@ -362,3 +362,25 @@ def test_a_closed_pipe_on_stdout_leaves_a_complete_report(tmp_path: Path) -> Non
         text=True,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        pytest.param("lin=6.1", "did you mean 'line'?", id="qemu-typo"),
+        pytest.param("timeout=0", "timeout=0", id="qemu-timeout-zero"),
+        pytest.param("batch=abc", "batch=abc", id="qemu-batch-word"),
+        pytest.param("line=6.3", "no Debian kernel line for 6.3", id="qemu-unknown-line"),
+    ],
+)
+def test_qemu_adapter_options_are_checked_before_anything_is_booted(
+    tmp_path: Path, option: str, named: str
+) -> None:
+    result = certify("--adapter", "qemu", "--option", option, "--report", str(tmp_path / "r"))
+    assert named in one_line_refusal(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reference_adapter_options_are_checked(tmp_path: Path) -> None:
+    result = certify("--option", "witout=guest-calls", "--report", str(tmp_path / "r"))
+    assert "did you mean 'without'?" in one_line_refusal(result)

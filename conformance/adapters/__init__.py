@@ -3,7 +3,9 @@ entry points; each factory takes the profile and adapter options and returns an 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -59,6 +61,38 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"adapter options take KEY=VALUE, not '{pair}'")
         options[key] = value
     return options
+
+
+def refuse_unknown_options(adapter: str, options: Mapping[str, str], known: Iterable[str]) -> None:
+    """One line for the first option `adapter` does not take, with the closest it does."""
+    names = list(known)
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"it takes: {', '.join(names)}"
+            raise UsageError(f"the {adapter} adapter has no option '{key}'; {hint}")
+
+
+def whole_number_option(options: Mapping[str, str], key: str, default: int) -> int:
+    text = options.get(key, str(default))
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(f"option {key}={text}: need a whole number of at least 1")
+    return number
+
+
+def seconds_option(options: Mapping[str, str], key: str, default: float) -> float:
+    text = options.get(key, str(default))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise UsageError(f"option {key}={text}: need a number of seconds above 0")
+    return seconds
 
 
 def adapter_names() -> list[str]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import difflib
 import itertools
 import json
-import math
 import os
 import selectors
 import shlex
@@ -28,7 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from kvm_fwspec.conformance.adapters import Capabilities
+from kvm_fwspec.conformance.adapters import (
+    Capabilities,
+    refuse_unknown_options,
+    seconds_option,
+    whole_number_option,
+)
 from kvm_fwspec.conformance.guest.agent_guard import TOKEN_VARIABLE
 from kvm_fwspec.conformance.guest.wire import (
     PROTOCOL_V1,
@@ -331,14 +334,10 @@ OPTIONS = {
 def check_options(options: Mapping[str, str]) -> None:
     """Every option the agent adapter is given, checked before any agent starts: a UsageError
     of one line naming the first wrong one."""
-    for key in options:
-        if key not in OPTIONS:
-            close = difflib.get_close_matches(key, OPTIONS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"it has: {', '.join(OPTIONS)}"
-            raise UsageError(f"the agent adapter has no option '{key}'; {hint}")
-    _whole_number(options, "batch", DEFAULT_BATCH)
-    _whole_number(options, "max-message", DEFAULT_MAX_MESSAGE)
-    _seconds(options)
+    refuse_unknown_options("agent", options, OPTIONS)
+    whole_number_option(options, "batch", DEFAULT_BATCH)
+    whole_number_option(options, "max-message", DEFAULT_MAX_MESSAGE)
+    seconds_option(options, "timeout", DEFAULT_TIMEOUT)
     if "command" in options and "address" in options:
         raise UsageError("give the agent adapter command= or address=, not both")
     if "command" in options:
@@ -362,28 +361,6 @@ def check_options(options: Mapping[str, str]) -> None:
         raise UsageError(
             "the agent adapter needs --option command=... or --option address=HOST:PORT"
         )
-
-
-def _whole_number(options: Mapping[str, str], key: str, default: int) -> int:
-    text = options.get(key, str(default))
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise UsageError(f"option {key}={text}: need a whole number of at least 1")
-    return number
-
-
-def _seconds(options: Mapping[str, str]) -> float:
-    text = options.get("timeout", str(DEFAULT_TIMEOUT))
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise UsageError(f"option timeout={text}: need a number of seconds above 0")
-    return seconds
 
 
 def _program(command: str) -> list[str]:
@@ -421,9 +398,9 @@ def _address(address: str) -> tuple[str, int]:
 def create(profile: Profile, options: Mapping[str, str]) -> AgentAdapter:
     """The adapter, its options checked; the agent starts (or is dialled) on the first request."""
     check_options(options)
-    batch = _whole_number(options, "batch", DEFAULT_BATCH)
-    timeout = _seconds(options)
-    max_message = _whole_number(options, "max-message", DEFAULT_MAX_MESSAGE)
+    batch = whole_number_option(options, "batch", DEFAULT_BATCH)
+    timeout = seconds_option(options, "timeout", DEFAULT_TIMEOUT)
+    max_message = whole_number_option(options, "max-message", DEFAULT_MAX_MESSAGE)
     token = options.get("token") or os.environ.get(TOKEN_VARIABLE)
     connect: Callable[[], Channel]
     if "command" in options:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvm_fwspec.codegen.json_model import model_to_json
-from kvm_fwspec.conformance.adapters import Capabilities
+from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
 from kvm_fwspec.conformance.cases import REQUIRES_GUEST, REQUIRES_PSCI_01
 from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.conformance.profile import Profile
@@ -45,9 +45,7 @@ class ReferenceAdapter:
 def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
     """Options: `without=guest-calls,...` withholds capabilities, to certify as a narrower
     implementation would (its cases then report not-applicable)."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UsageError(f"the reference adapter has no option '{unknown[0]}'; it takes: without")
+    refuse_unknown_options("reference", options, OPTIONS)
     without = frozenset(filter(None, options.get("without", "").split(",")))
     if without - FEATURES:
         raise UsageError(

@@ -10,6 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from kvm_fwspec.conformance.adapters import (
+    refuse_unknown_options,
+    seconds_option,
+    whole_number_option,
+)
 from kvm_fwspec.conformance.adapters.agent import AgentAdapter
 from kvm_fwspec.conformance.lab.debian import IsolatedApt, cache_lock
 from kvm_fwspec.conformance.lab.initramfs import build
@@ -46,12 +51,19 @@ def prepare(release: str, cache: Path, exact: str | None = None) -> tuple[Kernel
         return kernel, build(apt, cache, kernel)
 
 
+OPTIONS = ("cache", "line", "kernel-package", "batch", "timeout")
+
+
 def create(profile: Profile, options: Mapping[str, str]) -> QemuAdapter:
     """Options: `line` boots another Debian line than the profile's release (unstable moved on),
-    `timeout` bounds each answer (boot included) in seconds."""
+    `timeout` bounds each answer (boot included) in seconds. All are checked before anything
+    is downloaded or booted."""
+    refuse_unknown_options("qemu", options, OPTIONS)
+    batch = whole_number_option(options, "batch", 256)
+    timeout = seconds_option(options, "timeout", BOOT_TIMEOUT)
+    line = line_for(options.get("line", str(profile.release))).release
     cache = Path(options.get("cache", default_cache()))
-    line = options.get("line", str(profile.release))
     kernel, initramfs = prepare(line, cache, options.get("kernel-package"))
-    adapter = QemuAdapter(kernel, Guest(kernel, initramfs), int(options.get("batch", 256)))
-    adapter.timeout = float(options.get("timeout", BOOT_TIMEOUT))
+    adapter = QemuAdapter(kernel, Guest(kernel, initramfs), batch)
+    adapter.timeout = timeout
     return adapter
