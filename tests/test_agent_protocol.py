@@ -15,6 +15,7 @@ import pytest
 from kvm_fwspec.conformance.adapters.agent import AgentAdapter, AgentError, create
 from kvm_fwspec.conformance.cases import build_cases
 from kvm_fwspec.conformance.guest.agent import Session
+from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.conformance.guest.wire import (
     PROTOCOL_V1,
     PROTOCOL_V2,
@@ -26,6 +27,7 @@ from kvm_fwspec.conformance.guest.wire import (
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.conformance.reference_agent import reference_served
 from kvm_fwspec.conformance.verdicts import certify_cases
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.loader import load_spec
 from tests.checkout import KVM_FWSPEC, ROOT
 
@@ -161,7 +163,7 @@ def test_a_version_2_agent_refuses_integers_naming_the_program_and_field() -> No
     assert run == {
         "id": 2,
         "error": {
-            "message": "WireError: program 0: step 0: reg: 6931039826524504064 is not a hex "
+            "message": "program 0: step 0: reg: 6931039826524504064 is not a hex "
             'string such as "0x1f"'
         },
     }
@@ -282,3 +284,65 @@ def test_the_reference_agent_serves_the_stable_series_it_is_given() -> None:
     assert json.loads(result.stdout)["result"]["kernel"] == "6.1.y"
     served = reference_served({"kernel": "6.1.y", "host": "mitigated"})
     assert getattr(served.implementation, "stable", None) is True
+
+
+BROKEN_REQUESTS = {
+    "not-json": ("garbage", None, "not a JSON line: Expecting value: line 1 column 1 (char 0)"),
+    "not-an-object": ("[1]", None, "not a request: not an object"),
+    "id-not-integer": (
+        '{"id":"x","method":"bye"}',
+        None,
+        "not a request: its id is not an integer",
+    ),
+    "no-method": ('{"id":3}', 3, "unknown method None; methods are hello, run, bye"),
+    "run-without-programs": (
+        '{"id":4,"method":"run"}',
+        4,
+        "run needs params.programs, an array of programs",
+    ),
+    "params-not-object": ('{"id":5,"method":"run","params":[]}', 5, "params is not an object"),
+    "protocol-not-string": (
+        '{"id":6,"method":"hello","params":{"protocol":2}}',
+        6,
+        "hello's protocol 2 is not a string such as kvm-fwspec-agent/2",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_REQUESTS))
+def test_a_request_that_breaks_the_protocol_is_told_how_in_one_error(broken: str) -> None:
+    """What docs/agent-protocol.md says of requests an agent cannot carry out, the reference
+    agent does, in words rather than Python exception names (a Node agent written from the doc
+    found the reference answering `KeyError: 'programs'`)."""
+    line, request_id, message = BROKEN_REQUESTS[broken]
+    session = Session(reference_served({"kernel": "6.12", "host": "mitigated"}))
+    assert session(line) == ({"id": request_id, "error": {"message": message}}, False)
+
+
+BROKEN_STEPS = {
+    "vcpu-out-of-range": (
+        {"op": "get", "vcpu": 5, "reg": 1},
+        "a get step names vcpu 5; the program has vcpus 0 to 1",
+    ),
+    "set-without-value": ({"op": "set", "vcpu": 0, "reg": 1}, "a set step needs value"),
+    "unknown-op": (
+        {"op": "peek", "vcpu": 0},
+        "unknown step op 'peek'; steps are get, set, list, run, call",
+    ),
+    "function-beyond-32-bits": (
+        {"op": "call", "vcpu": 0, "function": 0x1FFFFFFFF},
+        "function 8589934591 is not a 32-bit SMCCC function id",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_STEPS))
+def test_a_step_the_agent_cannot_carry_out_is_its_error_and_the_rest_are_not_run(
+    broken: str,
+) -> None:
+    step, error = BROKEN_STEPS[broken]
+    program = {"vcpus": 2, "features": ["psci-0.2"], "steps": [step, {"op": "run", "vcpu": 0}]}
+    assert execute(ReferenceKvm("6.12", "mitigated"), program) == [
+        {"error": error},
+        {"error": "not run"},
+    ]

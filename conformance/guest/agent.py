@@ -107,19 +107,33 @@ def dispatch(methods: Mapping[str, Method], line: str) -> tuple[dict[str, Any], 
     error; the agent keeps serving."""
     try:
         request = json.loads(line)
-        request_id = request.get("id")
-        method = request["method"]
-        params = request.get("params") or {}
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        return {"id": None, "error": {"message": f"malformed request: {exc}"}}, False
+    except ValueError as exc:
+        return {"id": None, "error": {"message": f"not a JSON line: {exc}"}}, False
+    request_id = request.get("id") if isinstance(request, dict) else None
+    if not isinstance(request, dict) or not _is_id(request_id):
+        why = "not an object" if not isinstance(request, dict) else "its id is not an integer"
+        return {"id": None, "error": {"message": f"not a request: {why}"}}, False
+    method, params = request.get("method"), request.get("params", {})
     handler = methods.get(method) if isinstance(method, str) else None
     if handler is None:
-        return {"id": request_id, "error": {"message": f"unknown method '{method}'"}}, False
+        known = ", ".join(methods)
+        return {
+            "id": request_id,
+            "error": {"message": f"unknown method {method!r}; methods are {known}"},
+        }, False
+    if not isinstance(params, dict):
+        return {"id": request_id, "error": {"message": "params is not an object"}}, False
     try:
         result = handler(params)
+    except WireError as exc:  # the request broke the protocol: say how, in its words
+        return {"id": request_id, "error": {"message": str(exc)}}, False
     except Exception as exc:  # a protocol error, not an agent crash
         return {"id": request_id, "error": {"message": f"{type(exc).__name__}: {exc}"}}, False
     return {"id": request_id, "result": result}, method == "bye"
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Session:
@@ -137,11 +151,15 @@ class Session:
         """Speak the version the client offers if this agent serves it; a client that offers
         none is an old one, of version 1; to one that offers only versions unknown here the
         answer names the newest this agent speaks, and the client decides."""
-        offered = params.get("protocol", PROTOCOL_V1) if isinstance(params, dict) else None
+        offered = params.get("protocol", PROTOCOL_V1)
+        if not isinstance(offered, str):
+            raise WireError(f"hello's protocol {offered!r} is not a string such as {PROTOCOLS[0]}")
         self.protocol = offered if offered in PROTOCOLS else PROTOCOLS[0]
         return {"protocol": self.protocol, **self.served.hello}
 
     def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(params.get("programs"), list):
+            raise WireError("run needs params.programs, an array of programs")
         programs = []
         for index, program in enumerate(params["programs"]):
             try:

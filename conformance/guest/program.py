@@ -32,11 +32,45 @@ class Implementation(Protocol):
     def create_vm(self) -> Vm: ...
 
 
+# The fields each step needs besides `op` and `vcpu` (docs/agent-protocol.md, "Steps").
+STEP_FIELDS = {
+    "get": ("reg",),
+    "set": ("reg", "value"),
+    "list": ("mask", "match"),
+    "run": (),
+    "call": ("function",),
+}
+U32 = (1 << 32) - 1
+
+
+class ProgramError(ValueError):
+    """A program the agent cannot carry out as written (a step without its fields, a vcpu the
+    program lacks): the step's error, in words an implementer of the protocol can act on."""
+
+
+def _checked(step: Mapping[str, Any], vcpus: int) -> None:
+    op = step.get("op")
+    if op not in STEP_FIELDS:
+        raise ProgramError(f"unknown step op {op!r}; steps are {', '.join(STEP_FIELDS)}")
+    vcpu = step.get("vcpu")
+    if not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < vcpus:
+        raise ProgramError(
+            f"a {op} step names vcpu {vcpu!r}; the program has vcpus 0 to {vcpus - 1}"
+        )
+    missing = [name for name in STEP_FIELDS[op] if name not in step]
+    if missing:
+        raise ProgramError(f"a {op} step needs {' and '.join(missing)}")
+    function = step.get("function", 0)
+    if not isinstance(function, int) or isinstance(function, bool) or not 0 <= function <= U32:
+        raise ProgramError(f"function {function!r} is not a 32-bit SMCCC function id")
+
+
 def _errno_or(errno: str | None, success: Outcome) -> Outcome:
     return {"errno": errno} if errno else success
 
 
 def _step(vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
+    _checked(step, len(vcpus))
     vcpu = vcpus[step["vcpu"]]
     op = step["op"]
     if op == "get":
@@ -49,9 +83,7 @@ def _step(vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
         return _errno_or(errno, {"ids": [i for i in ids if i & step["mask"] == step["match"]]})
     if op == "run":
         return _errno_or(vcpu.run(), {"ok": True})
-    if op == "call":
-        return dict(vcpu.call(step["function"], list(step.get("args", []))))
-    raise ValueError(f"unknown step op '{op}'")
+    return dict(vcpu.call(step["function"], list(step.get("args", []))))
 
 
 def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[Outcome]:
@@ -79,6 +111,8 @@ def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[
             close = getattr(vm, "close", None)
             if close is not None:
                 close()
+    except ProgramError as exc:
+        observed.append({"error": str(exc)})
     except Exception as exc:  # the implementation's failure is the case's error verdict
         observed.append({"error": f"{type(exc).__name__}: {exc}"})
     observed += [{"error": "not run"}] * (len(steps) - len(observed))
