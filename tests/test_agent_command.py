@@ -30,6 +30,7 @@ WRONG = [
     (["--max-rate", "nan"], "--max-rate nan: need a number of requests per second above 0"),
     (["--max-message", "0"], "--max-message 0: need a number of bytes of at least 1"),
     (["--impl", "nope"], "no agent implementation 'nope'; have: kvm, reference"),
+    (["--impl", "kvm", "--kernel", "6.1"], "--impl kvm serves this host's own KVM, whose kernel"),
 ]  # fmt: skip
 if MACHINE not in ("aarch64", "arm64"):
     WRONG.append(

@@ -65,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no agent implementation '{args.impl}'; have: {', '.join(sorted(IMPLEMENTATIONS))}"
         )
+    if args.impl == "kvm" and (args.kernel, args.host) != ("latest", "mitigated"):
+        raise UsageError(
+            "--impl kvm serves this host's own KVM, whose kernel and host levels it reports "
+            "in its hello: drop --kernel and --host (certify --kernel and --host auto judge it)"
+        )
     guard, tls = _checked_limits(args)
     profile = resolve_profile(load_spec(args.spec_dir), args.kernel, args.host, args.arch)
     # `6.1.y` stays `6.1.y`: the stable series has backports the release lacks.
