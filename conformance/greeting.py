@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kvm_fwspec.conformance.adapters import Adapter, load_adapter
+from kvm_fwspec.conformance.adapters import Adapter, describe_failure, load_adapter
 from kvm_fwspec.conformance.profile import Profile, claims_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
@@ -32,7 +32,7 @@ def greeted_adapter(name: str, profile: Profile, options: Mapping[str, str]) -> 
     except Exception as exc:
         adapter.close()
         raise UsageError(
-            f"adapter '{name}' did not complete its hello: {type(exc).__name__}: {exc}"
+            f"adapter '{name}' did not complete its hello: {describe_failure(exc)}"
         ) from None
     except BaseException:  # Ctrl-C while a guest boots: stop it first
         adapter.close()

@@ -51,6 +51,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fwspec-report", default=None, help="directory for results.json, JUnit XML, report.html"
     )
     group.addoption(
+        "--fwspec-require-all",
+        action="store_true",
+        help="full certification: a case the adapter cannot run (not applicable) fails the run",
+    )
+    group.addoption(
         "--fwspec-progress",
         action="store_true",
         help="a line on stderr at each tenth of the cases: done, failed so far, elapsed",
@@ -215,7 +220,12 @@ class ConformancePlugin:
             caps["provenance"],
         )
         document = build_document(
-            self.run.spec, self.run.profile, self.run.adapter_name, capabilities, self.run.collected
+            self.run.spec,
+            self.run.profile,
+            self.run.adapter_name,
+            capabilities,
+            self.run.collected,
+            self.config.getoption("--fwspec-require-all"),
         )
         self.config.stash[DOCUMENT] = document
         report = self.config.getoption("--fwspec-report")

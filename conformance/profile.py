@@ -85,7 +85,10 @@ def resolve_profile(spec: Spec, kernel: str, host: str, arch: str = "arm64") -> 
             f"host profile '{host}' is not one of: {names}, or {LEVELS_PREFIX}LEVEL/LEVEL/LEVEL"
         )
     architecture = next((a for a in spec.architectures if a.name == arch), None)
-    if architecture is None or not architecture.lifetime.covers(release):
+    if architecture is None:
+        names = ", ".join(a.name for a in spec.architectures)
+        raise UsageError(f"no architecture '{arch}' in the spec: it has {names}")
+    if not architecture.lifetime.covers(release):
         raise UsageError(f"KVM on {arch} hosts does not exist in {release}")
     return Profile(arch, release, found, stable)
 

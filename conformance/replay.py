@@ -15,7 +15,12 @@ from typing import Any
 from kvm_fwspec.conformance.cases import Case, build_cases
 from kvm_fwspec.conformance.greeting import greeted_adapter
 from kvm_fwspec.conformance.profile import resolve_profile
-from kvm_fwspec.conformance.verdicts import CaseResult, certify_cases, program_in_hex
+from kvm_fwspec.conformance.verdicts import (
+    CaseResult,
+    certify_cases,
+    describe_outcome,
+    program_in_hex,
+)
 from kvm_fwspec.conformance.verify import NotResults, read_results
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
@@ -71,16 +76,8 @@ def describe_steps(case: Case, result: CaseResult) -> list[str]:
     ):
         operation = " ".join(f"{k}={v}" for k, v in step.items() if k != "op")
         mark = "  " if seen == expected else "!="
-        shown = "not run" if seen is None else _outcome(seen)
+        shown = "not run" if seen is None else describe_outcome(seen)
         lines.append(
-            f"  {mark} step {index} {step['op']} {operation}: expected {_outcome(expected)}, observed {shown}"
+            f"  {mark} step {index} {step['op']} {operation}: expected {describe_outcome(expected)}, observed {shown}"
         )
     return lines
-
-
-def _outcome(outcome: dict[str, Any]) -> str:
-    """`value=0x10000`: numbers in hex as the program is, except x0, which is signed."""
-    return ", ".join(
-        f"{k}={hex(v) if isinstance(v, int) and not isinstance(v, bool) and k != 'x0' else v}"
-        for k, v in outcome.items()
-    )

@@ -129,7 +129,8 @@ class SignatureCheck:
             return f"signed by {self.signer} (checked, {self.key})"
         if self.state == "not-checked":
             return (
-                "signed, signature not checked (authenticity not checked; --signers FILE checks it)"
+                "a results.json.sig is beside it, not checked: whether it is a signature, and "
+                "whose, only --signers FILE says (authenticity not checked)"
             )
         if self.state == "unsigned":
             return "unsigned (authenticity not checked)"

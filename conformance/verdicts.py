@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kvm_fwspec.conformance.adapters import Adapter, Capabilities
+from kvm_fwspec.conformance.adapters import Adapter, Capabilities, describe_failure
 from kvm_fwspec.conformance.cases import Case
 
 OUTCOMES = ("pass", "fail", "not-applicable", "error")
@@ -61,6 +61,20 @@ def _hex(key: str, value: Any) -> Any:
     return hex(value) if key in HEX_FIELDS else value
 
 
+def describe_outcome(outcome: dict[str, Any]) -> str:
+    """`value=0x10000`, `errno=EINVAL`, `x0=-1`: an outcome as a reader compares it with the
+    program, numbers in hex as the program is, except x0, which is signed."""
+    return ", ".join(f"{key}={_shown(key, value)}" for key, value in outcome.items())
+
+
+def _shown(key: str, value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(key, item) for item in value) + "]"
+    if isinstance(value, int) and not isinstance(value, bool) and key != "x0":
+        return hex(value)
+    return str(value)
+
+
 def judge(case: Case, observed: list[dict[str, Any]], duration: float) -> CaseResult:
     expected = list(case.expected)
     errors = [o["error"] for o in observed if "error" in o]
@@ -71,7 +85,8 @@ def judge(case: Case, observed: list[dict[str, Any]], duration: float) -> CaseRe
         first = mismatched[0]
         step = case.program["steps"][first]
         reason = (
-            f"step {first} ({step['op']}): expected {expected[first]}, observed {observed[first]}"
+            f"step {first} ({step['op']}): expected {describe_outcome(expected[first])}, "
+            f"observed {describe_outcome(observed[first])}"
         )
         return CaseResult(case, "fail", expected, observed, duration, reason)
     return CaseResult(case, "pass", expected, observed, duration)
@@ -86,7 +101,7 @@ def certify_cases(adapter: Adapter, cases: list[Case]) -> tuple[Capabilities, li
     try:
         capabilities = adapter.capabilities()
     except Exception as exc:
-        reason = f"adapter unavailable: {type(exc).__name__}: {exc}"
+        reason = f"adapter unavailable: {describe_failure(exc)}"
         return UNAVAILABLE, [
             CaseResult(c, "error", list(c.expected), None, 0.0, reason) for c in cases
         ]
@@ -114,8 +129,7 @@ def run_cases(adapter: Adapter, capabilities: Capabilities, cases: list[Case]) -
             observed = adapter.run_programs([c.program for c in applicable])
         except Exception as exc:  # a broken adapter is every case's error, not a crash
             observed = [
-                [{"error": f"{type(exc).__name__}: {exc}"}] * len(c.program["steps"])
-                for c in applicable
+                [{"error": describe_failure(exc)}] * len(c.program["steps"]) for c in applicable
             ]
         share = (time.perf_counter() - start) / len(applicable)
         for case, outcome in zip(applicable, observed, strict=True):

@@ -29,7 +29,7 @@ import jsonschema
 from kvm_fwspec.codegen import __version__
 from kvm_fwspec.conformance.cases import Case, build_cases
 from kvm_fwspec.conformance.profile import resolve_profile
-from kvm_fwspec.conformance.results import SCHEMA_PATH, canonical_digest
+from kvm_fwspec.conformance.results import SCHEMA_PATH, canonical_digest, conforms
 from kvm_fwspec.conformance.signing import SignatureCheck, check_signature, require_signers
 from kvm_fwspec.conformance.verdicts import OUTCOMES, judge
 from kvm_fwspec.spec.errors import UsageError
@@ -57,6 +57,7 @@ class Verification:
     cases: int = 0
     spec: str = ""
     profile: str = ""
+    outcome: str = ""  # the verdict the file records, which re-judging upheld
     signature: SignatureCheck = UNSIGNED
 
     @property
@@ -68,7 +69,7 @@ class Verification:
         """The line for a file that stands: exactly what was checked, and what was not."""
         return (
             f"{self.path}: re-judged {self.cases} cases ({self.profile}) against spec "
-            f"{self.spec}: consistent; {self.signature.summary}"
+            f"{self.spec}: consistent: {self.outcome}; {self.signature.summary}"
         )
 
 
@@ -105,6 +106,7 @@ def verify_results(path: Path, signers: Path | None = None) -> Verification:
         cases=judged.cases,
         spec=judged.spec,
         profile=judged.profile,
+        outcome=judged.outcome,
         signature=signature,
     )
 
@@ -138,7 +140,19 @@ def rejudge(path: Path) -> Verification:
         cases=len(document["cases"]),
         spec=spec_hash(current),
         profile=profile.label,
+        outcome=recorded_verdict(document),
     )
+
+
+def recorded_verdict(document: dict[str, Any]) -> str:
+    """`DOES NOT CONFORM (408 pass, 154 fail, 0 not-applicable, 0 error)`: what the file says,
+    so a consistent file of a failed run is never read as a pass."""
+    summary = document["summary"]
+    verdict = "CONFORMS" if summary["conforms"] else "DOES NOT CONFORM"
+    if document["run"]["require-all"]:
+        verdict += " under --require-all"
+    counts = ", ".join(f"{summary[o]} {o}" for o in OUTCOMES)
+    return f"{verdict} ({counts})"
 
 
 def read_results(path: Path) -> dict[str, Any]:
@@ -149,6 +163,8 @@ def read_results(path: Path) -> dict[str, Any]:
     if path.is_dir():
         hint = " (the results are its results.json)" if (path / "results.json").is_file() else ""
         raise UsageError(f"{path}: is a folder, not a results file{hint}")
+    if not path.is_file():  # a FIFO or a device would be read forever
+        raise UsageError(f"{path}: is not a regular file")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -266,7 +282,9 @@ def _problems(document: dict[str, Any], cases: list[Case]) -> list[str]:
         f"case {case_id}: missing (the suite requires it)"
         for case_id in sorted(set(rebuilt) - set(recorded))
     ]
-    problems += _summary_problems(document["summary"], outcomes, len(document["cases"]))
+    problems += _summary_problems(
+        document["summary"], outcomes, len(document["cases"]), document["run"]["require-all"]
+    )
     return problems
 
 
@@ -358,7 +376,9 @@ def _expected_differs(recorded: list[Any], expected: list[Any]) -> str:
     )
 
 
-def _summary_problems(summary: dict[str, Any], outcomes: Counter[str], total: int) -> list[str]:
+def _summary_problems(
+    summary: dict[str, Any], outcomes: Counter[str], total: int, require_all: bool
+) -> list[str]:
     """The summary must count the verdicts the evidence earns, and conform only by them."""
     problems = []
     for outcome in OUTCOMES:
@@ -369,10 +389,10 @@ def _summary_problems(summary: dict[str, Any], outcomes: Counter[str], total: in
             )
     if summary["total"] != total:
         problems.append(f"summary counts {summary['total']} cases in all, the file has {total}")
-    conforms = outcomes["fail"] == 0 and outcomes["error"] == 0 and total > 0
-    if summary["conforms"] != conforms:
+    earned = conforms(outcomes, total, require_all)
+    if summary["conforms"] != earned:
         problems.append(
             f"summary says conforms={str(summary['conforms']).lower()}, the re-judged cases "
-            f"say {str(conforms).lower()}"
+            f"say {str(earned).lower()}"
         )
     return problems

@@ -28,7 +28,8 @@ WRONG = [
     (["--max-rate", "0"], "--max-rate 0: need a number of requests per second above 0"),
     (["--max-rate", "-2"], "--max-rate -2: need a number of requests per second above 0"),
     (["--max-rate", "nan"], "--max-rate nan: need a number of requests per second above 0"),
-    (["--max-message", "0"], "--max-message 0: need a number of bytes of at least 1"),
+    (["--max-message", "0"], "--max-message 0: need a number of bytes from 1 to 1073741824 (1 GiB)"),
+    (["--max-message", "9" * 30], f"--max-message {'9' * 30}: need a number of bytes from 1 to"),
     (["--impl", "nope"], "no agent implementation 'nope'; have: kvm, reference"),
     (["--impl", "kvm", "--kernel", "6.1"], "--impl kvm serves this host's own KVM, whose kernel"),
 ]  # fmt: skip

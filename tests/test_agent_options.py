@@ -23,10 +23,10 @@ PROFILE = resolve_profile(load_spec(), "6.12", "mitigated")
 
 WRONG = [
     ({"timout": "5"}, "the agent adapter has no option 'timout'; did you mean 'timeout'?"),
-    ({"timeout": "abc"}, "option timeout=abc: need a number of seconds above 0"),
-    ({"timeout": "0"}, "option timeout=0: need a number of seconds above 0"),
-    ({"timeout": "-3"}, "option timeout=-3: need a number of seconds above 0"),
-    ({"timeout": "inf"}, "option timeout=inf: need a number of seconds above 0"),
+    ({"timeout": "abc"}, "option timeout=abc: need a finite number of seconds above 0"),
+    ({"timeout": "0"}, "option timeout=0: need a finite number of seconds above 0"),
+    ({"timeout": "-3"}, "option timeout=-3: need a finite number of seconds above 0"),
+    ({"timeout": "inf"}, "option timeout=inf: need a finite number of seconds above 0"),
     ({"batch": "0"}, "option batch=0: need a whole number of at least 1"),
     ({"batch": "-5"}, "option batch=-5: need a whole number of at least 1"),
     ({"batch": "2.5"}, "option batch=2.5: need a whole number of at least 1"),

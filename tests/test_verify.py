@@ -8,6 +8,7 @@ Each false pass of issue 14 is here as the edit a tamperer would make to a genui
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -79,7 +80,7 @@ def fail_it(document: Document) -> Document:
     return case
 
 
-def run_verify(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_verify(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KVM_FWSPEC, "verify", *args], capture_output=True, text=True, cwd=cwd)
 
 
@@ -96,7 +97,8 @@ def test_a_genuine_file_is_consistent_and_said_to_be_unsigned(
     assert result.stderr == ""
     assert result.stdout == (
         f"results.json: re-judged {len(document['cases'])} cases (arm64 6.1 host=mitigated) "
-        f"against spec {spec_hash(document['run']['spec-files'])}: consistent; "
+        f"against spec {spec_hash(document['run']['spec-files'])}: consistent: CONFORMS "
+        f"({len(document['cases'])} pass, 0 fail, 0 not-applicable, 0 error); "
         "unsigned (authenticity not checked)\n"
     )
 
@@ -170,7 +172,7 @@ def test_a_renamed_implementation_is_never_called_authentic(
     edited(certified, tmp_path, rename)
     result = run_verify("results.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.endswith("consistent; unsigned (authenticity not checked)\n")
+    assert result.stdout.endswith("0 error); unsigned (authenticity not checked)\n")
     assert "untampered" not in result.stdout and "acme" not in result.stdout
 
 
@@ -411,12 +413,12 @@ def test_a_signed_file_verifies_and_names_its_signer(signed: tuple[Path, Path]) 
     assert signature_path(results).read_text().startswith("-----BEGIN SSH SIGNATURE-----")
     result = run_verify("results.json", "--signers", "signers", cwd=results.parent)
     assert result.returncode == 0, result.stderr
-    assert "consistent; signed by alice@example (checked, ED25519 SHA256:" in result.stdout
+    assert "0 error); signed by alice@example (checked, ED25519 SHA256:" in result.stdout
     unchecked = run_verify("results.json", cwd=results.parent)
     assert unchecked.returncode == 0, unchecked.stderr
     assert unchecked.stdout.endswith(
-        "consistent; signed, signature not checked (authenticity not checked; "
-        "--signers FILE checks it)\n"
+        "0 error); a results.json.sig is beside it, not checked: whether it is a signature, "
+        "and whose, only --signers FILE says (authenticity not checked)\n"
     )
 
 
@@ -519,3 +521,41 @@ def test_signing_without_ssh_keygen_is_one_line(
         "ssh-keygen (OpenSSH) is not installed; it signs and checks results files "
         "(Debian: apt-get install openssh-client)"
     )
+
+
+def test_a_consistent_file_of_a_failed_run_says_it_failed(tmp_path: Path) -> None:
+    """verify vouches for the evidence, not for the implementation: a consistent file of a run
+    that did not conform must say so, or a CI step running verify reads green (a trial did)."""
+    agent = shlex.join([*KVM_FWSPEC, "agent", "--kernel", "6.12", "--host", "vulnerable"])
+    certified = subprocess.run(
+        [*KVM_FWSPEC, "certify", "-q", "--adapter", "agent", "--option", f"command={agent}",
+         "--kernel", "6.12", "--report", str(tmp_path / "r")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert certified.returncode == 1, certified.stderr
+    result = run_verify(str(tmp_path / "r" / "results.json"))
+    assert result.returncode == 0, result.stderr
+    assert "consistent: DOES NOT CONFORM (408 pass, 154 fail, 0 not-applicable, 0 error)" in (
+        result.stdout
+    )
+
+
+def test_require_all_is_recorded_and_re_judged(tmp_path: Path) -> None:
+    """Under --require-all a not-applicable case fails the run in the file too, and a file
+    that drops the flag to claim conformance is caught."""
+    report = tmp_path / "r"
+    result = subprocess.run(
+        [*KVM_FWSPEC, "certify", "-q", "--require-all", "--option", "without=guest-calls",
+         "--report", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    document = json.loads((report / "results.json").read_text())
+    assert document["run"]["require-all"] is True and document["summary"]["conforms"] is False
+    assert "host=mitigated: no</h1>" in (report / "report.html").read_text()
+    document["summary"]["conforms"] = True
+    document["digest"] = canonical_digest(document)
+    (report / "results.json").write_text(json.dumps(document))
+    lied = run_verify(str(report / "results.json"))
+    assert lied.returncode == 1
+    assert "summary says conforms=true, the re-judged cases say false" in lied.stderr

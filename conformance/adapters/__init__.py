@@ -29,6 +29,17 @@ class Capabilities:
     provenance: dict[str, str] = field(default_factory=dict, compare=False)
 
 
+class AdapterError(Exception):
+    """A failure the adapter explains in its own words (an agent that exited, timed out or
+    broke the protocol): reported as its message, without a Python class name."""
+
+
+def describe_failure(exc: Exception) -> str:
+    """An adapter's failure as a case's reason: its words, or for an exception the adapter did
+    not explain (a bug in it), the exception's class too."""
+    return str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
+
+
 class Adapter(Protocol):
     name: str
 
@@ -91,7 +102,7 @@ def seconds_option(options: Mapping[str, str], key: str, default: float) -> floa
     except ValueError:
         seconds = math.nan
     if not 0 < seconds < math.inf:
-        raise UsageError(f"option {key}={text}: need a number of seconds above 0")
+        raise UsageError(f"option {key}={text}: need a finite number of seconds above 0")
     return seconds
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from kvm_fwspec.conformance.adapters import (
+    AdapterError,
     Capabilities,
     refuse_unknown_options,
     seconds_option,
@@ -78,7 +79,7 @@ class Channel:
     stderr_tail: Callable[[], str] = lambda: ""
 
 
-class AgentError(Exception):
+class AgentError(AdapterError):
     """The agent broke the protocol, answered with an error, or did not answer in time."""
 
 

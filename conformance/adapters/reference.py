@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from kvm_fwspec.codegen.json_model import model_to_json
 from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
 from kvm_fwspec.conformance.cases import REQUIRES_GUEST, REQUIRES_PSCI_01
 from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
-from kvm_fwspec.reference_impl.tables import MODEL
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.loader import SPEC_DIR_VARIABLE, load_spec
 
 OPTIONS = ("without",)
 
@@ -53,10 +49,7 @@ def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
             f"capability; it has {', '.join(sorted(FEATURES))}"
         )
     levels = {name: value.name for name, value in profile.host.levels.items()}
-    # The embedded reference runs on its generated tables; under --spec-dir, on the tables of
-    # that spec, so that an edited spec is certified against a reference that follows it.
-    tables = model_to_json(load_spec()) if os.environ.get(SPEC_DIR_VARIABLE) else MODEL
-    kvm = ReferenceKvm(
-        str(profile.release), levels, profile.arch, tables=tables, stable=profile.stable
-    )
+    # Always its generated tables, never the spec under test: under --spec-dir the reference
+    # is an implementation held to that spec, and an edit it does not follow must fail it.
+    kvm = ReferenceKvm(str(profile.release), levels, profile.arch, stable=profile.stable)
     return ReferenceAdapter(kvm, without)

@@ -24,6 +24,7 @@ from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 
 HELP = "serve an implementation over the agent protocol (stdio or TCP)"
+MAX_MESSAGE_LIMIT = 1 << 30  # a request is read into memory whole: bound what a client may send
 
 IMPLEMENTATIONS: dict[str, Callable[[Mapping[str, str]], Served]] = {
     "reference": reference_served,
@@ -86,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _checked_limits(args: argparse.Namespace) -> tuple[Guard, ssl.SSLContext | None]:
     """The guard and TLS the options ask for, each option checked before anything starts."""
-    if not args.max_message >= 1:
-        raise UsageError(f"--max-message {args.max_message}: need a number of bytes of at least 1")
+    if not 1 <= args.max_message <= MAX_MESSAGE_LIMIT:
+        raise UsageError(
+            f"--max-message {args.max_message}: need a number of bytes from 1 to "
+            f"{MAX_MESSAGE_LIMIT} (1 GiB)"
+        )
     if not 0 < args.max_rate < math.inf:
         raise UsageError(
             f"--max-rate {args.max_rate:g}: need a number of requests per second above 0"
