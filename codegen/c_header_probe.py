@@ -49,6 +49,7 @@ _STAND_IN_TYPES = (
 _INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.MULTILINE)
 _PROBE = "kvm_fwspec_probe_"
 _STAND_IN = "kvm_fwspec_stand_in_"  # marks a stand-in's value, so the caller learns it was used
+_ERRORS_SHOWN = 5  # a copy cut short can give hundreds; the first few say where
 
 
 @dataclass(frozen=True)
@@ -204,14 +205,21 @@ def _compile_and_run(work: Path, expansions: dict[str, str], enums: list[str]) -
 
 
 def _compile_failure(stderr: str, root: Path, files: list[HeaderFile], probe: Path) -> str:
-    """The compiler's errors, one line each, at the user's own files and lines."""
+    """How many errors the compiler gave, then the first few, one line each, at the user's own
+    files and lines."""
     errors = _errors(stderr)
     for each in files:
         errors = [e.replace(f"{root / each.include_name}:", f"{each.path}:") for e in errors]
     errors = [e.replace(f"{root}/", "") for e in errors]
     errors = [e.replace(f"{probe}:", "(the probe that includes the copy):") for e in errors]
-    listed = "\n".join(f"  {e}" for e in errors)
-    return f"{', '.join(str(f.path) for f in files)}: does not compile alone:\n{listed}"
+    count = f"{len(errors)} compiler error{'' if len(errors) == 1 else 's'}"
+    if len(errors) > _ERRORS_SHOWN:
+        count += f", the first {_ERRORS_SHOWN} below"
+    listed = [f"  {e}" for e in errors[:_ERRORS_SHOWN]]
+    if len(errors) > _ERRORS_SHOWN:
+        listed.append(f"  ... and {len(errors) - _ERRORS_SHOWN} more")
+    head = f"{', '.join(str(f.path) for f in files)}: does not compile alone ({count}):"
+    return "\n".join([head, *listed])
 
 
 def _errors(stderr: str) -> list[str]:

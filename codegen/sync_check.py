@@ -188,15 +188,18 @@ def read_copy(spec: Spec, paths: list[Path], arch: str = "arm64") -> CopyContent
     values: dict[str, int] = {}
     bindgen = False
     c_files = [p for p in paths if p.suffix != ".rs"]
+    defined: dict[Path, set[str]] = {}
     for path in paths:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".rs":
             bindgen |= is_bindgen_output(text)
             evaluated = {n: v & 0xFFFFFFFFFFFFFFFF for n, v in rust_values(text, arch).items()}
-            present.update({n: path for n in rust_items(text, arch) if n not in present})
+            defined[path] = set(rust_items(text, arch))
             values.update({n: v for n, v in evaluated.items() if n in expected and n not in values})
         else:
-            present.update({n: path for n in _names_in(text) if n not in present})
+            defined[path] = set(_names_in(text))
+        present.update({n: path for n in sorted(defined[path]) if n not in present})
+    _refuse_unrelated(defined, set(expected), set(_linux_kvm_h_stand_ins(spec, arch)))
     if not c_files:
         return CopyContents(present, values, bindgen)
     if shutil.which("gcc") is None:
@@ -207,6 +210,19 @@ def read_copy(spec: Spec, paths: list[Path], arch: str = "arm64") -> CopyContent
     values.update({n: v for n, v in evaluation.values.items() if n not in values})
     headers = {f.path: f.include_name for f in files}
     return CopyContents(present, values, bindgen, headers, evaluation.stand_ins)
+
+
+def _refuse_unrelated(defined: dict[Path, set[str]], abi: set[str], kvm_h: set[str]) -> None:
+    """Each file defines a constant of the firmware-register ABI, or is the linux/kvm.h beside
+    one that does (it brings KVM_REG_ARM64 and the sizes): /etc/passwd or a README given by
+    mistake would otherwise come out as 89 constants missing, or as compiler errors."""
+    anything = any(names & abi for names in defined.values())
+    for path, names in defined.items():
+        if not names & abi and not (anything and path.suffix != ".rs" and names & kvm_h):
+            raise UsageError(
+                f"{path} defines no constant of the firmware-register ABI: "
+                "is it the header you meant?"
+            )
 
 
 def _linux_kvm_h_stand_ins(spec: Spec, arch: str) -> dict[str, str]:

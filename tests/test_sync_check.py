@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -378,7 +379,9 @@ def test_a_compile_failure_names_file_and_line_once_per_error(tmp_path: Path) ->
     result = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y")
     assert result.returncode == 2 and result.stdout == ""
     errors = result.stderr.splitlines()
-    assert errors[0] == f"kvm-fwspec: {kvm_h}, {psci_h}: does not compile alone:"
+    assert (
+        errors[0] == f"kvm-fwspec: {kvm_h}, {psci_h}: does not compile alone (2 compiler errors):"
+    )
     assert errors[1].startswith(f"kvm-fwspec:   {kvm_h}:{line}:")
     assert "error: missing binary operator" in errors[1]
     psci_lines = len(psci_h.read_text().splitlines())
@@ -518,3 +521,139 @@ def test_the_same_findings_on_a_machine_without_the_installed_headers(tmp_path: 
     assert (hidden.returncode, hidden.stdout) == (with_headers.returncode, with_headers.stdout)
     assert hidden.returncode == 1
     assert "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: differs" in hidden.stdout
+
+
+def test_error_boom_in_a_copy_is_one_counted_line(tmp_path: Path) -> None:
+    """A copy with `#error boom`: the first line says one error follows, and the error names the
+    copy's own file and line."""
+    kvm_h, psci_h = lay_out(
+        tmp_path, "qemu", QEMU_KVM_H.read_text(), DEBIAN_PSCI_H.read_text() + "#error boom\n"
+    )
+    line = len(psci_h.read_text().splitlines())
+    result = run_sync_check(kvm_h, psci_h, "--kernel", "6.1.y")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"kvm-fwspec: {kvm_h}, {psci_h}: does not compile alone (1 compiler error):",
+        f"kvm-fwspec:   {psci_h}:{line}:2: error: #error boom",
+    ]
+
+
+def test_many_compile_errors_are_capped_at_five(tmp_path: Path) -> None:
+    """A copy cut short or mangled gives an error a line: the count, the first five, the rest
+    as a number. Before, every one of them was printed."""
+    booms = "".join(f"#error boom {i}\n" for i in range(1, 9))
+    kvm_h, _ = lay_out(tmp_path, "flat", QEMU_KVM_H.read_text() + booms, "")
+    first = len(QEMU_KVM_H.read_text().splitlines()) + 1
+    result = run_sync_check(kvm_h, "--kernel", "6.1.y")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"kvm-fwspec: {kvm_h}: does not compile alone (8 compiler errors, the first 5 below):",
+        *(f"kvm-fwspec:   {kvm_h}:{first + i}:2: error: #error boom {i + 1}" for i in range(5)),
+        "kvm-fwspec:   ... and 3 more",
+    ]
+
+
+NOT_HEADERS = {
+    # /etc/passwd's shape: before, "0 constants agree ... 89 do not", exit 1
+    "passwd": "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+    # a README: before, gcc's "invalid preprocessing directive #kvm" and more
+    "README.md": (ROOT / "README.md").read_text(),
+    # a C header of other things: a VMM's capabilities and virtio feature bits
+    "vmm_caps.h": "#ifndef VMM_CAPS_H\n#define VMM_CAPS_H\n#define KVM_CAP_ARM_PSCI 87\n"
+    "#define VIRTIO_F_VERSION_1 (1ULL << 32)\n#endif\n",
+    # Rust with constants, none of them the firmware registers'
+    "virtio.rs": "pub const VIRTIO_F_VERSION_1: u32 = 32;\nconst QUEUE_SIZE: u16 = 256;\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_HEADERS))
+def test_a_file_that_is_not_the_header_is_refused(tmp_path: Path, name: str) -> None:
+    copy = tmp_path / name
+    copy.write_text(NOT_HEADERS[name])
+    refused = f"kvm-fwspec: {copy} defines no constant of the firmware-register ABI: is it the header you meant?\n"
+    alone = run_sync_check(copy, "--kernel", "6.1")
+    assert (alone.returncode, alone.stdout, alone.stderr) == (2, "", refused)
+    beside = run_sync_check(QEMU_KVM_H, copy, "--kernel", "6.1", "--fix")
+    assert (beside.returncode, beside.stdout, beside.stderr) == (2, "", refused)
+    assert not list(tmp_path.rglob("*.kvm-fwspec.patch"))
+
+
+def test_linux_kvm_h_beside_the_copy_is_not_refused() -> None:
+    """linux/kvm.h defines none of the constants but brings KVM_REG_ARM64 and the sizes that
+    asm/kvm.h's KVM_REG_ARM_FW_REG() uses: given with the copy it is read, alone it is refused."""
+    linux_kvm_h = Path("/usr/include/linux/kvm.h")
+    findings = check(SPEC, [LIBC[0], linux_kvm_h, LIBC[1]], kernel("6.1.y"))
+    assert [str(f) for f in findings if f.wrong] == []
+    alone = run_sync_check(linux_kvm_h, "--kernel", "6.1.y")
+    assert alone.returncode == 2
+    assert alone.stderr.endswith(
+        "defines no constant of the firmware-register ABI: is it the header you meant?\n"
+    )
+
+
+SUMMARY = re.compile(
+    r"^.*: (?P<agrees>\d+) constants agree with the spec for \S+, (?P<wrong>\d+) do(?:es)? not"
+    r"(?:, (?P<unevaluated>\d+) do(?:es)? not compile on (?:its|their) own)?"
+    r"(?:, (?P<unknown>\d+) unknown to the spec)?(?:, (?P<beyond>\d+) beyond bindgen)? \(checked"
+)
+LISTED = {
+    "wrong": re.compile(r"^  [A-Z][A-Z0-9_]*: (differs|missing|defined, but the spec has it only)"),
+    "unevaluated": re.compile(r"^  [A-Z][A-Z0-9_]*: defined, but its definition does not compile"),
+    "unknown": re.compile(r"^  [A-Z][A-Z0-9_]*: unknown to the spec$"),
+}
+
+
+def test_the_summary_counts_every_listed_finding(tmp_path: Path) -> None:
+    """One macro left unclosed: before, "86 agree, 2 do not" above three non-agreeing lines
+    (and 21 lines unknown to the spec counted nowhere)."""
+    unclosed = WORKAROUND_2.replace("\tKVM_REG_ARM_FW_REG(2)", "\t(KVM_REG_ARM_FW_REG(2)")
+    kvm_h, psci_h = lay_out(
+        tmp_path, "qemu", QEMU_KVM_H.read_text().replace(WORKAROUND_2, unclosed),
+        DEBIAN_PSCI_H.read_text(),
+    )  # fmt: skip
+    result = run_sync_check(kvm_h, psci_h, "--kernel", "6.1")  # 6.1's MEM_PROTECT erratum: 2 differ
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    summary = SUMMARY.match(lines[0])
+    assert summary, lines[0]
+    counted = {key: int(summary.group(key) or 0) for key in (*LISTED, "beyond")}
+    listed = {key: sum(bool(p.match(line)) for line in lines[1:]) for key, p in LISTED.items()}
+    assert counted == {**listed, "beyond": 0}
+    assert listed == {"wrong": 2, "unevaluated": 1, "unknown": 21}
+    findings = [line for line in lines[1:] if re.match(r"^  [A-Z][A-Z0-9_]*: ", line)]
+    assert len(findings) == sum(listed.values())
+    assert "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: defined, but its definition" in result.stdout
+
+
+def test_a_fix_run_removes_the_patch_a_file_no_longer_needs(tmp_path: Path) -> None:
+    """--fix against 6.13 patches psci.h (SYSTEM_OFF2 missing); --fix against 6.1.y, which the
+    files agree with, must not leave that patch beside them. Before: exit 0, not a word, and
+    psci.h.kvm-fwspec.patch still there."""
+    kvm_h, psci_h = lay_out(tmp_path, "qemu", QEMU_KVM_H.read_text(), DEBIAN_PSCI_H.read_text())
+    kvm_patch = kvm_h.with_name("kvm.h.kvm-fwspec.patch")
+    psci_patch = psci_h.with_name("psci.h.kvm-fwspec.patch")
+    newer = run_sync_check("--kernel", "6.13", "--fix", kvm_h, psci_h)
+    assert newer.returncode == 1 and psci_patch.is_file(), newer.stdout
+    assert not kvm_patch.exists()
+    unfixed = run_sync_check("--kernel", "6.1.y", kvm_h, psci_h)
+    assert unfixed.returncode == 0 and psci_patch.is_file()  # without --fix, no file touched
+    again = run_sync_check("--kernel", "6.1.y", "--fix", kvm_h, psci_h)
+    assert again.returncode == 0, again.stdout
+    assert not psci_patch.exists()
+    removed = [line for line in again.stdout.splitlines() if "removed" in line]
+    assert removed == [f"  removed {psci_patch}: {psci_h} agrees now"]
+
+
+def test_a_fix_run_replaces_one_patch_and_removes_the_other(tmp_path: Path) -> None:
+    """Old patches beside both files; now only kvm.h differs: its patch is rewritten for this
+    run, psci.h's is removed."""
+    kvm_h, psci_h = lay_out(tmp_path, "qemu", edited_qemu_kvm_h(), DEBIAN_PSCI_H.read_text())
+    kvm_patch = kvm_h.with_name("kvm.h.kvm-fwspec.patch")
+    psci_patch = psci_h.with_name("psci.h.kvm-fwspec.patch")
+    kvm_patch.write_text("an old patch\n")
+    psci_patch.write_text("an old patch\n")
+    result = run_sync_check("--kernel", "6.1.y", "--fix", kvm_h, psci_h)
+    assert result.returncode == 1, result.stdout
+    assert "WORKAROUND_2" in kvm_patch.read_text() and not psci_patch.exists()
+    assert f"  patch written to {kvm_patch}" in result.stdout.splitlines()
+    assert f"  removed {psci_patch}: {psci_h} agrees now" in result.stdout.splitlines()

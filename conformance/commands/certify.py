@@ -11,6 +11,8 @@ from kvm_fwspec.conformance.commands._arguments import (
     add_adapter_options,
     add_profile_arguments,
 )
+from kvm_fwspec.spec.kernel_names import parse_kernel_name
+from kvm_fwspec.spec.loader import load_spec
 
 HELP = "certify an implementation through an adapter and write the report"
 
@@ -56,9 +58,9 @@ def _workers(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = (
-        args.report or Path("reports") / f"{args.adapter}-{args.arch}-{args.kernel}-{args.host}"
-    )
+    # The default folder names the kernel as judged (`7.2`, not `latest`, not a uname -r).
+    kernel = parse_kernel_name(load_spec(), args.kernel)
+    report = args.report or Path("reports") / f"{args.adapter}-{args.arch}-{kernel}-{args.host}"
     return certify(
         Request(
             adapter=args.adapter,

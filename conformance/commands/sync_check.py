@@ -9,6 +9,9 @@ from pathlib import Path
 
 from kvm_fwspec.codegen.atomic import write_atomically
 from kvm_fwspec.codegen.sync_check import (
+    CopyContents,
+    Finding,
+    FixPlan,
     check_inputs,
     claimed_by,
     classify,
@@ -19,6 +22,7 @@ from kvm_fwspec.codegen.sync_check import (
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Spec
 
 HELP = "check a copy of the uapi constants against the spec"
 ARCHES = ("arm64", "arm")
@@ -62,10 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if args.defined_only
         else f"checked: every constant the spec has in {kernel}"
     )
-    verb = "does not" if len(wrong) == 1 else "do not"
     lines = [
         f"{', '.join(map(str, args.files))}: {agrees} constants agree with the spec for "
-        f"{kernel}{claim}, {len(wrong)} {verb} ({mode}, {args.arch})"
+        f"{kernel}{claim}, {_counts(findings)} ({mode}, {args.arch})"
     ]
     shown = ("agrees", "beyond-bindgen")
     lines += [f"  {finding}" for finding in findings if finding.status not in shown]
@@ -77,23 +80,72 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(beyond)}"
         )
     lines += [f"  note: {hint}" for hint in hints(spec, contents, findings, args.arch)]
-    if wrong and args.fix:
-        plan = fix_patches(spec, contents, findings, args.arch)
-        for path, patch in plan.patches.items():
-            target = path.with_name(path.name + ".kvm-fwspec.patch")
-            try:
-                write_atomically(target, patch)
-            except OSError as error:
-                raise UsageError(f"{target}: cannot write the patch: {error.strerror}") from None
-            lines.append(f"  patch written to {target}")
-        if plan.unplaced:
-            lines.append(
-                f"  not patched (no file given is their header; add them by hand): "
-                f"{', '.join(plan.unplaced)}"
-            )
-        if not plan.patches:
-            lines.append("  no patch written: nothing among the files can be changed to agree")
+    if args.fix:
+        lines += _fix(spec, contents, findings, args)
     return _print(lines, 1 if wrong else 0)
+
+
+def _counts(findings: list[Finding]) -> str:
+    """Every finding counted once, by what the lines below say of it: those that do not agree
+    (exit 1), then those that cannot be judged, unknown to the spec, or beyond bindgen."""
+    wrong = sum(f.wrong for f in findings)
+    said = [f"{wrong} {'does' if wrong == 1 else 'do'} not"]
+    unevaluated = sum(f.status == "unevaluated" for f in findings)
+    if unevaluated:
+        one = unevaluated == 1
+        said.append(
+            f"{unevaluated} {'does' if one else 'do'} not compile on {'its' if one else 'their'} own"
+        )
+    unknown = sum(f.status == "unknown" for f in findings)
+    if unknown:
+        said.append(f"{unknown} unknown to the spec")
+    beyond = sum(f.status == "beyond-bindgen" for f in findings)
+    if beyond:
+        said.append(f"{beyond} beyond bindgen")
+    return ", ".join(said)
+
+
+def _fix(
+    spec: Spec, contents: CopyContents, findings: list[Finding], args: argparse.Namespace
+) -> list[str]:
+    """Write a patch for each file that needs one; remove the patch an earlier run left beside
+    a file that needs none now, so no patch for another release or an older copy stays behind."""
+    lines = []
+    wrong = [f for f in findings if f.wrong]
+    plan = fix_patches(spec, contents, findings, args.arch) if wrong else FixPlan({}, ())
+    for path, patch in plan.patches.items():
+        target = _patch_of(path)
+        try:
+            write_atomically(target, patch)
+        except OSError as error:
+            raise UsageError(f"{target}: cannot write the patch: {error.strerror}") from None
+        lines.append(f"  patch written to {target}")
+    for path in dict.fromkeys(args.files):
+        stale = _patch_of(path)
+        if path in plan.patches or not stale.is_file():
+            continue
+        try:
+            stale.unlink()
+        except OSError as error:
+            raise UsageError(f"{stale}: cannot remove the old patch: {error.strerror}") from None
+        if any(f.file == path for f in wrong):
+            lines.append(
+                f"  removed {stale}: out of date, and nothing in {path} can be patched to agree"
+            )
+        else:
+            lines.append(f"  removed {stale}: {path} agrees now")
+    if wrong and plan.unplaced:
+        lines.append(
+            f"  not patched (no file given is their header; add them by hand): "
+            f"{', '.join(plan.unplaced)}"
+        )
+    if wrong and not plan.patches:
+        lines.append("  no patch written: nothing among the files can be changed to agree")
+    return lines
+
+
+def _patch_of(path: Path) -> Path:
+    return path.with_name(path.name + ".kvm-fwspec.patch")
 
 
 def _print(lines: list[str], status: int) -> int:
