@@ -11,7 +11,9 @@ from typing import Any
 from kvm_fwspec.conformance.guest.agent import Served
 from kvm_fwspec.conformance.guest.kvm_ioctl import WORKAROUND_REGISTERS
 from kvm_fwspec.conformance.guest.program import execute
+from kvm_fwspec.conformance.profile import LEVELS_PREFIX, levels_profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.spec.loader import load_spec
 
 
 def reference_served(options: Mapping[str, str]) -> Served:
@@ -19,9 +21,11 @@ def reference_served(options: Mapping[str, str]) -> Served:
     and arch, with the hello it gives."""
     kernel = options["kernel"]
     release = kernel.removesuffix(".y")
-    kvm = ReferenceKvm(
-        release, options["host"], options.get("arch", "arm64"), stable=kernel != release
-    )
+    host: str | dict[str, str] = options["host"]
+    if options["host"].startswith(LEVELS_PREFIX):  # a host named by its levels, not a profile
+        levels = levels_profile(load_spec(), options["host"]).levels
+        host = {register: value.name for register, value in levels.items()}
+    kvm = ReferenceKvm(release, host, options.get("arch", "arm64"), stable=kernel != release)
     hello: dict[str, Any] = {
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,

@@ -19,6 +19,36 @@ ID_RULE = (
 )
 
 
+# The most digits a 64-bit id can have in decimal (2^64 - 1 has 20): longer text is refused
+# before int() reads it, which Python refuses beyond 4300 digits and is slow well before.
+MOST_DECIMAL_DIGITS = 20
+QUOTED_AT_MOST = 40  # characters of a wrong id quoted in its error line
+
+
+def _quoted(text: str) -> str:
+    """`text` as an error line quotes it: whole if short, else its start and its length, so a
+    pasted page of digits is still one readable line; bytes that were not text (read from a
+    pipe under the C locale, which Python escapes as lone surrogates) as \\xff escapes. Line
+    breaks never reach here: split_ids splits at them."""
+    if _escaped_bytes(text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(text) <= QUOTED_AT_MOST:
+        return f"'{text}'"
+    return f"'{text[:QUOTED_AT_MOST]}...' ({len(text)} characters)"
+
+
+def _escaped_bytes(text: str) -> bool:
+    """Whether `text` holds bytes Python's surrogateescape stood in for, and nothing else
+    that is not text."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return False
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_id(text: str) -> int:
     """A register id as users have one: see ID_RULE. Decimal ids of real registers have 19 or
     20 digits (the arch field puts them above 4.6e18) and hex ids printed without 0x have 16,
@@ -33,17 +63,44 @@ def parse_id(text: str) -> int:
                 f"'{text}' could be decimal or hex: write 0x{cleaned} for hex "
                 f"(a decimal id has 19 or 20 digits)"
             )
+        if len(cleaned.lstrip("0")) > MOST_DECIMAL_DIGITS:
+            raise UsageError(f"{_quoted(text)} does not fit in 64 bits")
         value = int(cleaned, 10)
     elif re.fullmatch(r"[0-9a-fA-F]+", cleaned):
         value = int(cleaned, 16)
     else:
         raise UsageError(
-            f"'{text}' is not a register id (expected hex such as 0x6030000000140000, "
+            f"{_quoted(text)} is not a register id (expected hex such as 0x6030000000140000, "
             "or decimal as dump files write it)"
         )
     if value >= 1 << 64:
-        raise UsageError(f"'{text}' does not fit in 64 bits")
+        raise UsageError(f"{_quoted(text)} does not fit in 64 bits")
     return value
+
+
+def split_ids(text: str) -> list[str]:
+    """The ids in one line or argument, split at whitespace (`0x6030000000160000
+    6931039826524504064` is two ids, as a listing pasted from a terminal has them), except the
+    kernel documentation's spelling of one id in groups of four hex digits after its 0x
+    (`0x6030 0000 0014 0000`), whose groups stay together: a group of four digits alone is
+    never a register id (a decimal one has 19 or 20)."""
+    ids: list[str] = []
+    for token in text.split():
+        if ids and re.fullmatch(r"[0-9a-fA-F]{4}", token) and _continues(ids[-1]):
+            ids[-1] += f" {token}"
+        else:
+            ids.append(token)
+    return ids
+
+
+def _continues(text: str) -> bool:
+    """Whether `text` is a 0x id spelled in groups of four that has room for another group."""
+    groups = text.split(" ")
+    return (
+        re.fullmatch(r"0[xX][0-9a-fA-F]{4}", groups[0]) is not None
+        and all(len(group) == 4 for group in groups[1:])
+        and len("".join(groups)) - 2 < HEX_DIGITS
+    )
 
 
 def find_register(spec: Spec, reg_id: int) -> Register | None:

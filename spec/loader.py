@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, cast
 import jsonschema
 import yaml
 
-from kvm_fwspec.spec.errors import SpecError, SpecProblem
+from kvm_fwspec.spec.errors import SpecError, SpecProblem, UsageError
 from kvm_fwspec.spec.model import Spec, SpecFile
 from kvm_fwspec.spec.resolve import resolve
 from kvm_fwspec.spec.yaml_source import SourceDocument, load_document
@@ -31,8 +32,52 @@ def default_spec_dir() -> Path:
     wheel. Installs are unpacked (pip never runs a wheel zipped), so it is a real folder."""
     chosen = os.environ.get(SPEC_DIR_VARIABLE)
     if chosen:
-        return Path(chosen)
+        folder = Path(chosen)
+        try:
+            kind = file_kind(folder)
+        except OSError as exc:
+            kind = f"unreachable ({exc.strerror})"
+        if kind != "a folder":
+            problem = "does not exist" if kind is None else f"is {kind}, not a folder"
+            raise UsageError(
+                f"${SPEC_DIR_VARIABLE} names {chosen}, which {problem}: point it at the folder "
+                "of spec files, or unset it"
+            )
+        return folder
     return Path(str(resources.files("kvm_fwspec.spec")))
+
+
+def file_kind(path: Path) -> str | None:
+    """What is at `path`, in words (`a folder`, `a FIFO`), or None if nothing is: a spec file
+    must be a regular file, since reading a FIFO or a device waits for a writer that may
+    never come, and the user is told what they pointed at instead. OSError where the path
+    cannot be looked at (a name too long, a folder we may not enter), for the caller to say
+    with the option that named it."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there, or a file on the way
+        return None
+    kinds = (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _refuse_unless_regular(path: Path) -> None:
+    """A spec or schema file that is there but is no regular file (a FIFO, a device) is
+    refused before it is opened, in one line: opening it could wait forever. A folder is the
+    reader's to report (`cannot read: Is a directory`), as a problem of the spec."""
+    try:
+        kind = file_kind(path)
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    if kind not in (None, "a file", "a folder"):
+        raise UsageError(f"{path} is {kind}, not a regular file: a spec file must be one")
 
 
 @cache
@@ -84,9 +129,23 @@ def _one_of_message(error: jsonschema.exceptions.ValidationError) -> str | None:
 
 def read_documents(spec_dir: Path) -> dict[str, SourceDocument]:
     """Read and schema-check every spec file; raise SpecError listing every problem found."""
-    if not spec_dir.is_dir():
-        raise SpecError([SpecProblem(spec_dir, 1, "", "spec directory does not exist")])
+    try:
+        kind = file_kind(spec_dir)
+    except OSError as exc:
+        raise UsageError(f"spec directory {spec_dir}: {exc.strerror}") from None
+    if kind != "a folder":
+        # Not a problem of the spec, which is not there to have one: no line number, exit 2.
+        problem = "does not exist" if kind is None else f"is {kind}, not a folder"
+        raise UsageError(f"spec directory {spec_dir} {problem}")
     schema_path = spec_dir / SCHEMA_FILE
+    spec_paths = [spec_dir / f"{stem}.yaml" for stem in SPEC_FILES]
+    if not schema_path.exists() and not any(path.exists() for path in spec_paths):
+        raise UsageError(
+            f"spec directory {spec_dir} holds none of the spec files "
+            f"({', '.join(p.name for p in spec_paths)}, {SCHEMA_FILE}): is it the spec folder?"
+        )
+    for path in (schema_path, *spec_paths):
+        _refuse_unless_regular(path)
     if not schema_path.is_file():
         raise SpecError([SpecProblem(schema_path, 1, "", "schema file is missing")])
     problems: list[SpecProblem] = []

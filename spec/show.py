@@ -1,4 +1,5 @@
-"""`kvm-fwspec show NAME`: find a register, value, rule or function by any of its names."""
+"""`kvm-fwspec show NAME`: find a register, value, host profile, rule or function by any of
+its names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import difflib
 
 from kvm_fwspec.spec.decode import describe_register
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import Rule, Spec
+from kvm_fwspec.spec.model import HostProfile, Rule, Spec
 
 
 def describe_rule(rule: Rule) -> list[str]:
@@ -38,6 +39,23 @@ def describe_rule(rule: Rule) -> list[str]:
     ]
 
 
+def describe_host_profile(spec: Spec, host: HostProfile) -> list[str]:
+    """A host profile: what it is, and the level each workaround register reports on it, in
+    the order `levels:A/B/C` (the spelling --host and migrate-check sides also take) lists
+    them."""
+    order = [r for r in spec.registers if r.name in host.levels]
+    spelled = "/".join(host.levels[r.name].name for r in order)
+    lines = [
+        f"host profile: {host.name} (--host {host.name}, or levels:{spelled})",
+        f"  {' '.join(host.doc.split())}",
+    ]
+    for register in order:
+        level = host.levels[register.name]
+        c_name = f", {level.c_name}" if level.c_name else ""
+        lines.append(f"  {register.c_name} ({register.name}): {level.name} = {level.value}{c_name}")
+    return lines
+
+
 def show(spec: Spec, name: str) -> list[str]:
     """Describe everything whose spec name or C name is `name` (case-insensitive for C names):
     a value's or bit's spec name (`trng-v1.0`, `not-required`) can belong to several
@@ -60,6 +78,9 @@ def show(spec: Spec, name: str) -> list[str]:
                     f"bit: {bit.c_name} ({bit.name}) = bit {bit.bit} of {register.c_name}, "
                     f"since {bit.lifetime.since}: {' '.join(bit.doc.split())}"
                 )
+    for host in spec.host_profiles:
+        if wanted == host.name:
+            lines += describe_host_profile(spec, host)
     for rule in spec.rules:
         if wanted == rule.id:
             lines += describe_rule(rule)
@@ -93,6 +114,7 @@ def names(spec: Spec) -> list[str]:
         found |= {v.name for v in register.values} | {v.c_name for v in register.values}
         found |= {b.name for b in register.bits} | {b.c_name for b in register.bits}
     found |= {rule.id for rule in spec.rules}
+    found |= {host.name for host in spec.host_profiles}
     for function in spec.psci_functions:
         found |= {function.name, *function.c_names.values()}
     found |= {s.name for s in spec.smccc_functions} | {s.c_name for s in spec.smccc_functions}

@@ -112,7 +112,9 @@ def load_document(path: Path) -> SourceDocument:
         raise SpecError(
             [SpecProblem(path, line, "", f"not UTF-8: byte {byte:#04x} cannot be decoded")]
         ) from exc
-    if not text.startswith(SPDX_PREFIX):
+    # A file with nothing in it (not even its licence line) is said to be empty, by the
+    # parser below, rather than to lack its licence line.
+    if text.strip() and not text.startswith(SPDX_PREFIX):
         raise SpecError([SpecProblem(path, 1, "", f"first line must be '{SPDX_PREFIX}...'")])
     loader = _SpecLoader(text)
     try:

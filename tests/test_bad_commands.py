@@ -38,8 +38,30 @@ BAD_DUMPS = {
     ),
 }
 
+# An agent that completes its hello (protocol 1, claiming no kernel) and answers {"ok": true}
+# to every step, whatever the step asked: what an implementation's bug in its `list` looks like.
+OK_AGENT = """\
+import json, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    method = request["method"]
+    if method == "hello":
+        result = {"protocol": "kvm-fwspec-agent/1"}
+    elif method == "run":
+        programs = request["params"]["programs"]
+        result = {"observed": [[{"ok": True} for _ in p["steps"]] for p in programs]}
+    else:
+        result = {}
+    print(json.dumps({"id": request["id"], "result": result}), flush=True)
+    if method == "bye":
+        break
+"""
+
+# The reference agent as its own process, started as a user starts it.
+AGENT = "command={python} -m kvm_fwspec.conformance.commands.cli agent"
+
 # (id, arguments, exit status, what the line says). {tmp} is the folder the command runs in,
-# {python} this interpreter.
+# {python} this interpreter; a brace the line itself holds is doubled.
 CASES = [
     # dump, as issue 14 lists them
     ("dump-psci-version-a-name", ["dump", "--psci-version", "1.0", "--output", "{tmp}/d.json"], 2,
@@ -83,6 +105,25 @@ CASES = [
      2, "--spec-dir {tmp}/missing does not exist"),
     ("dump-spec-dir-a-file", ["dump", "--spec-dir", "{tmp}/FILE", "--output", "{tmp}/d.json"], 2,
      "--spec-dir {tmp}/FILE is not a directory"),
+    # dump, as the new-user trial found them
+    ("dump-output-empty", ["dump", "--output", ""], 2,
+     "kvm-fwspec: dump: argument --output: an empty path (see kvm-fwspec dump --help)"),
+    ("dump-agent-answers-ok-to-list", ["dump", "--adapter", "agent", "--option",
+     "command={python} {tmp}/ok_agent.py", "--output", "{tmp}/d.json"], 2,
+     'the implementation answered {{"ok": true}} to step 0 (list), which is not an answer to '
+     'it: {{"ids": [ID, ...]}} or {{"errno": NAME}}'),
+    ("dump-agent-claims-another-kernel", ["dump", "--adapter", "agent", "--option",
+     AGENT + " --kernel 6.1", "--output", "{tmp}/d.json"], 2,
+     "kvm-fwspec reference says it is KVM 6.1; --kernel asks for 7.2"),
+    ("dump-agent-on-another-host", ["dump", "--adapter", "agent", "--option",
+     AGENT + " --host vulnerable", "--output", "{tmp}/d.json"], 2,
+     "the implementation's workaround registers report levels:not-avail/not-avail/not-avail "
+     "(vulnerable), not --host mitigated's levels:avail/not-required/avail: give --host "
+     "vulnerable or --host auto"),
+    ("dump-psci-version-refused", ["dump", "--kernel", "5.10", "--psci-version", "0x10001",
+     "--output", "{tmp}/d.json"], 2,
+     "--psci-version 0x10001 was refused with EINVAL by arm64 5.10 host=mitigated, as the spec "
+     "says (psci-version/set/reject-unimplemented: "),
     # migrate-check, as issue 14 lists them
     ("migrate-dump-kernel-a-number", ["migrate-check", "--from", "{tmp}/kernel-a-number.json",
      "--to", "6.1"], 2, "{tmp}/kernel-a-number.json: kernel: 6.1 is a number, not a string"),
@@ -103,7 +144,12 @@ CASES = [
      2, "--from {tmp}/none.json: no such dump file"),
     ("migrate-from-a-non-json-file", ["migrate-check", "--from", "{tmp}/FILE", "--to", "6.1"], 2,
      "{tmp}/FILE: not JSON"),
-    ("migrate-kernel-unknown", ["migrate-check", "--from", "6.1", "--to", "9.9"], 2, "9.9"),
+    ("migrate-kernel-unknown", ["migrate-check", "--from", "6.1", "--to", "9.9"], 2,
+     "--to: kernel 9.9 is not a release"),
+    ("migrate-from-under-a-file", ["migrate-check", "--from", "{tmp}/FILE/x.json", "--to", "6.1"],
+     2, "--from {tmp}/FILE/x.json: {tmp}/FILE is a file, so no dump file is under it"),
+    ("migrate-from-empty", ["migrate-check", "--from", "", "--to", "6.1"], 2,
+     "--from is empty: give a dump file or a side such as 6.13:mitigated"),
     ("migrate-host-mistyped", ["migrate-check", "--from", "6.1:mitigatd", "--to", "6.1"], 2,
      "host profile 'mitigatd' is not one of"),
     ("migrate-option-mistyped", ["migrate-check", "--form", "6.1", "--to", "6.1"], 2,
@@ -118,12 +164,21 @@ CASES = [
      "'x' is not a register id"),
     ("decode-option-mistyped", ["decode", "--jsn", "0x1"], 2,
      "decode: unrecognized option '--jsn'; did you mean --json?"),
+    ("decode-thousands-of-digits", ["decode", "9" * 5000], 2,
+     "'" + "9" * 40 + "...' (5000 characters) does not fit in 64 bits"),
+    ("decode-empty-argument", ["decode", ""], 2,
+     "decode: argument 1 of 1 is empty; give a register id such as 0x6030000000140000"),
     ("show-unknown", ["show", "trng-v1.1"], 2,
      "nothing in the spec is named 'trng-v1.1'; did you mean trng-v1.0?"),
     ("show-nothing", ["show"], 2, "show: the following arguments are required: name"),
     # validate and generate
     ("validate-a-file", ["validate", "{tmp}/FILE"], 2, "{tmp}/FILE is a file"),
-    ("validate-missing", ["validate", "{tmp}/missing"], 1, "spec directory does not exist"),
+    ("validate-missing", ["validate", "{tmp}/missing"], 2,
+     "kvm-fwspec: SPEC_DIR {tmp}/missing does not exist"),
+    ("validate-empty-path", ["validate", ""], 2,
+     "validate: argument SPEC_DIR: an empty path (see kvm-fwspec validate --help)"),
+    ("validate-folder-without-spec-files", ["validate", "{tmp}/folder"], 2,
+     "spec directory {tmp}/folder holds none of the spec files (kernels.yaml,"),
     ("generate-option-mistyped", ["generate", "--chek"], 2,
      "generate: unrecognized option '--chek'; did you mean --check?"),
     # every command takes --spec-dir, and refuses one that is not there
@@ -131,7 +186,19 @@ CASES = [
      "--spec-dir /missing does not exist"),
     ("spec-dir-before-command-missing", ["--spec-dir", "/missing", "show", "psci-version"], 2,
      "--spec-dir /missing does not exist"),
+    ("spec-dir-empty", ["--spec-dir", "", "show", "psci-version"], 2,
+     "kvm-fwspec: argument --spec-dir: an empty path (see kvm-fwspec --help)"),
     ("no-command", [], 2, "the following arguments are required: COMMAND"),
+    # what the top parser itself takes, and words a subcommand does not
+    ("option-mistyped-before-command", ["--versoin"], 2,
+     "kvm-fwspec: unrecognized option '--versoin'; did you mean --version? "
+     "(see kvm-fwspec --help)"),
+    ("unknown-short-option", ["-x"], 2,
+     "kvm-fwspec: unrecognized option '-x' (see kvm-fwspec --help)"),
+    ("unknown-option-before-a-command", ["--spec-dir", "{tmp}/folder", "-x", "show", "x"], 2,
+     "kvm-fwspec: unrecognized option '-x' (see kvm-fwspec --help)"),
+    ("verify-extra-argument", ["verify", "{tmp}/a.json", "{tmp}/b.json"], 2,
+     "kvm-fwspec: verify: unrecognized arguments: {tmp}/b.json (see kvm-fwspec verify --help)"),
 ]  # fmt: skip
 
 
@@ -141,6 +208,7 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "folder").mkdir()
     for name, text in BAD_DUMPS.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "ok_agent.py").write_text(OK_AGENT)
     return tmp_path
 
 
@@ -157,13 +225,14 @@ def _contents(folder: Path) -> dict[str, bytes | None]:
 def test_a_bad_command_is_one_line(folder: Path, args: list[str], status: int, says: str) -> None:
     before = _contents(folder)
     argv = [a.format(tmp=folder, python=sys.executable) for a in args]
+    says = says.format(tmp=folder)
     result = subprocess.run(
         [*KVM_FWSPEC, *argv], capture_output=True, text=True, cwd=folder, stdin=subprocess.DEVNULL
     )
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("kvm-fwspec: ")
-    assert says.format(tmp=folder) in lines[0]
+    assert says in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert result.returncode == status
     assert result.stdout == ""

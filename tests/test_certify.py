@@ -401,3 +401,19 @@ def test_an_adapter_without_either_capability_names_each_once(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert "not applicable: needs guest-calls, psci-0.1-vcpus):" in result.stdout
+
+
+def test_an_agent_for_a_host_named_by_its_levels_is_certified_as_that_host(
+    tmp_path: Path,
+) -> None:
+    """A host no profile names (`levels:avail/not-avail/not-avail`) served by the reference
+    agent, whose hello reports those levels: --host auto resolves to the same levels (the agent
+    once crashed on such a host)."""
+    host = "levels:avail/not-avail/not-avail"
+    command = f"command={AGENT} --kernel 6.12 --host {host}"
+    result = certify(
+        "--adapter", "agent", "--option", command, "--kernel", "6.12", "--host", "auto",
+        "--report", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"host={host}: 562 pass, 0 fail" in result.stdout

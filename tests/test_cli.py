@@ -5,6 +5,7 @@ bad command, and a reader that goes away)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from kvm_fwspec.codegen import __version__
+from kvm_fwspec.conformance.commands import generate as generate_command
+from kvm_fwspec.conformance.commands.cli import main
 from kvm_fwspec.spec.loader import load_spec
 from tests.checkout import KVM_FWSPEC, ROOT
 
@@ -96,9 +99,10 @@ def test_validate_prints_counts_from_the_spec() -> None:
 
 
 def test_missing_spec_directory_is_one_line() -> None:
+    """A usage error (exit 2, as for --spec-dir), with no line number: there is no file."""
     result = kvm_fwspec("validate", "/nonexistent/spec")
-    assert result.returncode == 1
-    assert result.stderr == "kvm-fwspec: /nonexistent/spec:1: spec directory does not exist\n"
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "kvm-fwspec: SPEC_DIR /nonexistent/spec does not exist\n"
 
 
 def test_decode_reads_decimal_ids_as_dump_files_write_them() -> None:
@@ -126,6 +130,52 @@ def test_decode_reads_ids_from_standard_input() -> None:
         assert result.returncode == 0, result.stderr
         firsts = [line for line in result.stdout.splitlines() if line.startswith("id ")]
         assert firsts == ["id 0x6030000000140000", "id 0x6030000000160000"]
+
+
+def test_decode_reads_several_ids_on_a_line() -> None:
+    """Ids separated by whitespace on one line (as pasted from a listing) are separate ids;
+    the kernel documentation's spelling of one id in groups of four stays one id."""
+    result = kvm_fwspec(
+        "decode", stdin="0x6030000000160000 6931039826524504064\n0x6030 0000 0014 0002\t0x1\n"
+    )
+    assert result.returncode == 0, result.stderr
+    firsts = [line for line in result.stdout.splitlines() if line.startswith("id ")]
+    assert firsts == [
+        "id 0x6030000000160000",
+        "id 0x6030000000140000",
+        "id 0x6030000000140002",
+        "id 0x0000000000000001",
+    ]
+
+
+def test_decode_refuses_thousands_of_digits_on_standard_input_in_one_line() -> None:
+    result = kvm_fwspec("decode", stdin="9" * 5000 + "\n")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"kvm-fwspec: '{'9' * 40}...' (5000 characters) does not fit in 64 bits\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("errors", "stderr"),
+    [
+        ("surrogateescape", "kvm-fwspec: '0x60\\xff' is not a register id (expected hex such "
+                            "as 0x6030000000140000, or decimal as dump files write it)\n"),
+        ("strict", "kvm-fwspec: decode: standard input is not text (byte 0xff at offset 4 is "
+                   "not utf-8)\n"),
+    ],
+    ids=["escaped-by-the-locale", "strict-decoding"],
+)  # fmt: skip
+def test_bytes_that_are_not_text_on_standard_input_are_one_line(errors: str, stderr: str) -> None:
+    """Python reads standard input with surrogateescape under the C locale and strictly under
+    a UTF-8 one; either way a byte that is not text is one line, shown as an escape."""
+    result = subprocess.run(
+        [*KVM_FWSPEC, "decode"],
+        input=b"0x60\xff\n",
+        capture_output=True,
+        env=os.environ | {"PYTHONIOENCODING": f"utf-8:{errors}"},
+    )
+    assert (result.returncode, result.stdout, result.stderr.decode()) == (2, b"", stderr)
 
 
 def test_decode_with_nothing_to_decode_is_one_line() -> None:
@@ -173,6 +223,52 @@ def test_show_suggests_close_names() -> None:
     )
 
 
+def test_show_describes_a_host_profile() -> None:
+    result = kvm_fwspec("show", "mitigated")
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0] == "host profile: mitigated (--host mitigated, or levels:avail/not-required/avail)"
+    )
+    assert lines[1].startswith("  A host whose CPUs are affected")
+    assert lines[2:] == [
+        "  KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1 (smccc-arch-workaround-1): avail = 1, "
+        "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_AVAIL",
+        "  KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2 (smccc-arch-workaround-2): not-required = 3, "
+        "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_REQUIRED",
+        "  KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3 (smccc-arch-workaround-3): avail = 1, "
+        "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3_AVAIL",
+    ]
+    every = [kvm_fwspec("show", host.name) for host in load_spec().host_profiles]
+    assert all(r.returncode == 0 and r.stdout.startswith("host profile: ") for r in every)
+
+
+def test_show_suggests_a_host_profile_for_a_typo() -> None:
+    result = kvm_fwspec("show", "mitigatd")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "kvm-fwspec: nothing in the spec is named 'mitigatd'; did you mean mitigated?\n",
+    )
+
+
+def test_generate_check_outside_a_checkout_says_what_check_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An installed wheel has no checkout (checkout_root() is None there): --check, which
+    writes nothing, is not told that generate writes into a checkout."""
+    monkeypatch.setattr(generate_command, "checkout_root", lambda: None)
+    assert main(["generate", "--check"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        "kvm-fwspec: generate --check compares a kvm-fwspec source checkout's generated files "
+        "with the spec; an installed package has no such files to compare (run it in a "
+        "checkout)\n",
+    )
+    assert main(["generate"]) == 2
+    assert "generate writes into a kvm-fwspec source checkout" in capsys.readouterr().err
+
+
 def test_version_is_the_package_version() -> None:
     result = kvm_fwspec("--version")
     assert (result.returncode, result.stdout) == (0, f"kvm-fwspec {__version__}\n")
@@ -187,8 +283,16 @@ def test_version_is_the_package_version() -> None:
                                         "did you mean --output? (see kvm-fwspec dump --help)\n"),
         (["dumpp"], "kvm-fwspec: no command 'dumpp'; did you mean dump? (see kvm-fwspec --help)\n"),
         ([], "kvm-fwspec: the following arguments are required: COMMAND (see kvm-fwspec --help)\n"),
+        (["--versoin"], "kvm-fwspec: unrecognized option '--versoin'; did you mean --version? "
+                        "(see kvm-fwspec --help)\n"),
+        (["-x", "show", "psci-version"], "kvm-fwspec: unrecognized option '-x' "
+                                         "(see kvm-fwspec --help)\n"),
+        (["verify", "a.json", "b.json"], "kvm-fwspec: verify: unrecognized arguments: b.json "
+                                         "(see kvm-fwspec verify --help)\n"),
     ],
-    ids=["missing-required", "mistyped-option", "mistyped-command", "no-command"],
+    ids=["missing-required", "mistyped-option", "mistyped-command", "no-command",
+         "mistyped-option-before-command", "unknown-short-option-before-command",
+         "extra-argument-after-command"],
 )  # fmt: skip
 def test_argparse_mistakes_are_one_line(args: list[str], stderr: str) -> None:
     result = kvm_fwspec(*args)
@@ -226,3 +330,105 @@ def test_a_missing_spec_dir_is_one_line(tmp_path: Path, command: list[str]) -> N
     result = kvm_fwspec(command[0], "--spec-dir", str(missing), *command[1:])
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"kvm-fwspec: --spec-dir {missing} does not exist\n"
+
+
+def test_spec_dir_arguments_work_after_a_top_level_option() -> None:
+    """The top parser checks only its own words: `--spec-dir DIR` before the command, with its
+    value, and a subcommand's options after it, are not taken for unknown options."""
+    result = kvm_fwspec("--spec-dir", str(ROOT / "spec"), "decode", "--json", "0x6030000000140000")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["id"] == "0x6030000000140000"
+
+
+def _spec_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "spec"
+    shutil.copytree(ROOT / "spec", copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    return copy
+
+
+def _one_line(result: subprocess.CompletedProcess[str], status: int, stderr: str) -> None:
+    assert "Traceback" not in result.stderr
+    assert (result.returncode, result.stdout, result.stderr) == (status, "", stderr)
+
+
+def test_an_empty_spec_file_is_said_to_be_empty(tmp_path: Path) -> None:
+    spec = _spec_copy(tmp_path)
+    (spec / "rules.yaml").write_bytes(b"")
+    _one_line(
+        kvm_fwspec("validate", str(spec)),
+        1,
+        f"kvm-fwspec: {spec}/rules.yaml:1: document is empty\n",
+    )
+
+
+def test_a_folder_without_spec_files_is_said_to_hold_none(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a spec\n")
+    _one_line(
+        kvm_fwspec("validate", str(tmp_path)),
+        2,
+        f"kvm-fwspec: spec directory {tmp_path} holds none of the spec files (kernels.yaml, "
+        "encoding.yaml, api.yaml, registers.yaml, psci.yaml, smccc.yaml, rules.yaml, vmm.yaml, "
+        "schema/kvm-fwspec.schema.yaml): is it the spec folder?\n",
+    )
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"], ids=["missing", "a-file"])
+def test_a_bad_spec_dir_variable_is_named(tmp_path: Path, kind: str) -> None:
+    chosen = tmp_path / "chosen"
+    if kind == "file":
+        chosen.write_text("a file\n")
+    problem = "does not exist" if kind == "missing" else "is a file, not a folder"
+    result = subprocess.run(
+        [*KVM_FWSPEC, "show", "psci-version"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=os.environ | {"KVM_FWSPEC_SPEC_DIR": str(chosen)},
+    )
+    _one_line(
+        result,
+        2,
+        f"kvm-fwspec: $KVM_FWSPEC_SPEC_DIR names {chosen}, which {problem}: point it at the "
+        "folder of spec files, or unset it\n",
+    )
+
+
+# A FIFO where a file is read blocks until a writer comes: each command must refuse it
+# without opening it. The timeout only keeps a regression from hanging the suite; a pass never
+# depends on it.
+NO_HANG = 120
+
+
+@pytest.mark.parametrize(
+    "where", ["rules.yaml", "schema/kvm-fwspec.schema.yaml"], ids=["spec-file", "schema"]
+)
+def test_a_fifo_in_the_spec_dir_is_refused_not_read(tmp_path: Path, where: str) -> None:
+    spec = _spec_copy(tmp_path)
+    (spec / where).unlink()
+    os.mkfifo(spec / where)
+    result = subprocess.run(
+        [*KVM_FWSPEC, "validate", str(spec)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=NO_HANG,
+    )
+    _one_line(
+        result,
+        2,
+        f"kvm-fwspec: {spec / where} is a FIFO, not a regular file: a spec file must be one\n",
+    )
+
+
+def test_validate_of_a_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [*KVM_FWSPEC, "validate", str(fifo)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=NO_HANG,
+    )
+    _one_line(result, 2, f"kvm-fwspec: {fifo} is a FIFO; SPEC_DIR is the folder of spec files\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]

@@ -163,22 +163,35 @@ def test_a_pinned_source_is_safe_where_the_default_is_not() -> None:
     ("source", "target", "stderr"),
     [
         ("6.12:mitigated:psci-0.2:0x10001:extra", "6.12",
-         "side '6.12:mitigated:psci-0.2:0x10001:extra' has 1 field(s) too many: a side is "
+         "--from: side '6.12:mitigated:psci-0.2:0x10001:extra' has 1 field(s) too many: a side is "
          "KERNEL[:HOST[:FEATURES[:PSCI]]]"),
         ("6.1:levels:a/b/c:none:0x10000:x", "6.1",
-         "side '6.1:levels:a/b/c:none:0x10000:x' has 1 field(s) too many: a side is "
+         "--from: side '6.1:levels:a/b/c:none:0x10000:x' has 1 field(s) too many: a side is "
          "KERNEL[:HOST[:FEATURES[:PSCI]]]"),
-        ("6.1:levels", "6.1", "side '6.1:levels': a levels: host needs its levels, levels:A/B/C"),
-        ("6.12:::0x10003", "6.12", "arm64 6.12 host=mitigated refuses PSCI pin 0x10003: EINVAL "
-                                   "(psci-version/set/reject-unimplemented)"),
-        ("6.12:::1.1", "6.12", "side '6.12:::1.1': PSCI pin '1.1' is a version name, not a "
-                               "register value: PSCI 1.1 is 0x10001 (major << 16 | minor)"),
+        ("6.1:levels", "6.1", "--from: side '6.1:levels': a levels: host needs its levels, "
+                               "levels:A/B/C"),
+        ("6.12:::0x10003", "6.12", "--from: arm64 6.12 host=mitigated refuses PSCI pin 0x10003: "
+                                   "EINVAL (psci-version/set/reject-unimplemented)"),
+        ("6.12:::1.1", "6.12", "--from: side '6.12:::1.1': PSCI pin '1.1' is a version name, "
+                               "not a register value: PSCI 1.1 is 0x10001 (major << 16 | minor)"),
         ("6.12", "6.12:::0x10001", "--to 6.12:::0x10001: a PSCI pin belongs to the source; the "
                                    "target's version is the one the source's registers restore"),
         ("missing.json", "6.12", "--from missing.json: no such dump file"),
+        ("9.9", "6.1", "--from: kernel 9.9 is not a release the spec describes (it knows 4.16 to "
+                       "7.2)"),
+        ("6.1", "9.9", "--to: kernel 9.9 is not a release the spec describes (it knows 4.16 to "
+                       "7.2)"),
+        ("6.13:nosuch", "6.1", "--from: host profile 'nosuch' is not one of: vulnerable, "
+                               "mitigated, mitigated-ssbs, unaffected, v2-unaffected-ssbs, "
+                               "v2-bhb-unaffected-ssbs, or levels:LEVEL/LEVEL/LEVEL"),
+        ("", "6.1", "--from is empty: give a dump file or a side such as 6.13:mitigated "
+                    "(KERNEL[:HOST[:FEATURES[:PSCI]]])"),
+        ("6.1", " ", "--to is empty: give a dump file or a side such as 6.13:mitigated "
+                     "(KERNEL[:HOST[:FEATURES[:PSCI]]])"),
     ],
     ids=["extra-field", "extra-field-after-levels", "levels-without-levels", "pin-refused",
-         "pin-by-name", "pin-on-target", "missing-dump"],
+         "pin-by-name", "pin-on-target", "missing-dump", "kernel-unknown-from",
+         "kernel-unknown-to", "host-unknown-from", "from-empty", "to-blank"],
 )  # fmt: skip
 def test_malformed_sides_are_one_line(source: str, target: str, stderr: str) -> None:
     result = migrate_check("--from", source, "--to", target)
@@ -309,3 +322,18 @@ def test_every_problem_of_a_dump_is_its_own_line(tmp_path: Path) -> None:
         'string, "6.1"',
         f"kvm-fwspec: {path}: registers[2].value: -2 is negative",
     ]
+
+
+def test_dump_records_the_host_the_agent_reports_with_host_auto(tmp_path: Path) -> None:
+    """An agent started on another host than --host is refused (tests/test_bad_commands.py);
+    with --host auto its dump is recorded as the host it reports, under the kernel it claims."""
+    output = tmp_path / "vulnerable.json"
+    agent = f"command={' '.join(KVM_FWSPEC)} agent --kernel 6.1 --host vulnerable"
+    result = subprocess.run(
+        [*KVM_FWSPEC, "dump", "--adapter", "agent", "--option", agent, "--kernel", "6.1",
+         "--host", "auto", "--output", str(output)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(output.read_text())
+    assert (document["kernel"], document["host-profile"]) == ("6.1", "vulnerable")

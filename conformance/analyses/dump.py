@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from kvm_fwspec.codegen.atomic import write_atomically
-from kvm_fwspec.conformance.adapters import Adapter, load_adapter, reported_host
+from kvm_fwspec.conformance.adapters import Adapter, reported_host
 from kvm_fwspec.conformance.adapters.agent import AgentError
-from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, levels_profile, resolve_profile
+from kvm_fwspec.conformance.greeting import greeted_adapter
+from kvm_fwspec.conformance.oracle import Access, Oracle
+from kvm_fwspec.conformance.profile import (
+    LEVELS_PREFIX,
+    Profile,
+    level_registers,
+    levels_profile,
+    observed_host,
+    resolve_profile,
+)
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
@@ -68,6 +77,13 @@ def check_output(path: Path) -> None:
     """Refuse, before any work, an --output that cannot become the dump file: a folder, a
     device, a path under a file, or a folder nothing can be created in (/proc). The probe is
     an unnamed temporary file, gone when closed: nothing is left behind."""
+    try:
+        _check_output(path)
+    except OSError as exc:  # a name longer than the system allows, a folder we may not enter
+        raise UsageError(f"--output {path}: {exc.strerror}") from None
+
+
+def _check_output(path: Path) -> None:
     if path.is_dir():
         raise UsageError(f"--output {path} is a folder; name a file, e.g. {path / 'dump.json'}")
     if path.exists() and not path.is_file():
@@ -92,17 +108,22 @@ def dump(
     options: dict[str, str],
     output: Path,
 ) -> dict[str, Any]:
-    """Dump through `adapter_name` a fresh VM of (kernel, host, arch) into `output`."""
+    """Dump through `adapter_name` a fresh VM of (kernel, host, arch) into `output`. The file
+    records the kernel and host the implementation is: one that says it is another kernel
+    (greeted_adapter), or reports another host's levels, is refused rather than recorded
+    under the profile's names."""
     kernel, host, arch = profile_name
     check_output(output)
     features = parse_features(features_text)
     spec = load_spec()
     first_host = spec.host_profiles[0].name if host == "auto" else host
     profile = resolve_profile(spec, kernel, first_host, arch)
-    adapter = load_adapter(adapter_name, profile, options)
+    adapter = greeted_adapter(adapter_name, profile, options)
     try:
         if host == "auto":
             profile = resolve_profile(spec, kernel, reported_host(adapter, spec), arch)
+        else:
+            _check_host(spec, adapter.capabilities().host_levels, profile)
         document = dump_with(adapter, spec, profile, features, psci)
     except AgentError as exc:
         raise UsageError(f"the implementation could not be dumped: {exc}") from None
@@ -113,6 +134,42 @@ def dump(
     except OSError as exc:
         raise UsageError(f"--output {output}: {exc.strerror}") from None
     return document
+
+
+def _check_host(spec: Spec, reported: dict[str, int] | None, profile: Profile) -> None:
+    """Refuse an implementation whose workaround registers report another host than --host
+    names: its dump would be saved, and migrate-checked, as a host it is not. Only the
+    registers it reports are compared (a kernel without WORKAROUND_3 reports no level for it);
+    one that reports none (the in-process reference, an agent without host-levels) says
+    nothing to contradict --host."""
+    if not reported:
+        return
+    expected = {name: level.value for name, level in profile.host.levels.items()}
+    if all(reported[name] == expected[name] for name in reported if name in expected):
+        return
+    try:
+        named = observed_host(spec, reported)
+    except UsageError:  # a level the spec does not define: show the numbers
+        named = ""
+    shown = _levels_text(spec, reported)
+    if named and not named.startswith(LEVELS_PREFIX):
+        shown += f" ({named})"
+    suggestion = f"--host {named} or " if named else ""
+    raise UsageError(
+        f"the implementation's workaround registers report {shown}, not --host "
+        f"{profile.host.name}'s {_levels_text(spec, expected)}: give {suggestion}--host auto"
+    )
+
+
+def _levels_text(spec: Spec, levels: dict[str, int]) -> str:
+    """Levels as `levels:A/B/C` spells them, in the spec's order of the workaround registers
+    (a number where the spec names no such level, `-` for a register not reported)."""
+    names = []
+    for register in level_registers(spec):
+        value = levels.get(register.name)
+        named = next((v.name for v in register.values if v.value == value), None)
+        names.append("-" if value is None else named or str(value))
+    return LEVELS_PREFIX + "/".join(names)
 
 
 def dump_with(
@@ -136,17 +193,15 @@ def dump_with(
         {"op": "list", "vcpu": 0, "mask": class_field.mask, "match": c.value << class_field.low}
         for c in classes
     ]
-    observed = adapter.run_programs(
-        [{"vcpus": 1, "features": list(features), "steps": prefix + listing}]
-    )[0]
-    _fail_on_errors(observed, prefix)
+    program = {"vcpus": 1, "features": list(features), "steps": prefix + listing}
+    observed = adapter.run_programs([program])[0]
+    _check_outcomes(spec, profile, program, observed)
     ids = [reg_id for outcome in observed[len(prefix) :] for reg_id in outcome["ids"]]
-    _check_arch(spec, profile.arch, ids)
+    _check_listed(spec, profile.arch, listing, observed[len(prefix) :])
     gets = [{"op": "get", "vcpu": 0, "reg": reg_id} for reg_id in ids]
-    values = adapter.run_programs(
-        [{"vcpus": 1, "features": list(features), "steps": prefix + gets}]
-    )[0]
-    _fail_on_errors(values, prefix)
+    program = {"vcpus": 1, "features": list(features), "steps": prefix + gets}
+    values = adapter.run_programs([program])[0]
+    _check_outcomes(spec, profile, program, values)
     return {
         "format": FORMAT,
         "implementation": capabilities.implementation,
@@ -170,21 +225,105 @@ def _psci_id(spec: Spec, arch: str) -> int:
     return int(register.ids[arch])
 
 
-def _check_arch(spec: Spec, arch: str, ids: list[int]) -> None:
-    """Never write one architecture's ids under another's name."""
+def _check_listed(
+    spec: Spec, arch: str, listing: list[dict[str, Any]], observed: list[dict[str, Any]]
+) -> None:
+    """Never write one architecture's ids under another's name, an id of a class that was
+    not asked for, or one id twice (read_dump would refuse the file it made)."""
     arch_field = spec.layout("reg-id").field("arch")
     wanted = next(v.value for v in arch_field.values if v.name == arch)
-    for reg_id in ids:
-        if arch_field.extract(reg_id) != wanted:
-            raise UsageError(f"the implementation listed {reg_id:#018x}, which is not an {arch} id")
+    seen: set[int] = set()
+    for step, outcome in zip(listing, observed, strict=True):
+        for reg_id in outcome["ids"]:
+            if arch_field.extract(reg_id) != wanted:
+                raise UsageError(
+                    f"the implementation listed {reg_id:#018x}, which is not an {arch} id"
+                )
+            if reg_id & step["mask"] != step["match"]:
+                raise UsageError(
+                    f"the implementation listed {reg_id:#018x} when asked for the ids with "
+                    f"id & {step['mask']:#x} == {step['match']:#x}, which it is not"
+                )
+            if reg_id in seen:
+                raise UsageError(f"the implementation listed {reg_id:#018x} twice")
+            seen.add(reg_id)
 
 
-def _fail_on_errors(observed: list[dict[str, Any]], prefix: list[dict[str, Any]]) -> None:
-    for step, outcome in enumerate(observed):
-        if "error" in outcome or ("errno" in outcome and step >= len(prefix)):
-            raise UsageError(f"the implementation could not be read: step {step}: {outcome}")
+# What each step answers when it succeeds, as docs/agent-protocol.md writes it.
+ANSWERS = {"set": '{"ok": true}', "list": '{"ids": [ID, ...]}', "get": '{"value": N}'}
+QUOTED_AT_MOST = 120  # characters of a malformed answer quoted in its error line
+
+
+def _well_formed(op: str, outcome: dict[str, Any]) -> bool:
+    if set(outcome) == {"errno"}:
+        return isinstance(outcome["errno"], str)
+    if set(outcome) == {"error"}:
+        return True
+    if op == "set":
+        return outcome == {"ok": True}
+    if op == "list":
+        ids = outcome.get("ids")
+        return set(outcome) == {"ids"} and isinstance(ids, list) and all(map(_is_u64, ids))
+    return set(outcome) == {"value"} and _is_u64(outcome["value"])
+
+
+def _check_outcomes(
+    spec: Spec, profile: Profile, program: dict[str, Any], observed: list[dict[str, Any]]
+) -> None:
+    """Every outcome is the protocol's answer to its step, and a success: anything else is one
+    line naming the step and what the implementation answered (an adapter that does not check
+    the shape of what it relays, a buggy agent), never a KeyError from reading it."""
+    steps = program["steps"]
+    if len(observed) != len(steps):
+        raise UsageError(
+            f"the implementation answered {len(observed)} outcomes to a program of "
+            f"{len(steps)} steps"
+        )
+    for index, (step, outcome) in enumerate(zip(steps, observed, strict=True)):
+        what = f"step {index} ({step['op']}" + (
+            f" of {step['reg']:#018x})" if "reg" in step else ")"
+        )
+        if not isinstance(outcome, dict) or not _well_formed(step["op"], outcome):
+            answer = json.dumps(outcome)
+            if len(answer) > QUOTED_AT_MOST:
+                answer = answer[:QUOTED_AT_MOST] + "..."
+            raise UsageError(
+                f"the implementation answered {answer} to {what}, which is not an answer to "
+                f'it: {ANSWERS[step["op"]]} or {{"errno": NAME}}'
+            )
+        if "error" in outcome:
+            raise UsageError(f"the implementation could not be read: {what}: {outcome['error']}")
+        if "errno" in outcome and step["op"] == "set":
+            raise UsageError(_refused_pin(spec, profile, program, outcome["errno"]))
         if "errno" in outcome:
-            raise UsageError(f"setting the PSCI version was refused with {outcome['errno']}")
+            raise UsageError(
+                f"the implementation could not be read: {what} failed with {outcome['errno']}"
+            )
+
+
+def _refused_pin(spec: Spec, profile: Profile, program: dict[str, Any], errno: str) -> str:
+    """Why a --psci-version was refused: the value, the kernel, and the spec's rule for it
+    (as migrate-check names it for a side's pin), or that the spec expected otherwise."""
+    step = program["steps"][0]
+    refused = f"--psci-version {step['value']:#x} was refused with {errno} by {profile.label}"
+    oracle = Oracle(spec, profile)
+    decision = oracle.decide(
+        Access(
+            op="set",
+            reg_id=step["reg"],
+            vcpu_initialized=True,
+            psci_02="psci-0.2" in program["features"],
+            has_run=False,
+            stored=oracle.reset_values(),
+            value=step["value"],
+        )
+    )
+    if decision is None:
+        return f"{refused}; the spec has no rule for that write"
+    if decision.errno == errno:
+        return f"{refused}, as the spec says ({decision.rule.id}: {' '.join(decision.rule.doc.split())})"
+    expected = f"errno {decision.errno}" if decision.errno else "accepted"
+    return f"{refused}, where the spec says {expected} ({decision.rule.id})"
 
 
 # Reading a dump back.

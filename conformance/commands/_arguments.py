@@ -6,6 +6,16 @@ import argparse
 from pathlib import Path
 
 
+def nonempty_path(text: str) -> Path:
+    """An argparse type for every path option: '' is refused (`Path('')` is `.`, so an empty
+    `--output ''` would otherwise be read as the current folder, and a `$UNSET` variable in a
+    script would name it without anyone meaning to). argparse says it as
+    `argument --output: an empty path`, naming the option."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     """--kernel, --host and --arch: the KVM profile an implementation is held to."""
     parser.add_argument(
@@ -19,7 +29,7 @@ def add_cache_option(parser: argparse.ArgumentParser) -> None:
     """--cache, for the commands that download Debian's kernels and packages."""
     parser.add_argument(
         "--cache",
-        type=Path,
+        type=nonempty_path,
         default=None,
         help="downloads and images (default ~/.cache/kvm-fwspec)",
     )

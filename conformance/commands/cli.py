@@ -43,8 +43,9 @@ from typing import NoReturn  # noqa: E402
 
 import kvm_fwspec.conformance.commands as commands_package  # noqa: E402
 from kvm_fwspec.codegen import __version__  # noqa: E402
+from kvm_fwspec.conformance.commands._arguments import nonempty_path  # noqa: E402
 from kvm_fwspec.spec.errors import SpecError, UsageError  # noqa: E402
-from kvm_fwspec.spec.loader import SPEC_DIR_VARIABLE  # noqa: E402
+from kvm_fwspec.spec.loader import SPEC_DIR_VARIABLE, file_kind  # noqa: E402
 
 # Imported by another program (pytest, Sphinx's executed pages), give it its handler back;
 # as the program itself (the kvm-fwspec script, python -m), keep this one until main() runs.
@@ -93,21 +94,57 @@ class OneLineParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        if args is not None and not self._subparsers:
+        if args is not None:
             self._refuse_unknown_options(args)
         return super().parse_known_args(args, namespace)
 
+    def parse_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but words left over after a subcommand are that subcommand's
+        mistake (`kvm-fwspec verify: unrecognized arguments: b.json`), said with its prefix
+        and its --help: argparse hands them back to the top parser, which knows nothing of
+        what the subcommand takes."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = self._subcommand_parser(getattr(parsed, "command", None)) or self
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _subcommand_parser(self, name: str | None) -> argparse.ArgumentParser | None:
+        if self._subparsers is None or name is None:
+            return None
+        for action in self._subparsers._group_actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                parser: argparse.ArgumentParser = action.choices[name]
+                return parser
+        return None
+
     def _refuse_unknown_options(self, args: list[str]) -> None:
+        """An option this parser does not take is named, with the closest it does. For the
+        top parser only the words before the subcommand are its own (`kvm-fwspec --versoin`
+        would otherwise be reported as a missing COMMAND): the first word that is not an
+        option, or an option's value, is the subcommand, and its parser checks the rest."""
         known = list(self._option_string_actions)
+        takes_value = False
         for token in args:
+            if takes_value:
+                takes_value = False
+                continue
             if token == "--":
                 return
             if not token.startswith("-") or token == "-" or _NEGATIVE_NUMBER.match(token):
+                if self._subparsers:
+                    return  # the subcommand: the rest is its parser's to check
                 continue
             typed = token.split("=", 1)[0]
             name = typed if token.startswith("--") else token[:2]  # -n4 is -n with 4
-            if any(option.startswith(name) for option in known):
-                continue  # exact, or an abbreviation argparse resolves (or calls ambiguous)
+            matches = [option for option in known if option.startswith(name)]
+            if matches:
+                # exact, or an abbreviation argparse resolves (or calls ambiguous)
+                action = self._option_string_actions[matches[0]]
+                takes_value = action.nargs != 0 and "=" not in token and len(token) == len(name)
+                continue
             close = difflib.get_close_matches(typed, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             self.error(f"unrecognized option '{typed}'{hint}")
@@ -133,7 +170,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _add_spec_dir(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
         "--spec-dir",
-        type=Path,
+        type=nonempty_path,
         default=default,
         help="spec directory, for this command and every process it starts "
         f"(default: ${SPEC_DIR_VARIABLE}, else the spec/ of this project)",
@@ -176,8 +213,18 @@ def _spec_dir(spec_dir: Path | None) -> Iterator[None]:
     if spec_dir is None:
         yield
         return
-    if not spec_dir.is_dir():
-        problem = "does not exist" if not spec_dir.exists() else "is not a directory"
+    try:
+        kind = file_kind(spec_dir)
+    except OSError as exc:  # a name too long, a folder we may not enter
+        raise UsageError(f"--spec-dir {spec_dir}: {exc.strerror}") from None
+    if kind != "a folder":
+        problem = (
+            "does not exist"
+            if kind is None
+            else "is not a directory"
+            if kind == "a file"
+            else f"is {kind}, not a directory"
+        )
         raise UsageError(f"--spec-dir {spec_dir} {problem}")
     saved = os.environ.get(SPEC_DIR_VARIABLE)
     os.environ[SPEC_DIR_VARIABLE] = str(spec_dir.resolve())

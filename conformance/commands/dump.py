@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from kvm_fwspec.conformance.adapters import parse_options
 from kvm_fwspec.conformance.analyses.dump import dump, parse_psci_value
 from kvm_fwspec.conformance.commands._arguments import (
     add_adapter_options,
     add_profile_arguments,
+    nonempty_path,
 )
 
 HELP = "save a VM's firmware registers through an adapter, as a VMM would"
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_adapter_options(parser)
     parser.add_argument(
-        "--output", type=Path, required=True, help="the dump file (JSON), replaced whole"
+        "--output", type=nonempty_path, required=True, help="the dump file (JSON), replaced whole"
     )
 
 

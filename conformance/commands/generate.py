@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = checkout_root()
+    if root is None and args.check:
+        raise UsageError(
+            "generate --check compares a kvm-fwspec source checkout's generated files with "
+            "the spec; an installed package has no such files to compare (run it in a checkout)"
+        )
     if root is None:
         raise UsageError(
             "generate writes into a kvm-fwspec source checkout, and this installation is not one"

@@ -47,20 +47,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _side(spec: Spec, text: str, option: str, arch: str = "arm64") -> migration.Side:
     """A dump file if one is there, else a profile (of `arch`: a VM migrates between hosts of
-    one architecture, so a target given by name is of the source's)."""
+    one architecture, so a target given by name is of the source's). Every problem names the
+    side it is in: a dump file's lines start with the file, a profile's with the option."""
+    if not text.strip():
+        raise UsageError(
+            f"{option} is empty: give a dump file or a side such as 6.13:mitigated "
+            f"({migration.SIDE_SYNTAX})"
+        )
     path = Path(text)
-    if path.is_file():
-        return migration.side_from_dump(spec, path)
-    if path.exists():
-        raise UsageError(f"{option} {text} is not a dump file")
+    try:
+        if path.is_file():
+            return migration.side_from_dump(spec, path)
+        if path.exists():
+            raise UsageError(f"{option} {text} is not a dump file")
+        under = next((parent for parent in path.parents if parent.is_file()), None)
+    except OSError as exc:  # a name longer than the system allows, a folder we may not enter
+        raise UsageError(f"{option} {text}: {exc.strerror}") from None
+    if under is not None:
+        raise UsageError(f"{option} {text}: {under} is a file, so no dump file is under it")
     if text.endswith(".json") or text.startswith(("/", "./", "../", "~")):
         raise UsageError(f"{option} {text}: no such dump file")
-    if option == "--to" and migration.parse_side(text).psci:
+    try:
+        pinned = migration.parse_side(text).psci
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    if option == "--to" and pinned:
         raise UsageError(
-            f"--to {text}: a PSCI pin belongs to the source; the target's version is the "
-            "one the source's registers restore"
+            f"--to {text}: a PSCI pin belongs to the source; the target's version is the one "
+            "the source's registers restore"
         )
-    return migration.side_from_profile(spec, text, arch)
+    try:
+        return migration.side_from_profile(spec, text, arch)
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from kvm_fwspec.conformance.commands._arguments import nonempty_path
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.loader import file_kind, load_spec
 from kvm_fwspec.spec.model import Spec
 
 HELP = "check the spec and print a summary"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec_path", nargs="?", type=Path, default=None, metavar="SPEC_DIR")
+    parser.add_argument(
+        "spec_path",
+        nargs="?",
+        type=nonempty_path,
+        default=None,
+        metavar="SPEC_DIR",
+        help="the folder of spec files (default: --spec-dir, else the project's spec/)",
+    )
 
 
 def summary(spec: Spec) -> str:
@@ -30,7 +37,14 @@ def summary(spec: Spec) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.spec_path is not None and args.spec_path.exists() and not args.spec_path.is_dir():
-        raise UsageError(f"{args.spec_path} is a file; SPEC_DIR is the folder of spec files")
+    if args.spec_path is not None:
+        try:
+            kind = file_kind(args.spec_path)
+        except OSError as exc:  # a name too long, a folder we may not enter
+            raise UsageError(f"SPEC_DIR {args.spec_path}: {exc.strerror}") from None
+        if kind is None:
+            raise UsageError(f"SPEC_DIR {args.spec_path} does not exist")
+        if kind != "a folder":
+            raise UsageError(f"{args.spec_path} is {kind}; SPEC_DIR is the folder of spec files")
     print(summary(load_spec(args.spec_path or args.spec_dir)))
     return 0
