@@ -417,3 +417,9 @@ def test_an_agent_for_a_host_named_by_its_levels_is_certified_as_that_host(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"host={host}: 562 pass, 0 fail" in result.stdout
+
+
+def test_an_empty_report_path_is_refused_not_taken_for_the_current_folder(tmp_path: Path) -> None:
+    line = one_line_refusal(certify("--report", "", cwd=tmp_path))
+    assert "--report: an empty path" in line
+    assert list(tmp_path.iterdir()) == []

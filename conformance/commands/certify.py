@@ -10,6 +10,7 @@ from kvm_fwspec.conformance.certify import Request, certify
 from kvm_fwspec.conformance.commands._arguments import (
     add_adapter_options,
     add_profile_arguments,
+    nonempty_path,
 )
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="xdist workers (a number or 'auto'), used when the adapter gains from them",
     )
     parser.add_argument(
-        "--report", type=Path, default=None, help="report directory (default: reports/...)"
+        "--report", type=nonempty_path, default=None, help="report directory (default: reports/...)"
     )
     parser.add_argument(
         "-q",
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sign",
-        type=Path,
+        type=nonempty_path,
         metavar="KEY",
         default=None,
         help="sign results.json with this OpenSSH private key (ssh-keygen -Y sign)",
