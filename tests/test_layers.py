@@ -140,10 +140,12 @@ def imported_by_generate_check(extra_path: Path | None = None) -> set[str]:
     }
 
 
-# The dispatcher's own path is all of kvm_fwspec.conformance that generate --check may load.
+# The dispatcher's own path is all of kvm_fwspec.conformance that generate --check may load
+# (with the arguments every command shares, which need only argparse and pathlib).
 DISPATCH = {
     "kvm_fwspec.conformance",
     "kvm_fwspec.conformance.commands",
+    "kvm_fwspec.conformance.commands._arguments",
     "kvm_fwspec.conformance.commands.cli",
     "kvm_fwspec.conformance.commands.generate",
 }
