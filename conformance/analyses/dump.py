@@ -123,7 +123,7 @@ def dump(
         if host == "auto":
             profile = resolve_profile(spec, kernel, reported_host(adapter, spec), arch)
         else:
-            _check_host(spec, adapter.capabilities().host_levels, profile)
+            check_host(spec, adapter.capabilities().host_levels, profile)
         document = dump_with(adapter, spec, profile, features, psci)
     except AgentError as exc:
         raise UsageError(f"the implementation could not be dumped: {exc}") from None
@@ -136,7 +136,7 @@ def dump(
     return document
 
 
-def _check_host(spec: Spec, reported: dict[str, int] | None, profile: Profile) -> None:
+def check_host(spec: Spec, reported: dict[str, int] | None, profile: Profile) -> None:
     """Refuse an implementation whose workaround registers report another host than --host
     names: its dump would be saved, and migrate-checked, as a host it is not. Only the
     registers it reports are compared (a kernel without WORKAROUND_3 reports no level for it);

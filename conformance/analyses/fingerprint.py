@@ -1,0 +1,129 @@
+"""`kvm-fwspec fingerprint`: what one host's KVM offers a VM's firmware, as the host itself
+reports it: each firmware register's default, the values a VMM may set it to, and the length
+of its register list. Fleet planning groups hosts by these answers, so they are taken through
+the same adapters certify uses (real KVM included), never read off the kernel version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import Any
+
+from kvm_fwspec.conformance.adapters import Adapter
+from kvm_fwspec.conformance.analyses.dump import dump_with
+from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.spec.kernel_names import KernelName
+from kvm_fwspec.spec.model import Register, Spec
+
+FORMAT = "kvm-fwspec-fingerprint/1"
+SCHEMA = resources.files("kvm_fwspec.conformance") / "schemas" / "fingerprint.schema.json"
+# What an adapter's protocol cannot see, said in the file rather than left out silently.
+NOT_RECORDED = {
+    "cpu": "MIDR_EL1/REVIDR_EL1 are read from the host's sysfs, which the adapter does not reach",
+    "capabilities": "KVM_CHECK_EXTENSION is not part of the agent protocol",
+}
+LABEL_PREFIX = "kvm-fwspec.io/"
+# Kubernetes label values: at most 63 of these characters, starting and ending alphanumeric.
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def take(
+    adapter: Adapter, spec: Spec, profile: Profile, kernel: KernelName, host: str
+) -> dict[str, Any]:
+    """One host's fingerprint, from a fresh VM of PSCI 0.2 vcpus (as VMMs create them)."""
+    saved = dump_with(adapter, spec, profile, ("psci-0.2",), None)
+    capabilities = adapter.capabilities()
+    known = {int(r.ids[profile.arch]): r for r in spec.registers if profile.arch in r.ids}
+    listed = [(entry["id"], entry["value"], known.get(entry["id"])) for entry in saved["registers"]]
+    probes = [
+        (reg_id, value)
+        for reg_id, _, register in listed
+        if register is not None
+        for value in candidates(spec, register)
+    ]
+    programs = [
+        {
+            "vcpus": 1,
+            "features": ["psci-0.2"],
+            "steps": [{"op": "set", "vcpu": 0, "reg": reg_id, "value": value}],
+        }
+        for reg_id, value in probes
+    ]
+    listing = {
+        "vcpus": 1,
+        "features": ["psci-0.2"],
+        "steps": [{"op": "list", "vcpu": 0, "mask": 0, "match": 0}],
+    }
+    observed = adapter.run_programs([*programs, listing])
+    accepted: dict[int, list[int]] = {}
+    for (reg_id, value), outcomes in zip(probes, observed, strict=False):
+        if outcomes[0].get("ok") is True:
+            accepted.setdefault(reg_id, []).append(value)
+    all_ids = observed[-1][0].get("ids")
+    return {
+        "format": FORMAT,
+        "host": host,
+        "implementation": capabilities.implementation,
+        "provenance": capabilities.provenance,
+        "kernel": {"reported": capabilities.kernel, "judged-as": str(kernel), "how": kernel.how},
+        "arch": profile.arch,
+        "host-levels": capabilities.host_levels,
+        "registers": [
+            {
+                "name": register.name if register else None,
+                "id": hex(reg_id),
+                "default": hex(value),
+                "accepts": [hex(v) for v in sorted(accepted.get(reg_id, []))],
+            }
+            for reg_id, value, register in listed
+        ],
+        "reg-list-length": len(all_ids) if isinstance(all_ids, list) else None,
+        "not-recorded": NOT_RECORDED,
+    }
+
+
+def candidates(spec: Spec, register: Register) -> list[int]:
+    """The values worth trying on `register`: every PSCI version, level or single bit the spec
+    knows in any release (what a host accepts is the question, not what the spec expects)."""
+    if register.kind == "psci-version":
+        return sorted(v.encoded for v in spec.psci_versions)
+    if register.kind == "level":
+        return sorted(v.value for v in register.values)
+    return sorted(b.mask for b in register.bits)
+
+
+def as_json(fingerprint: dict[str, Any]) -> str:
+    return json.dumps(fingerprint, indent=1, sort_keys=True) + "\n"
+
+
+def as_nfd(spec: Spec, fingerprint: dict[str, Any]) -> str:
+    """A node-feature-discovery local feature file (`label=value` lines, sorted): the kernel
+    as judged, each register's default by name, the newest PSCI version a VMM may pin, and
+    each bitmap service the host offers, so schedulers can place and move VMs by label."""
+    by_name = {r.name: r for r in spec.registers}
+    versions = {v.encoded: v.name for v in spec.psci_versions}
+    labels = {"kernel": fingerprint["kernel"]["judged-as"]}
+    for entry in fingerprint["registers"]:
+        register = by_name.get(entry["name"] or "")
+        if register is None:
+            continue
+        default, accepts = int(entry["default"], 16), [int(v, 16) for v in entry["accepts"]]
+        if register.kind == "psci-version":
+            labels["psci-version"] = versions.get(default, hex(default))
+            if accepts:
+                labels["psci-version.newest-settable"] = versions.get(
+                    max(accepts), hex(max(accepts))
+                )
+        elif register.kind == "level":
+            level = next((v.name for v in register.values if v.value == default), hex(default))
+            labels[register.name] = level
+        else:
+            for bit in register.bits:
+                labels[f"{register.name}.{bit.name}"] = "true" if bit.mask in accepts else "false"
+    lines = []
+    for name, value in sorted(labels.items()):
+        assert LABEL_VALUE.match(value), f"label {name}={value} is not a Kubernetes label value"
+        lines.append(f"{LABEL_PREFIX}{name}={value}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""kvm-fwspec fingerprint: record what one host's KVM offers a VM's firmware, for fleet planning."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from kvm_fwspec.codegen.atomic import write_atomically
+from kvm_fwspec.conformance.adapters import parse_options, reported_host
+from kvm_fwspec.conformance.adapters.agent import AgentError
+from kvm_fwspec.conformance.analyses.dump import check_host, check_output
+from kvm_fwspec.conformance.analyses.fingerprint import as_json, as_nfd, take
+from kvm_fwspec.conformance.commands._arguments import (
+    add_adapter_options,
+    add_profile_arguments,
+    nonempty_path,
+)
+from kvm_fwspec.conformance.greeting import greeted_adapter
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.kernel_names import parse_kernel_name
+from kvm_fwspec.spec.loader import load_spec
+
+HELP = "record one host's firmware-register defaults and accepted values (JSON or NFD labels)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapter", default="reference", help="adapter name (default: reference)")
+    add_profile_arguments(parser)
+    add_adapter_options(parser)
+    parser.add_argument(
+        "--format",
+        choices=("json", "nfd"),
+        default="json",
+        help="json (schema: conformance/schemas/fingerprint.schema.json) or nfd, a "
+        "node-feature-discovery local feature file of kvm-fwspec.io/ labels",
+    )
+    parser.add_argument(
+        "--output", type=nonempty_path, default=None, help="write here (default: standard output)"
+    )
+    parser.add_argument("--name", default=None, help="the host's name (default: this machine's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        check_output(args.output)
+    spec = load_spec()
+    kernel = parse_kernel_name(spec, args.kernel)
+    first_host = spec.host_profiles[0].name if args.host == "auto" else args.host
+    profile = resolve_profile(spec, args.kernel, first_host, args.arch)
+    adapter = greeted_adapter(args.adapter, profile, parse_options(args.option))
+    try:
+        if args.host == "auto":
+            profile = resolve_profile(spec, args.kernel, reported_host(adapter, spec), args.arch)
+        else:
+            check_host(spec, adapter.capabilities().host_levels, profile)
+        fingerprint = take(adapter, spec, profile, kernel, args.name or socket.gethostname())
+    except AgentError as exc:
+        raise UsageError(f"the implementation could not be fingerprinted: {exc}") from None
+    finally:
+        adapter.close()
+    text = as_json(fingerprint) if args.format == "json" else as_nfd(spec, fingerprint)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomically(args.output, text)
+        print(f"{args.output}: fingerprint of {fingerprint['host']} ({profile.label})")
+    return 0

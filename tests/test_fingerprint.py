@@ -1,0 +1,119 @@
+"""Host fingerprints: what a host's KVM offers, taken through the adapters certify uses and
+checked against what the spec says each release and host offers (the reference and the agent
+must agree with the spec, or the fingerprint is not the host's)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from kvm_fwspec.conformance.analyses.fingerprint import LABEL_PREFIX, SCHEMA
+from kvm_fwspec.conformance.profile import resolve_profile
+from kvm_fwspec.spec.loader import load_spec
+from tests.checkout import KVM_FWSPEC
+
+SPEC = load_spec()
+AGENT = shlex.join([*KVM_FWSPEC, "agent"])
+KUBERNETES_LABEL = re.compile(r"^[a-z0-9.-]+/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?=")
+
+
+def fingerprint(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KVM_FWSPEC, "fingerprint", "--name", "host-a", *args], capture_output=True, text=True
+    )
+
+
+def taken(*args: str) -> dict[str, Any]:
+    result = fingerprint(*args)
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    return document
+
+
+def registers(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in document["registers"]}
+
+
+@pytest.mark.parametrize("kernel", ["5.10.y", "6.1", "6.12.y", "7.2"])
+def test_psci_versions_a_host_accepts_are_those_the_spec_gives_its_release(kernel: str) -> None:
+    """PSCI_VERSION accepts, on PSCI 0.2 vcpus, each version from 0.2 up to what the release
+    implements; its default is the newest of them (the inference issue 15 plans kernels by)."""
+    profile = resolve_profile(SPEC, kernel, "mitigated")
+    expected = sorted(
+        v.encoded for v in SPEC.psci_versions if v.encoded >= 2 and profile.has(v.lifetime)
+    )
+    psci = registers(taken("--kernel", kernel))["psci-version"]
+    assert [int(v, 16) for v in psci["accepts"]] == expected
+    assert int(psci["default"], 16) == max(expected)
+
+
+def test_bitmaps_exist_from_5_19_and_accept_each_service_bit() -> None:
+    before = registers(taken("--kernel", "5.10.y"))
+    after = registers(taken("--kernel", "6.12"))
+    assert "std-bmap" not in before and "std-bmap" in after
+    bmap = next(r for r in SPEC.registers if r.name == "vendor-hyp-bmap")
+    assert [int(v, 16) for v in after["vendor-hyp-bmap"]["accepts"]] == [b.mask for b in bmap.bits]
+
+
+def test_a_vulnerable_host_through_the_agent_is_fingerprinted_as_itself() -> None:
+    """The agent reports its host's levels; with --host auto the fingerprint is of that host:
+    every workaround register reads not-avail and accepts only that."""
+    command = f"command={AGENT} --kernel 6.1.y --host vulnerable"
+    document = taken(
+        "--adapter", "agent", "--option", command, "--kernel", "6.1.y", "--host", "auto"
+    )
+    assert document["host-levels"] == {
+        "smccc-arch-workaround-1": 0,
+        "smccc-arch-workaround-2": 0,
+        "smccc-arch-workaround-3": 0,
+    }
+    levels = registers(document)
+    for name in ("smccc-arch-workaround-1", "smccc-arch-workaround-2", "smccc-arch-workaround-3"):
+        assert levels[name]["default"] == "0x0"
+    assert levels["smccc-arch-workaround-1"]["accepts"] == ["0x0"]
+    assert levels["smccc-arch-workaround-3"]["accepts"] == ["0x0"]
+    # WA2 also takes UNKNOWN (1) there; never AVAIL (2) or NOT_REQUIRED (3), which it lacks.
+    assert not {"0x2", "0x3"} & set(levels["smccc-arch-workaround-2"]["accepts"])
+
+
+def test_an_agent_that_is_another_host_than_asked_is_refused_in_one_line() -> None:
+    command = f"command={AGENT} --kernel 6.12 --host vulnerable"
+    result = fingerprint("--adapter", "agent", "--option", command, "--kernel", "6.12")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("kvm-fwspec: ") and "vulnerable" in line
+
+
+def test_nfd_labels_are_kubernetes_labels_that_name_the_offer() -> None:
+    result = fingerprint("--kernel", "6.12", "--format", "nfd")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    names = [line.partition("=")[0] for line in lines]
+    assert names == sorted(names) and len(set(names)) == len(names)
+    assert all(KUBERNETES_LABEL.match(line) for line in lines), lines
+    assert f"{LABEL_PREFIX}psci-version=1.1" in lines
+    assert f"{LABEL_PREFIX}std-bmap.trng-v1.0=true" in lines
+    assert f"{LABEL_PREFIX}kernel=6.12" in lines
+
+
+def test_output_is_written_whole_and_a_bad_output_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "fp.json"
+    result = fingerprint("--kernel", "7.2", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["kernel"]["judged-as"] == "7.2"
+    refused = fingerprint("--output", str(tmp_path))
+    assert refused.returncode == 2 and "is a folder" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+
+
+def test_the_same_host_gives_byte_identical_fingerprints() -> None:
+    first, second = (fingerprint("--kernel", "6.1.y").stdout for _ in range(2))
+    assert first == second and first
