@@ -17,7 +17,7 @@ import pytest
 from kvm_fwspec.conformance.analyses.fingerprint import LABEL_PREFIX, SCHEMA
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.spec.loader import load_spec
-from tests.checkout import KVM_FWSPEC
+from tests.checkout import KVM_FWSPEC, ROOT
 
 SPEC = load_spec()
 AGENT = shlex.join([*KVM_FWSPEC, "agent"])
@@ -117,3 +117,63 @@ def test_output_is_written_whole_and_a_bad_output_is_one_line(tmp_path: Path) ->
 def test_the_same_host_gives_byte_identical_fingerprints() -> None:
     first, second = (fingerprint("--kernel", "6.1.y").stdout for _ in range(2))
     assert first == second and first
+
+
+FIRECRACKER = sorted((ROOT / "tests" / "fixtures" / "firecracker-fingerprints").glob("*.json"))
+
+
+def imported(path: Path) -> dict[str, Any]:
+    return taken("--from-firecracker", str(path))
+
+
+def test_the_public_graviton_fingerprints_are_all_imported() -> None:
+    assert len(FIRECRACKER) == 9
+    judged = {imported(p)["kernel"]["judged-as"] for p in FIRECRACKER}
+    assert judged == {"5.10.y", "6.1.y", "6.18.y"}
+
+
+@pytest.mark.parametrize("path", FIRECRACKER, ids=[p.stem for p in FIRECRACKER])
+def test_real_amazon_linux_kvm_has_the_spec_defaults_of_its_series(path: Path) -> None:
+    """Each real host's PSCI version and bitmaps, read by Firecracker on Graviton, are what
+    the reference gives for the stable series its Amazon Linux kernel is judged as."""
+    real = registers(imported(path))
+    kernel = imported(path)["kernel"]["judged-as"]
+    reference = registers(taken("--kernel", kernel))
+    assert set(real) == set(reference)
+    for name in real:
+        if not name.startswith("smccc-arch-workaround"):  # the host's levels, not the kernel's
+            assert real[name]["default"] == reference[name]["default"], name
+
+
+def test_graviton_generations_differ_in_no_firmware_register_on_one_kernel() -> None:
+    """A finding of the public data: N1, V1 and V2 (Graviton 2, 3, 4) on the same kernel
+    report the same firmware registers; the kernel, not the CPU, sets the pools."""
+    by_kernel: dict[str, set[str]] = {}
+    for path in FIRECRACKER:
+        document = imported(path)
+        by_kernel.setdefault(document["kernel"]["reported"], set()).add(
+            json.dumps(document["registers"], sort_keys=True)
+        )
+    assert len(by_kernel) == 3 and all(len(seen) == 1 for seen in by_kernel.values())
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(lambda text: text[: len(text) // 2], "not a Firecracker fingerprint", id="truncated"),
+        pytest.param(
+            lambda text: text.replace('"0x603000000014', '"0x603000000013'),
+            "records no firmware register",
+            id="no-firmware",
+        ),
+        pytest.param(lambda text: text.replace('"kernel_version"', '"kernel"'), "no 'kernel_version'", id="foreign"),
+        pytest.param(lambda text: text.replace('"bitmap": "0b', '"bitmap": "0x', 1), "bitmap", id="bad-bitmap"),
+    ],
+)  # fmt: skip
+def test_a_damaged_firecracker_file_is_one_line(tmp_path: Path, edit: Any, message: str) -> None:
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(edit(FIRECRACKER[0].read_text()))
+    result = fingerprint("--from-firecracker", str(damaged))
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"kvm-fwspec: {damaged}: ") and message in line

@@ -109,7 +109,8 @@ def as_nfd(spec: Spec, fingerprint: dict[str, Any]) -> str:
         register = by_name.get(entry["name"] or "")
         if register is None:
             continue
-        default, accepts = int(entry["default"], 16), [int(v, 16) for v in entry["accepts"]]
+        default = int(entry["default"], 16)
+        accepts = [int(v, 16) for v in entry["accepts"] or []]
         if register.kind == "psci-version":
             labels["psci-version"] = versions.get(default, hex(default))
             if accepts:

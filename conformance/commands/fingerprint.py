@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from typing import Any
 
 from kvm_fwspec.codegen.atomic import write_atomically
 from kvm_fwspec.conformance.adapters import parse_options, reported_host
 from kvm_fwspec.conformance.adapters.agent import AgentError
 from kvm_fwspec.conformance.analyses.dump import check_host, check_output
 from kvm_fwspec.conformance.analyses.fingerprint import as_json, as_nfd, take
+from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
 from kvm_fwspec.conformance.commands._arguments import (
     add_adapter_options,
     add_profile_arguments,
@@ -21,6 +23,7 @@ from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Spec
 
 HELP = "record one host's firmware-register defaults and accepted values (JSON or NFD labels)"
 
@@ -40,12 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=nonempty_path, default=None, help="write here (default: standard output)"
     )
     parser.add_argument("--name", default=None, help="the host's name (default: this machine's)")
+    parser.add_argument(
+        "--from-firecracker",
+        type=nonempty_path,
+        metavar="FILE",
+        default=None,
+        help="import a Firecracker `cpu-template-helper fingerprint dump` file instead of "
+        "asking an adapter (accepted values inferred from the defaults, and said so)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output(args.output)
     spec = load_spec()
+    if args.from_firecracker is not None:
+        if args.adapter != "reference" or args.option:
+            raise UsageError("--from-firecracker reads a file: it takes no --adapter or --option")
+        name = args.name or args.from_firecracker.stem
+        fingerprint = import_firecracker(spec, args.from_firecracker, name)
+        return _write(args, spec, fingerprint, fingerprint["kernel"]["judged-as"])
     kernel = parse_kernel_name(spec, args.kernel)
     first_host = spec.host_profiles[0].name if args.host == "auto" else args.host
     profile = resolve_profile(spec, args.kernel, first_host, args.arch)
@@ -60,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"the implementation could not be fingerprinted: {exc}") from None
     finally:
         adapter.close()
+    return _write(args, spec, fingerprint, profile.label)
+
+
+def _write(args: argparse.Namespace, spec: Spec, fingerprint: dict[str, Any], label: str) -> int:
     text = as_json(fingerprint) if args.format == "json" else as_nfd(spec, fingerprint)
     if args.output is None:
         sys.stdout.write(text)
     else:
         write_atomically(args.output, text)
-        print(f"{args.output}: fingerprint of {fingerprint['host']} ({profile.label})")
+        print(f"{args.output}: fingerprint of {fingerprint['host']} ({label})")
     return 0

@@ -1,0 +1,88 @@
+"""Firecracker's `cpu-template-helper fingerprint dump` files as kvm-fwspec fingerprints, so a
+fleet's existing data counts. Such a file records each vcpu register's value on a fresh VM
+(`guest_cpu_config.reg_modifiers`, bitmaps written `0b...`) but not what a VMM may set: the
+values a host accepts are inferred from its defaults, and the file says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kvm_fwspec.conformance.analyses.fingerprint import FORMAT
+from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.kernel_names import parse_kernel_name
+from kvm_fwspec.spec.model import Register, Spec
+
+SOURCE = "firecracker cpu-template-helper fingerprint dump"
+INFERENCE = (
+    "accepts inferred from the defaults: KVM's default PSCI version is the newest it takes, "
+    "down to 0.2; a bitmap's default is its mask; a level's settable values are not recorded"
+)
+
+
+def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
+    """The fingerprint of the host `path` was dumped on, or one line saying why it is not one."""
+    document = _read(path)
+    try:
+        kernel_text = document["kernel_version"]
+        modifiers = document["guest_cpu_config"]["reg_modifiers"]
+        values = {int(m["addr"], 16): _bitmap(m["bitmap"]) for m in modifiers}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: not a Firecracker fingerprint: no {exc}") from None
+    kernel = parse_kernel_name(spec, kernel_text)
+    known = {int(r.ids["arm64"]): r for r in spec.registers if "arm64" in r.ids}
+    firmware_class = spec.layout("reg-id").field("class")
+    classes = {r.register_class.value for r in spec.registers}
+    firmware = sorted(i for i in values if firmware_class.extract(i) in classes)
+    if not firmware:
+        raise UsageError(f"{path}: records no firmware register: is it an arm64 host's?")
+    return {
+        "format": FORMAT,
+        "host": host,
+        "implementation": f"Linux KVM {kernel_text} (imported)",
+        "provenance": {"source": SOURCE, "file": path.name, "inferred": INFERENCE},
+        "kernel": {"reported": kernel_text, "judged-as": str(kernel), "how": kernel.how},
+        "arch": "arm64",
+        "host-levels": None,
+        "registers": [
+            {
+                "name": known[i].name if i in known else None,
+                "id": hex(i),
+                "default": hex(values[i]),
+                "accepts": _inferred(spec, known.get(i), values[i]),
+            }
+            for i in firmware
+        ],
+        "reg-list-length": len(values),
+        "not-recorded": {
+            "cpu": "the Firecracker file names no MIDR_EL1 (its file name names the CPU)",
+            "capabilities": "the Firecracker file records none for arm64",
+        },
+    }
+
+
+def _read(path: Path) -> Any:
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder, not a Firecracker fingerprint")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise UsageError(f"{path}: not a Firecracker fingerprint: {exc}") from None
+
+
+def _bitmap(text: str) -> int:
+    """`0b0...01`: Firecracker writes each register as a 128-bit bitmap of 0 and 1 only."""
+    if not text.startswith("0b") or set(text[2:]) - {"0", "1"}:
+        raise ValueError(f"bitmap {text[:20]!r}")
+    return int(text[2:], 2)
+
+
+def _inferred(spec: Spec, register: Register | None, default: int) -> list[str] | None:
+    if register is None or register.kind == "level":
+        return None
+    if register.kind == "psci-version":
+        return [hex(v.encoded) for v in spec.psci_versions if 2 <= v.encoded <= default]
+    return [hex(b.mask) for b in register.bits if b.mask & default]
