@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kvm_fwspec.conformance.analyses import migration
-from kvm_fwspec.conformance.analyses.dump import read_dump
+from kvm_fwspec.conformance.analyses.dump_file import read_dump
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 from tests.checkout import KVM_FWSPEC

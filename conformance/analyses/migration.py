@@ -16,7 +16,8 @@ from typing import Any, Literal
 # features) and stay importable from here, where the VMM judge and older callers find them.
 from kvm_fwspec.conformance.analyses.dump import FEATURES as FEATURES
 from kvm_fwspec.conformance.analyses.dump import parse_features as parse_features
-from kvm_fwspec.conformance.analyses.dump import parse_psci_value, read_dump
+from kvm_fwspec.conformance.analyses.dump import parse_psci_value
+from kvm_fwspec.conformance.analyses.dump_file import read_dump
 from kvm_fwspec.conformance.oracle import Access, Oracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
@@ -215,7 +216,7 @@ def _pin(
 
 
 def side_from_dump(spec: Spec, path: Path) -> Side:
-    """A file written by `kvm-fwspec dump`, checked whole first (analyses.dump.read_dump)."""
+    """A file written by `kvm-fwspec dump`, checked whole first (analyses.dump_file.read_dump)."""
     saved = read_dump(spec, path)
     return Side(saved.profile, saved.features, saved.registers, f"{path} ({saved.implementation})")
 
