@@ -31,6 +31,7 @@ from kvm_fwspec.spec.model import Spec
 # that xdist workers pay for their start-up; in-process the reference is faster serial.
 PARALLEL_FEATURE = "parallel"
 FAILURES_SHOWN = 5
+SELF_EXPLAINING = ("latest", "latest.y")  # kernel names certify need not explain
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +44,7 @@ class Request:
     arch: str
     options: dict[str, str]
     workers: str | None
-    report: Path
+    report: Path | None  # None: reports/ADAPTER-ARCH-KERNEL-HOST, the kernel as judged
     quiet: bool = False
     require_all: bool = False
     sign: Path | None = None
@@ -64,13 +65,12 @@ def certify(request: Request) -> int:
         )
     if request.sign is not None:
         check_signing_key(request.sign)  # before the run: a passphrase prompt would come after it
-    folder = ReportFolder(request.report)
     kernel = parse_kernel_name(spec, request.kernel)
-    if request.kernel not in (
-        str(kernel),
-        "latest",
-        "latest.y",
-    ):  # say what a uname -r is judged as
+    report = request.report or Path("reports") / "-".join(
+        (request.adapter, request.arch, str(kernel), request.host)
+    )
+    folder = ReportFolder(report)
+    if request.kernel not in (str(kernel), *SELF_EXPLAINING):  # say what a uname -r is judged as
         print(f"kvm-fwspec: {kernel.how}")
     try:
         host, code = _run_suite(spec, profile, request, folder.staging)
@@ -91,7 +91,7 @@ def certify(request: Request) -> int:
         f"kvm-fwspec: {verdict}: {run['implementation']} as {run['arch']} {run['kernel']} "
         f"host={run['host-profile']}: {summary['pass']} pass, {summary['fail']} fail, "
         f"{summary['not-applicable']} not-applicable, {summary['error']} error; "
-        f"report in {os.fspath(request.report)}"
+        f"report in {os.fspath(report)}"
     )
     return 0 if conforms else 1
 
@@ -101,7 +101,7 @@ def _run_suite(
 ) -> tuple[str, pytest.ExitCode | int]:
     """Greet the adapter, resolve `--host auto` from what it reports, run pytest into
     `staging`; the resolved host profile's name and pytest's exit code."""
-    adapter = greeted_adapter(request.adapter, profile, request.options)
+    adapter = greeted_adapter(request.adapter, spec, profile, request.options)
     try:
         host = reported_host(adapter, spec) if request.host == "auto" else request.host
         resolve_profile(spec, request.kernel, host, request.arch)  # a reported host is valid

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from kvm_fwspec.conformance.adapters import Adapter, describe_failure, load_adapter
 from kvm_fwspec.conformance.profile import Profile, claims_profile
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Spec
 
 
-def greeted_adapter(name: str, profile: Profile, options: Mapping[str, str]) -> Adapter:
+def greeted_adapter(name: str, spec: Spec, profile: Profile, options: Mapping[str, str]) -> Adapter:
     """The adapter, opened with the user's options and asked what it is, or one line saying
     why not: no case runs against an implementation that cannot say hello."""
     try:
@@ -38,7 +38,7 @@ def greeted_adapter(name: str, profile: Profile, options: Mapping[str, str]) -> 
         adapter.close()
         raise
     claimed = capabilities.kernel
-    if claimed is not None and not claims_profile(load_spec(), claimed, profile):
+    if claimed is not None and not claims_profile(spec, claimed, profile):
         adapter.close()
         raise UsageError(
             f"{capabilities.implementation} says it is KVM {claimed}; "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from kvm_fwspec.conformance.adapters import parse_options
 from kvm_fwspec.conformance.certify import Request, certify
@@ -12,8 +11,6 @@ from kvm_fwspec.conformance.commands._arguments import (
     add_profile_arguments,
     nonempty_path,
 )
-from kvm_fwspec.spec.kernel_names import parse_kernel_name
-from kvm_fwspec.spec.loader import load_spec
 
 HELP = "certify an implementation through an adapter and write the report"
 
@@ -59,9 +56,6 @@ def _workers(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The default folder names the kernel as judged (`7.2`, not `latest`, not a uname -r).
-    kernel = parse_kernel_name(load_spec(), args.kernel)
-    report = args.report or Path("reports") / f"{args.adapter}-{args.arch}-{kernel}-{args.host}"
     return certify(
         Request(
             adapter=args.adapter,
@@ -70,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             arch=args.arch,
             options=parse_options(args.option),
             workers=args.workers,
-            report=report,
+            report=args.report,
             quiet=args.quiet,
             require_all=args.require_all,
             sign=args.sign,
