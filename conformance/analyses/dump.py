@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,18 +104,11 @@ def dump(
     records the kernel and host the implementation is: one that says it is another kernel
     (greeted_adapter), or reports another host's levels, is refused rather than recorded
     under the profile's names."""
-    kernel, host, arch = profile_name
     check_output(output)
     features = parse_features(features_text)
     spec = load_spec()
-    first_host = spec.host_profiles[0].name if host == "auto" else host
-    profile = resolve_profile(spec, kernel, first_host, arch)
-    adapter = greeted_adapter(adapter_name, profile, options)
+    adapter, profile = greeted_as_host(adapter_name, spec, profile_name, options)
     try:
-        if host == "auto":
-            profile = resolve_profile(spec, kernel, reported_host(adapter, spec), arch)
-        else:
-            check_host(spec, adapter.capabilities().host_levels, profile)
         document = dump_with(adapter, spec, profile, features, psci)
     except AgentError as exc:
         raise UsageError(f"the implementation could not be dumped: {exc}") from None
@@ -125,6 +119,27 @@ def dump(
     except OSError as exc:
         raise UsageError(f"--output {output}: {exc.strerror}") from None
     return document
+
+
+def greeted_as_host(
+    adapter_name: str, spec: Spec, profile_name: tuple[str, str, str], options: Mapping[str, str]
+) -> tuple[Adapter, Profile]:
+    """The adapter, greeted, and the profile of the host it is: `--host auto` takes the host
+    its hello reports, and a named host it does not report is refused (check_host), so what
+    is recorded of an implementation is what it is, never the profile's names for another."""
+    kernel, host, arch = profile_name
+    first_host = spec.host_profiles[0].name if host == "auto" else host
+    profile = resolve_profile(spec, kernel, first_host, arch)
+    adapter = greeted_adapter(adapter_name, spec, profile, options)
+    try:
+        if host == "auto":
+            profile = resolve_profile(spec, kernel, reported_host(adapter, spec), arch)
+        else:
+            check_host(spec, adapter.capabilities().host_levels, profile)
+    except BaseException:
+        adapter.close()
+        raise
+    return adapter, profile
 
 
 def check_host(spec: Spec, reported: dict[str, int] | None, profile: Profile) -> None:

@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from kvm_fwspec.codegen.atomic import write_atomically
-from kvm_fwspec.conformance.adapters import parse_options, reported_host
+from kvm_fwspec.conformance.adapters import parse_options
 from kvm_fwspec.conformance.adapters.agent import AgentError
-from kvm_fwspec.conformance.analyses.dump import check_host, check_output
+from kvm_fwspec.conformance.analyses.dump import check_output, greeted_as_host
 from kvm_fwspec.conformance.analyses.fingerprint import as_json, as_nfd, take
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
 from kvm_fwspec.conformance.commands._arguments import (
@@ -18,8 +18,6 @@ from kvm_fwspec.conformance.commands._arguments import (
     add_profile_arguments,
     nonempty_path,
 )
-from kvm_fwspec.conformance.greeting import greeted_adapter
-from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
@@ -64,14 +62,9 @@ def run(args: argparse.Namespace) -> int:
         fingerprint = import_firecracker(spec, args.from_firecracker, name)
         return _write(args, spec, fingerprint, fingerprint["kernel"]["judged-as"])
     kernel = parse_kernel_name(spec, args.kernel)
-    first_host = spec.host_profiles[0].name if args.host == "auto" else args.host
-    profile = resolve_profile(spec, args.kernel, first_host, args.arch)
-    adapter = greeted_adapter(args.adapter, profile, parse_options(args.option))
+    names = (args.kernel, args.host, args.arch)
+    adapter, profile = greeted_as_host(args.adapter, spec, names, parse_options(args.option))
     try:
-        if args.host == "auto":
-            profile = resolve_profile(spec, args.kernel, reported_host(adapter, spec), args.arch)
-        else:
-            check_host(spec, adapter.capabilities().host_levels, profile)
         fingerprint = take(adapter, spec, profile, kernel, args.name or socket.gethostname())
     except AgentError as exc:
         raise UsageError(f"the implementation could not be fingerprinted: {exc}") from None
