@@ -9,8 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvm_fwspec.conformance.guest.agent import Served
-from kvm_fwspec.conformance.guest.kvm_ioctl import WORKAROUND_REGISTERS
-from kvm_fwspec.conformance.guest.program import execute
+from kvm_fwspec.conformance.guest.kvm_ioctl import host_levels
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, levels_profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.loader import load_spec
@@ -35,19 +34,3 @@ def reference_served(options: Mapping[str, str]) -> Served:
     if kvm.arch == "arm64":
         hello["host-levels"] = host_levels(kvm)
     return Served(kvm, hello)
-
-
-def host_levels(kvm: ReferenceKvm) -> dict[str, int]:
-    """What the reference's workaround registers report, read as the real-KVM agent reads its
-    host's (a GET of each on a fresh vcpu), so `--host auto` works against it too."""
-    program = {
-        "vcpus": 1,
-        "features": ["psci-0.2"],
-        "steps": [{"op": "get", "vcpu": 0, "reg": reg} for reg in WORKAROUND_REGISTERS.values()],
-    }
-    outcomes = execute(kvm, program)
-    return {
-        name: outcome["value"]
-        for name, outcome in zip(WORKAROUND_REGISTERS, outcomes, strict=True)
-        if "value" in outcome
-    }

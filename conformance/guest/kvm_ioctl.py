@@ -23,6 +23,7 @@ import struct
 from typing import Any
 
 from kvm_fwspec.codegen.generated import kvm_fw_constants as abi
+from kvm_fwspec.conformance.guest.program import Implementation, execute
 
 CODE = struct.pack("<III", 0xD4000002, 0xF9000260, 0x17FFFFFE)  # hvc #0; str x0, [x19]; b .-8
 SLOT_SIZE = 0x10000
@@ -247,17 +248,18 @@ WORKAROUND_REGISTERS = {
 }
 
 
-def host_levels(host: KvmHost) -> dict[str, int]:
-    """What this host's workaround registers report: the host profile to certify against."""
-    vm = host.create_vm()
-    try:
-        vcpu = vm.create_vcpu()
-        vcpu.init(["psci-0.2"])
-        levels = {}
-        for name, reg_id in WORKAROUND_REGISTERS.items():
-            errno_name, value = vcpu.get_one_reg(reg_id)
-            if errno_name is None and value is not None:
-                levels[name] = value
-        return levels
-    finally:
-        vm.close()
+def host_levels(implementation: Implementation) -> dict[str, int]:
+    """What an implementation's workaround registers report, read on a fresh vcpu of PSCI 0.2
+    as a VMM would: the host profile to certify against. Real KVM and the reference agent read
+    it the same way."""
+    program = {
+        "vcpus": 1,
+        "features": ["psci-0.2"],
+        "steps": [{"op": "get", "vcpu": 0, "reg": reg} for reg in WORKAROUND_REGISTERS.values()],
+    }
+    outcomes = execute(implementation, program)
+    return {
+        name: outcome["value"]
+        for name, outcome in zip(WORKAROUND_REGISTERS, outcomes, strict=True)
+        if "value" in outcome
+    }
