@@ -58,7 +58,7 @@ def take(
     }
     observed = adapter.run_programs([*programs, listing])
     accepted: dict[int, list[int]] = {}
-    for (reg_id, value), outcomes in zip(probes, observed, strict=False):
+    for (reg_id, value), outcomes in zip(probes, observed[:-1], strict=True):
         if outcomes[0].get("ok") is True:
             accepted.setdefault(reg_id, []).append(value)
     all_ids = observed[-1][0].get("ids")
