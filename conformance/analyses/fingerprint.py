@@ -14,6 +14,7 @@ from typing import Any
 from kvm_fwspec.conformance.adapters import Adapter
 from kvm_fwspec.conformance.analyses.dump import dump_with
 from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import KernelName
 from kvm_fwspec.spec.model import Register, Spec
 
@@ -69,19 +70,58 @@ def take(
         "provenance": capabilities.provenance,
         "kernel": {"reported": capabilities.kernel, "judged-as": str(kernel), "how": kernel.how},
         "arch": profile.arch,
+        "cpu": None,
         "host-levels": capabilities.host_levels,
         "registers": [
             {
                 "name": register.name if register else None,
                 "id": hex(reg_id),
                 "default": hex(value),
-                "accepts": [hex(v) for v in sorted(accepted.get(reg_id, []))],
+                # An id the spec does not know was not probed: its accepted values are unknown.
+                "accepts": None
+                if register is None
+                else [hex(v) for v in sorted(accepted.get(reg_id, []))],
             }
             for reg_id, value, register in listed
         ],
         "reg-list-length": len(all_ids) if isinstance(all_ids, list) else None,
         "not-recorded": NOT_RECORDED,
     }
+
+
+def judged_by_registers(
+    spec: Spec, kernel_text: str, arch: str, defaults: dict[int, int]
+) -> KernelName:
+    """A kernel the spec does not know by version (Amazon Linux 2's 4.14 carries the PSCI
+    version register as a backport), judged by what it reported instead of refused: the
+    oldest release or stable series the spec describes with the same firmware registers and
+    the same default PSCI version (KVM's newest), or failing that the same registers."""
+    psci = next(r for r in spec.registers if r.kind == "psci-version")
+    reported = set(defaults)
+    newest = defaults.get(int(psci.ids[arch])) if arch in psci.ids else None
+    best: tuple[int, KernelName] | None = None
+    for release in spec.releases:
+        for stable in (False, True):
+            ids = {int(r.ids[arch]) for r in spec.registers if r.exists_on(arch, release, stable)}
+            if ids != reported:
+                continue
+            versions = [v.encoded for v in spec.psci_versions if v.lifetime.covers(release, stable)]
+            score = 2 if newest is not None and versions and max(versions) == newest else 1
+            name = KernelName(release, stable, text=kernel_text)
+            if best is None or score > best[0]:
+                best = (score, name)
+    if best is None:
+        raise UsageError(
+            f"kernel {kernel_text!r}: no release the spec describes has its firmware registers "
+            f"({', '.join(hex(i) for i in sorted(reported))})"
+        )
+    score, name = best
+    matched = "firmware registers and default PSCI version" if score == 2 else "firmware registers"
+    how = (
+        f"the spec does not describe kernel {kernel_text}; judged as {name}, the oldest release "
+        f"it describes whose {matched} match what the host reported (a distribution backport)"
+    )
+    return KernelName(name.release, name.stable, how=how, text=kernel_text)
 
 
 def candidates(spec: Spec, register: Register) -> list[int]:

@@ -9,12 +9,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kvm_fwspec.conformance.analyses.fingerprint import FORMAT
+from kvm_fwspec.conformance.analyses.fingerprint import FORMAT, judged_by_registers
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.model import Register, Spec
 
 SOURCE = "firecracker cpu-template-helper fingerprint dump"
+# KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG, then the register's encoding
+# (op0 << 14 | op1 << 11 | CRn << 7 | CRm << 3 | op2), as arch/arm64/include/uapi/asm/kvm.h
+# builds ARM64_SYS_REG(): what KVM_GET_ONE_REG reads MIDR_EL1 and REVIDR_EL1 by.
+SYSREG_BASE = 0x6030_0000_0013_0000
+
+
+def _sysreg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    return SYSREG_BASE | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
+
+
+MIDR_EL1 = _sysreg(3, 0, 0, 0, 0)
+REVIDR_EL1 = _sysreg(3, 0, 0, 0, 6)
 INFERENCE = (
     "accepts inferred from the defaults: KVM's default PSCI version is the newest it takes, "
     "down to 0.2; a bitmap's default is its mask; a level's settable values are not recorded"
@@ -30,13 +42,16 @@ def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
         values = {int(m["addr"], 16): _bitmap(m["bitmap"]) for m in modifiers}
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"{path}: not a Firecracker fingerprint: no {exc}") from None
-    kernel = parse_kernel_name(spec, kernel_text)
     known = {int(r.ids["arm64"]): r for r in spec.registers if "arm64" in r.ids}
     firmware_class = spec.layout("reg-id").field("class")
     classes = {r.register_class.value for r in spec.registers}
     firmware = sorted(i for i in values if firmware_class.extract(i) in classes)
     if not firmware:
         raise UsageError(f"{path}: records no firmware register: is it an arm64 host's?")
+    try:
+        kernel = parse_kernel_name(spec, kernel_text)
+    except UsageError:
+        kernel = judged_by_registers(spec, kernel_text, "arm64", {i: values[i] for i in firmware})
     return {
         "format": FORMAT,
         "host": host,
@@ -44,6 +59,7 @@ def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
         "provenance": {"source": SOURCE, "file": path.name, "inferred": INFERENCE},
         "kernel": {"reported": kernel_text, "judged-as": str(kernel), "how": kernel.how},
         "arch": "arm64",
+        "cpu": _cpu(values),
         "host-levels": None,
         "registers": [
             {
@@ -55,11 +71,23 @@ def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
             for i in firmware
         ],
         "reg-list-length": len(values),
-        "not-recorded": {
-            "cpu": "the Firecracker file names no MIDR_EL1 (its file name names the CPU)",
-            "capabilities": "the Firecracker file records none for arm64",
-        },
+        "not-recorded": _not_recorded(values),
     }
+
+
+def _cpu(values: dict[int, int]) -> dict[str, str | None] | None:
+    """The host CPU from the vcpu's MIDR_EL1 and REVIDR_EL1, which KVM passes through."""
+    if MIDR_EL1 not in values:
+        return None
+    revidr = values.get(REVIDR_EL1)
+    return {"midr": hex(values[MIDR_EL1]), "revidr": None if revidr is None else hex(revidr)}
+
+
+def _not_recorded(values: dict[int, int]) -> dict[str, str]:
+    missing = {"capabilities": "the Firecracker file records none for arm64"}
+    if MIDR_EL1 not in values:
+        missing["cpu"] = "the Firecracker file has no MIDR_EL1"
+    return missing
 
 
 def _read(path: Path) -> Any:
