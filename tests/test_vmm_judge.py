@@ -12,6 +12,7 @@ import pytest
 
 from kvm_fwspec.conformance.adapters.agent import AgentError
 from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.conformance.analyses.migration_stream import StreamError, cpregs
 from kvm_fwspec.conformance.analyses.vmm_evidence import Load, Saved
 from kvm_fwspec.conformance.analyses.vmm_judge import (
     Matrix,
@@ -24,7 +25,6 @@ from kvm_fwspec.conformance.analyses.vmm_judge import (
 from kvm_fwspec.conformance.analyses.vmm_report import summary, write_report
 from kvm_fwspec.conformance.campaigns import vmm_certification
 from kvm_fwspec.conformance.commands.cli import main
-from kvm_fwspec.conformance.lab.migration_stream import StreamError, cpregs
 from kvm_fwspec.spec.loader import load_spec
 
 SPEC = load_spec()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from kvm_fwspec.conformance.adapters.agent import AgentError
+from kvm_fwspec.conformance.analyses.migration_stream import StreamError
 from kvm_fwspec.conformance.analyses.vmm_evidence import Load, Saved
 from kvm_fwspec.conformance.analyses.vmm_judge import (
     PSCI_SETTING,
@@ -29,7 +30,6 @@ from kvm_fwspec.conformance.analyses.vmm_judge import (
 )
 from kvm_fwspec.conformance.analyses.vmm_report import summary, write_report
 from kvm_fwspec.conformance.lab.kernels import kernel_lines
-from kvm_fwspec.conformance.lab.migration_stream import StreamError
 from kvm_fwspec.conformance.lab.qemu import GuestError
 from kvm_fwspec.conformance.lab.qemu_adapter import default_cache
 from kvm_fwspec.conformance.lab.vmm import SOURCES

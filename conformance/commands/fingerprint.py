@@ -1,4 +1,6 @@
-"""kvm-fwspec fingerprint: record what one host's KVM offers a VM's firmware, for fleet planning."""
+"""kvm-fwspec fingerprint: record what one host's KVM offers a VM's firmware, for fleet planning,
+from an adapter or from a file the host already left (a Firecracker fingerprint, a dump, a QEMU
+migration stream)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from kvm_fwspec.codegen.atomic import write_atomically
 from kvm_fwspec.conformance.adapters import parse_options
 from kvm_fwspec.conformance.adapters.agent import AgentError
 from kvm_fwspec.conformance.analyses.dump import check_output, greeted_as_host
+from kvm_fwspec.conformance.analyses.dump_fingerprint import import_dump
 from kvm_fwspec.conformance.analyses.fingerprint import as_json, as_nfd, take
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
+from kvm_fwspec.conformance.analyses.qemu_stream_fingerprint import import_qemu_stream
 from kvm_fwspec.conformance.commands._arguments import (
     add_adapter_options,
     add_profile_arguments,
@@ -24,6 +28,11 @@ from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
 
 HELP = "record one host's firmware-register defaults and accepted values (JSON or NFD labels)"
+# What each file a host already left is imported by; each says its kernel and host (a stream
+# its host, the user its kernel), so none takes the options that ask an adapter.
+IMPORTERS = ("--from-firecracker", "--from-dump", "--from-qemu-stream")
+ADAPTER_OPTIONS = ("--adapter", "--option", "--kernel", "--host", "--arch")
+DEFAULTS = {"adapter": "reference", "kernel": "latest", "host": "mitigated", "arch": "arm64"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,18 +58,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="import a Firecracker `cpu-template-helper fingerprint dump` file instead of "
         "asking an adapter (accepted values inferred from the defaults, and said so)",
     )
+    parser.add_argument(
+        "--from-dump",
+        type=nonempty_path,
+        metavar="FILE",
+        default=None,
+        help="import a `kvm-fwspec dump` file of a fresh VM of PSCI 0.2 vcpus (kernel and host "
+        "from the file; accepted values inferred from the defaults, and said so)",
+    )
+    parser.add_argument(
+        "--from-qemu-stream",
+        type=nonempty_path,
+        metavar="FILE",
+        default=None,
+        help="import the firmware registers of an arm64 KVM VM's QEMU migration stream; "
+        "needs --kernel (the host's uname -r), which a stream does not record",
+    )
+    # None where the user gave nothing, so an option an importer does not take is refused
+    # rather than ignored; the adapter path fills in DEFAULTS.
+    parser.set_defaults(**dict.fromkeys(DEFAULTS))
 
 
 def run(args: argparse.Namespace) -> int:
+    importer = _importer(args)
     if args.output is not None:
         check_output(args.output)
     spec = load_spec()
-    if args.from_firecracker is not None:
-        if args.adapter != "reference" or args.option:
-            raise UsageError("--from-firecracker reads a file: it takes no --adapter or --option")
-        name = args.name or args.from_firecracker.stem
-        fingerprint = import_firecracker(spec, args.from_firecracker, name)
+    if importer is not None:
+        fingerprint = _imported(args, spec, importer)
         return _write(args, spec, fingerprint, fingerprint["kernel"]["judged-as"])
+    for key, default in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     kernel = parse_kernel_name(spec, args.kernel)
     names = (args.kernel, args.host, args.arch)
     adapter, profile = greeted_as_host(args.adapter, spec, names, parse_options(args.option))
@@ -71,6 +100,40 @@ def run(args: argparse.Namespace) -> int:
     finally:
         adapter.close()
     return _write(args, spec, fingerprint, profile.label)
+
+
+def _importer(args: argparse.Namespace) -> str | None:
+    """The --from-* option given, if any; one line for options that cannot go with it."""
+    given = [o for o in IMPORTERS if getattr(args, _dest(o)) is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} each name a host's file: give one of them")
+    if not given:
+        return None
+    (importer,) = given
+    allowed = {"--kernel"} if importer == "--from-qemu-stream" else set()
+    extra = [o for o in ADAPTER_OPTIONS if o not in allowed and getattr(args, _dest(o))]
+    if extra:
+        raise UsageError(f"{importer} reads a file: it takes no {' or '.join(extra)}")
+    if importer == "--from-qemu-stream" and args.kernel is None:
+        raise UsageError(
+            "--from-qemu-stream needs --kernel (uname -r of the host that saved the stream): "
+            "a stream does not record it"
+        )
+    return importer
+
+
+def _imported(args: argparse.Namespace, spec: Spec, importer: str) -> dict[str, Any]:
+    path = getattr(args, _dest(importer))
+    name = args.name or path.stem
+    if importer == "--from-firecracker":
+        return import_firecracker(spec, path, name)
+    if importer == "--from-dump":
+        return import_dump(spec, path, name)
+    return import_qemu_stream(spec, path, name, args.kernel)
+
+
+def _dest(option: str) -> str:
+    return option.removeprefix("--").replace("-", "_")
 
 
 def _write(args: argparse.Namespace, spec: Spec, fingerprint: dict[str, Any], label: str) -> int:

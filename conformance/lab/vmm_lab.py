@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from kvm_fwspec.conformance.adapters.agent import AgentAdapter, AgentError
+from kvm_fwspec.conformance.analyses.migration_stream import cpregs
 from kvm_fwspec.conformance.analyses.vmm_evidence import PSCI_SETTING, Load, Saved
-from kvm_fwspec.conformance.lab.migration_stream import cpregs
 from kvm_fwspec.conformance.lab.qemu import Guest
 from kvm_fwspec.conformance.lab.tiny_guest import LOAD_ADDRESS, assemble, observed
 from kvm_fwspec.conformance.lab.vmm_host import greet_vmm_host, start_vmm_host

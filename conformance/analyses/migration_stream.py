@@ -7,6 +7,10 @@ ids, ascending) and cpreg_vmstate_values (that many 64-bit values), big-endian o
 Rather than walk every section of the stream (whose layout changes with each QEMU release),
 this finds the one place where a count is followed by that many ascending arm64 register
 ids, which nothing else in the stream looks like.
+
+It lives among the analyses, not the lab, because reading a stream needs no QEMU: the lab
+reads the streams it saves with it, and `fingerprint --from-qemu-stream` reads streams a
+fleet already has.
 """
 
 from __future__ import annotations
