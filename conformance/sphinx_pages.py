@@ -15,6 +15,7 @@ import io
 import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jinja2
@@ -72,10 +73,13 @@ def command_output(args: list[str]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def console_block(args: list[str]) -> list[str]:
-    """reStructuredText for a console session of one command."""
-    lines = [".. code-block:: console", "", f"   $ {' '.join(['kvm-fwspec', *args])}"]
-    lines += [f"   {line}".rstrip() for line in command_output(args).splitlines()]
+def console_block(args: list[str], shown: list[str] | None = None) -> list[str]:
+    """reStructuredText for a console session of one command (shown as `shown`, if given)."""
+    lines = [".. code-block:: console", "", f"   $ {' '.join(['kvm-fwspec', *(shown or args)])}"]
+    output = command_output(args)
+    for arg, written in zip(args, shown or args, strict=True):
+        output = output.replace(arg, written)
+    lines += [f"   {line}".rstrip() for line in output.splitlines()]
     return [*lines, ""]
 
 
@@ -136,7 +140,12 @@ class CommandDirective(_RstDirective):
     final_argument_whitespace = True
 
     def rst(self) -> list[str]:
-        return console_block(self.arguments[0].split())
+        """A path written relative to the checkout (tests/fixtures/...) is found from the docs
+        folder, wherever sphinx-build runs, and shown as written."""
+        checkout = Path(self.env.srcdir).parent
+        written = self.arguments[0].split()
+        found = [str(checkout / a) if (checkout / a).exists() and "/" in a else a for a in written]
+        return console_block(found, shown=written)
 
 
 class CommandHelpDirective(_RstDirective):
