@@ -19,20 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kvm_fwspec.conformance.analyses.accepts_inference import INFERENCE, inferred_accepts
 from kvm_fwspec.conformance.analyses.dump import FORMAT as DUMP_FORMAT
 from kvm_fwspec.conformance.analyses.dump_file import SavedDump, read_dump
 from kvm_fwspec.conformance.analyses.fingerprint import FORMAT
-from kvm_fwspec.spec import rule_language as rl
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
-from kvm_fwspec.spec.model import Register, Spec
+from kvm_fwspec.spec.model import Spec
 
 SOURCE = "kvm-fwspec dump"
-INFERENCE = (
-    "accepts inferred from the defaults: KVM's default PSCI version is the newest it takes, "
-    "down to 0.2; a bitmap KVM resets to its known bits has its default as its mask; an "
-    "opt-in bitmap's (reset to 0) and a level's settable values are not recorded"
-)
 NOT_RECORDED = {
     "cpu": "a dump records no MIDR_EL1/REVIDR_EL1",
     "capabilities": "a dump records no KVM_CHECK_EXTENSION answer",
@@ -119,22 +114,6 @@ def firmware_rows(spec: Spec, arch: str, registers: Mapping[int, int]) -> list[d
         for reg_id, value in sorted(registers.items())
         if layout.field("class").extract(reg_id) in firmware
     ]
-
-
-def inferred_accepts(spec: Spec, register: Register | None, default: int) -> list[str] | None:
-    """What a host whose `register` reads `default` on a fresh VM takes, as far as the default
-    says: every PSCI version from 0.2 up to it (KVM's default is the newest it implements), or
-    each bit of a bitmap the spec resets to `known-bits` (KVM offers a new VM every service
-    it has). An opt-in bitmap (VENDOR_HYP_BMAP_2 resets to 0 whatever KVM knows) and a level
-    register (its value is the host's level) say nothing of what else KVM takes: None."""
-    if register is None or register.kind == "level":
-        return None
-    if register.kind == "psci-version":
-        versions = {v.encoded for v in spec.psci_versions if 2 <= v.encoded <= default}
-        return [hex(v) for v in sorted(versions | {default})]
-    if register.reset != rl.Name("known-bits"):
-        return None
-    return [hex(1 << bit) for bit in range(64) if default >> bit & 1]
 
 
 def read_levels(spec: Spec, arch: str, registers: Mapping[int, int]) -> dict[str, int]:

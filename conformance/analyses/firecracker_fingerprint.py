@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kvm_fwspec.conformance.analyses.accepts_inference import INFERENCE, inferred_accepts
 from kvm_fwspec.conformance.analyses.fingerprint import FORMAT, judged_by_registers
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
-from kvm_fwspec.spec.model import Register, Spec
+from kvm_fwspec.spec.model import Spec
 
 SOURCE = "firecracker cpu-template-helper fingerprint dump"
 # KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG, then the register's encoding
@@ -27,10 +28,6 @@ def _sysreg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
 
 MIDR_EL1 = _sysreg(3, 0, 0, 0, 0)
 REVIDR_EL1 = _sysreg(3, 0, 0, 0, 6)
-INFERENCE = (
-    "accepts inferred from the defaults: KVM's default PSCI version is the newest it takes, "
-    "down to 0.2; a bitmap's default is its mask; a level's settable values are not recorded"
-)
 
 
 def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
@@ -66,7 +63,7 @@ def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
                 "name": known[i].name if i in known else None,
                 "id": hex(i),
                 "default": hex(values[i]),
-                "accepts": _inferred(spec, known.get(i), values[i]),
+                "accepts": inferred_accepts(spec, known.get(i), values[i]),
             }
             for i in firmware
         ],
@@ -106,11 +103,3 @@ def _bitmap(text: str) -> int:
     if not text.startswith("0b") or set(text[2:]) - {"0", "1"}:
         raise ValueError(f"bitmap {text[:20]!r}")
     return int(text[2:], 2)
-
-
-def _inferred(spec: Spec, register: Register | None, default: int) -> list[str] | None:
-    if register is None or register.kind == "level":
-        return None
-    if register.kind == "psci-version":
-        return [hex(v.encoded) for v in spec.psci_versions if 2 <= v.encoded <= default]
-    return [hex(b.mask) for b in register.bits if b.mask & default]

@@ -19,6 +19,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
+from kvm_fwspec.conformance.analyses.accepts_inference import inferred_accepts
 from kvm_fwspec.conformance.analyses.fingerprint import FORMAT, SCHEMA
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
 from kvm_fwspec.conformance.profile import Profile, resolve_profile
@@ -27,7 +28,8 @@ from kvm_fwspec.spec.model import Register, Spec
 
 INFERRED = (
     "accepts not recorded: inferred from the default (the newest PSCI version it takes, down "
-    "to 0.2; a bitmap's default is its mask; a workaround level at most the host's)"
+    "to 0.2; a bitmap's default is its mask, an opt-in bitmap's only the bits it holds; a "
+    "workaround level at most the host's)"
 )
 
 
@@ -221,20 +223,22 @@ def _offer(spec: Spec, register: Register | None, reg_id: int, entry: dict[str, 
         return Offer(
             reg_id, name, kind, default, frozenset(int(v, 16) for v in entry["accepts"]), False
         )
-    return Offer(reg_id, name, kind, default, inferred_accepts(spec, register, default), True)
+    return Offer(reg_id, name, kind, default, planned_accepts(spec, register, default), True)
 
 
-def inferred_accepts(spec: Spec, register: Register | None, default: int) -> frozenset[int]:
-    """What a host takes, from its default alone (see INFERRED): KVM's default PSCI version is
-    the newest it implements; a bitmap's default is every bit it offers; a workaround register
-    takes a level at most the host's (KVM's `accept-at-most-host` rules)."""
-    if register is None:
-        return frozenset({default})
-    if register.kind == "psci-version":
-        return frozenset(v.encoded for v in spec.psci_versions if 2 <= v.encoded <= default)
-    if register.kind == "level":
+def planned_accepts(spec: Spec, register: Register | None, default: int) -> frozenset[int]:
+    """What the plan takes a host to accept where its fingerprint did not record it (see
+    INFERRED): the importers' inference, and where even that says nothing, no more than what
+    the host already holds: a workaround level at most its own (KVM's `accept-at-most-host`
+    rules), an opt-in bitmap's bits already set, an unknown register's own value."""
+    inferred = inferred_accepts(spec, register, default)
+    if inferred is not None:
+        return frozenset(int(v, 16) for v in inferred)
+    if register is not None and register.kind == "level":
         return frozenset(v.value for v in register.values if v.value <= default)
-    return frozenset(b.mask for b in register.bits if b.mask & default)
+    if register is not None and register.kind == "bitmap":
+        return frozenset(1 << bit for bit in range(64) if default >> bit & 1)
+    return frozenset({default})
 
 
 def profile_of(spec: Spec, host: Host) -> Profile:
