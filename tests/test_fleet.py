@@ -117,7 +117,7 @@ def test_graviton_baseline_names_why_each_other_pool_is_out(tmp_path: Path) -> N
     plan = plan_of(graviton_files(tmp_path))
     baseline = plan.baseline
     assert len(baseline.pools) == 1 and len(baseline.excluded) == 2
-    reasons = " | ".join(why for _, why in baseline.excluded)
+    reasons = " | ".join(e.why for _, why in baseline.excluded for e in why)
     assert "ENOENT on restore" in reasons
     text = as_text(plan)
     assert "KVM_SET_ONE_REG psci-version" in text and "left out" in text
@@ -162,14 +162,19 @@ def test_every_pair_of_the_baseline_set_is_safe(
     assert out | set(members) == {p.id for p in plan.pools} and not out & set(members)
 
 
-def test_a_pin_brings_6_1_and_7_2_hosts_together_only_if_the_guest_sees_no_change(
+def test_6_1_and_6_12_share_a_pool_and_7_2_is_kept_out_by_its_register_and_pin(
     tmp_path: Path,
 ) -> None:
     plan = plan_of(reference_files(tmp_path, [("6.1", "mitigated"), ("6.12", "mitigated")]))
     assert len(plan.pools) == 1  # identical behaviour: one pool, two kernels
     plan = plan_of(reference_files(tmp_path, [("6.1", "mitigated"), ("7.2", "mitigated")]))
     out = dict(plan.baseline.excluded)
-    assert len(out) == 1 and "vendor-hyp-bmap-2" in next(iter(out.values()))
+    assert len(out) == 1
+    # The tie goes to 7.2 (the newer pin): 6.1 lacks its register and refuses its PSCI 1.3.
+    assert [(e.kind, e.subject) for e in next(iter(out.values()))] == [
+        ("lacks", "vendor-hyp-bmap-2"),
+        ("pin", "psci-version"),
+    ]
 
 
 def test_a_lower_workaround_level_is_named_as_what_keeps_a_pool_out(tmp_path: Path) -> None:
@@ -178,8 +183,13 @@ def test_a_lower_workaround_level_is_named_as_what_keeps_a_pool_out(tmp_path: Pa
             tmp_path, [("6.1", "mitigated"), ("6.12", "mitigated"), ("6.1", "vulnerable")]
         )
     )
-    ((_pool, why),) = plan.baseline.excluded
-    assert "smccc-arch-workaround-1 is 0x0, below the set's 0x1" in why
+    ((_pool, reasons),) = plan.baseline.excluded
+    assert [(e.kind, e.subject) for e in reasons] == [
+        ("level", "smccc-arch-workaround-1"),
+        ("level", "smccc-arch-workaround-2"),
+        ("level", "smccc-arch-workaround-3"),
+    ]
+    assert "smccc-arch-workaround-1 is 0x0, below the set's 0x1" in reasons[0].why
 
 
 def test_a_kernel_the_spec_has_not_seen_is_planned_from_what_it_reported(tmp_path: Path) -> None:

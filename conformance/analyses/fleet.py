@@ -100,13 +100,24 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """One reason a pool is out of the baseline's set, for people (`why`) and for checks
+    (`kind`: arch, lacks, lists, level, pin, view or tie; `subject`: the register or the
+    guest answer it is about)."""
+
+    kind: str
+    subject: str
+    why: str
+
+
+@dataclass(frozen=True)
 class Baseline:
     """What a VMM applies at creation so a VM moves between `pools` unchanged."""
 
     pools: tuple[str, ...]
     psci_version: int | None
     bitmaps: tuple[tuple[str, int], ...]
-    excluded: tuple[tuple[str, str], ...]  # (pool, the register or answer that keeps it out)
+    excluded: tuple[tuple[str, tuple[Exclusion, ...]], ...]  # each pool left out, and why
 
     def values(self, pool: Pool) -> dict[int, int]:
         """The registers of a VM created on `pool` with this configuration."""
@@ -400,39 +411,65 @@ def _takes_pin(pool: Pool, pin: int) -> bool:
     return offer is not None and offer.takes(pin)
 
 
-def why_excluded(judge: Judge, pool: Pool, part: list[Pool], baseline: Baseline) -> str:
-    """The first thing that keeps `pool` out of the baseline's set, in the order a restore
-    meets it: a register one side lacks, a workaround level, the pin, then the guest's view."""
+def why_excluded(
+    judge: Judge, pool: Pool, part: list[Pool], baseline: Baseline
+) -> tuple[Exclusion, ...]:
+    """Everything that keeps `pool` out of the baseline's set, in the order a restore meets
+    it: registers one side lacks, workaround levels, the pin; and only when none of those,
+    the guest answers that differ under the baseline."""
     member = part[0]
     theirs = {o.reg_id: o for o in member.offers}
     mine = {o.reg_id: o for o in pool.offers}
     if pool.profile.arch != member.profile.arch:
-        return f"it is {pool.profile.arch}, the set is {member.profile.arch}"
-    for reg_id in sorted(set(theirs) - set(mine)):
-        return f"it lacks {theirs[reg_id].name}, which the set's hosts list (ENOENT on restore)"
-    for reg_id in sorted(set(mine) - set(theirs)):
-        return f"it lists {mine[reg_id].name}, which the set's hosts lack (ENOENT on restore)"
+        why = f"it is {pool.profile.arch}, the set is {member.profile.arch}"
+        return (Exclusion("arch", pool.profile.arch, why),)
+    found = [
+        Exclusion("lacks", theirs[i].name, f"it lacks {theirs[i].name}, which the set's hosts "
+                  "list (ENOENT on restore)")
+        for i in sorted(set(theirs) - set(mine))
+    ] + [
+        Exclusion("lists", mine[i].name, f"it lists {mine[i].name}, which the set's hosts lack "
+                  "(ENOENT on restore)")
+        for i in sorted(set(mine) - set(theirs))
+    ]  # fmt: skip
     for reg_id, offer in sorted(mine.items()):
-        other = theirs[reg_id]
-        if offer.kind in ("level", "unknown") and offer.default != other.default:
+        other = theirs.get(reg_id)
+        if other and offer.kind in ("level", "unknown") and offer.default != other.default:
             relation = "above" if offer.default > other.default else "below"
-            return (
-                f"its {offer.name} is {offer.default:#x}, {relation} the set's {other.default:#x} "
-                "(a host reports its own level: no VM configuration changes it)"
+            found.append(
+                Exclusion(
+                    "level",
+                    offer.name,
+                    f"its {offer.name} is {offer.default:#x}, {relation} the set's "
+                    f"{other.default:#x} (a host reports its own level: no VM configuration "
+                    "changes it)",
+                )
             )
-    if baseline.psci_version is not None and not _takes_pin(pool, baseline.psci_version):
+    pin = baseline.psci_version
+    if pin is not None and not _takes_pin(pool, pin):
         psci = _psci(pool)
         taken = ", ".join(f"{v:#x}" for v in sorted(psci.accepts)) if psci else "nothing"
-        return f"it does not take the PSCI pin {baseline.psci_version:#x} (it takes {taken})"
+        found.append(
+            Exclusion(
+                "pin", "psci-version", f"it does not take the PSCI pin {pin:#x} (it takes {taken})"
+            )
+        )
+    if found:
+        return tuple(found)
     mine_view = judge.view(pool, values_for(pool, baseline))
     their_view = judge.view(member, baseline.values(member))
-    for key in sorted(set(mine_view) | set(their_view)):
-        if mine_view.get(key) != their_view.get(key):
-            return (
-                f"under the baseline its guest sees {key} = {_show(mine_view.get(key))}, "
-                f"the set's see {_show(their_view.get(key))}"
-            )
-    return "the set is larger without it"  # a tie broken towards the set chosen
+    views = [
+        Exclusion(
+            "view",
+            key,
+            f"under the baseline its guest sees {key} = {_show(mine_view.get(key))}, "
+            f"the set's see {_show(their_view.get(key))}",
+        )
+        for key in sorted(set(mine_view) | set(their_view))
+        if mine_view.get(key) != their_view.get(key)
+    ]
+    # None of the above: a tie between equal sets, broken towards the set chosen.
+    return tuple(views) or (Exclusion("tie", "", "the set is as large without it"),)
 
 
 def values_for(pool: Pool, baseline: Baseline) -> dict[int, int]:

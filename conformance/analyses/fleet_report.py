@@ -37,7 +37,16 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             "vcpu-features": list(FEATURES),
             "psci-version": _hex(baseline.psci_version),
             "bitmaps": {name: _hex(value) for name, value in baseline.bitmaps},
-            "excluded": [{"pool": p, "why": why} for p, why in baseline.excluded],
+            "excluded": [
+                {
+                    "pool": p,
+                    "why": "; ".join(e.why for e in reasons),
+                    "reasons": [
+                        {"kind": e.kind, "subject": e.subject, "why": e.why} for e in reasons
+                    ],
+                }
+                for p, reasons in baseline.excluded
+            ],
             "matrix": [_cell(c) for c in plan.baseline_matrix.values()],
         },
     }
@@ -155,7 +164,10 @@ def _baseline_text(plan: Plan) -> list[str]:
     if baseline.psci_version is not None:
         lines.append(f"  KVM_SET_ONE_REG psci-version = {baseline.psci_version:#x}")
     lines += [f"  KVM_SET_ONE_REG {name} = {value:#x}" for name, value in baseline.bitmaps]
-    lines += [f"  left out {pool}: {why}" for pool, why in baseline.excluded]
+    lines += [
+        f"  left out {pool}: {'; '.join(e.why for e in reasons)}"
+        for pool, reasons in baseline.excluded
+    ]
     lines += _grid("VMs created with the baseline", plan, plan.baseline_matrix)
     return lines
 

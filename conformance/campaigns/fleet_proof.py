@@ -606,56 +606,67 @@ def _answer(outcome: dict[str, Any]) -> str:
 def _check_excluded(
     plan: Plan, evidence: dict[str, Any], pools: dict[str, Pool], names: dict[int, str]
 ) -> list[str]:
-    """Each pool the baseline leaves out, for the reason the plan gives: the register it
-    names is refused by a real restore of baseline VMs between the pool and the set; the pin
-    it does not take is refused at creation; or its guest's answers differ from the set's."""
+    """Each reason the plan gives for leaving a pool out of the baseline, held to real KVM: a
+    register it names (one side lacks it, or its level differs) is refused by a real restore
+    of baseline VMs between the pool and the set; a pin it does not take is refused at
+    creation; a guest answer it names differs between the pool's guests and the set's."""
     if plan.baseline is None:
         return []
     lines = []
     saves = {s["label"]: s for s in evidence["saves"]}
     hosts_of = {p.id: [h for h, q in pools.items() if q.id == p.id] for p in plan.pools}
     members = {h for p in plan.baseline.pools for h in hosts_of[p]}
-    register_names = sorted(set(names.values()), key=len, reverse=True)
-    for pool_id, why in plan.baseline.excluded:
+    for pool_id, reasons in plan.baseline.excluded:
         outsiders = set(hosts_of[pool_id])
-        named = next(
-            (n for n in register_names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", why)),
-            None,
-        )
-        if "PSCI pin" in why:
-            refused = [
-                m
-                for h in outsiders
-                for m in saves[f"{h}:baseline"]["created"]
-                if names.get(m["reg"]) == "psci-version" and m["outcome"] != {"ok": True}
-            ]
-            if not refused:
-                lines.append(f"left out {pool_id} ({why}): real KVM took the pin at creation")
-        elif named is not None and "guest sees" not in why:
-            failed = [
-                r
-                for r in evidence["restores"]
-                if r["source"].endswith(":baseline")
-                and {saves[r["source"]]["host"], r["target"]} & outsiders
-                and {saves[r["source"]]["host"], r["target"]} & members
-                and any(
-                    _name(names, reg["id"]) == named and o != {"ok": True}
-                    for reg, o in zip(saves[r["source"]]["registers"], r["outcomes"], strict=True)
-                )
-            ]
-            if not failed:
-                lines.append(
-                    f"left out {pool_id} ({why}): no real restore between it and the set "
-                    f"failed on {named}"
-                )
-        else:
-            mine = [saves[f"{h}:baseline"]["answers"] for h in outsiders]
-            theirs = [saves[f"{h}:baseline"]["answers"] for h in members]
-            if any(a == b for a in mine for b in theirs):
-                lines.append(
-                    f"left out {pool_id} ({why}): its guest answered as the set's guests do"
-                )
+        for reason in reasons:
+            if reason.kind == "pin":
+                refused = [
+                    m
+                    for h in outsiders
+                    for m in saves[f"{h}:baseline"]["created"]
+                    if names.get(m["reg"]) == "psci-version" and m["outcome"] != {"ok": True}
+                ]
+                if not refused:
+                    lines.append(f"left out {pool_id} ({reason.why}): real KVM took the pin")
+            elif reason.kind in ("lacks", "lists", "level"):
+                if not _restore_failed_on(
+                    evidence, saves, names, reason.subject, outsiders, members
+                ):
+                    lines.append(
+                        f"left out {pool_id} ({reason.why}): no real restore between it and "
+                        f"the set failed on {reason.subject}"
+                    )
+            else:
+                mine = [saves[f"{h}:baseline"]["answers"] for h in outsiders]
+                theirs = [saves[f"{h}:baseline"]["answers"] for h in members]
+                if any(a == b for a in mine for b in theirs):
+                    lines.append(
+                        f"left out {pool_id} ({reason.why}): its guest answered as the set's do"
+                    )
     return lines
+
+
+def _restore_failed_on(
+    evidence: dict[str, Any],
+    saves: dict[str, Any],
+    names: dict[int, str],
+    register: str,
+    outsiders: set[str],
+    members: set[str],
+) -> bool:
+    """Did a real restore of a baseline VM between the outsiders and the set (either way)
+    fail on `register`?"""
+    for restore in evidence["restores"]:
+        if not restore["source"].endswith(":baseline"):
+            continue
+        save = saves[restore["source"]]
+        ends = {save["host"], restore["target"]}
+        if not (ends & outsiders and ends & members):
+            continue
+        for saved, outcome in zip(save["registers"], restore["outcomes"], strict=True):
+            if _name(names, saved["id"]) == register and outcome != {"ok": True}:
+                return True
+    return False
 
 
 # -- the command ---------------------------------------------------------------------------
