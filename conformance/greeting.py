@@ -15,9 +15,17 @@ from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Spec
 
 
-def greeted_adapter(name: str, spec: Spec, profile: Profile, options: Mapping[str, str]) -> Adapter:
+def greeted_adapter(
+    name: str,
+    spec: Spec,
+    profile: Profile,
+    options: Mapping[str, str],
+    kernel_from_hello: bool = False,
+) -> Adapter:
     """The adapter, opened with the user's options and asked what it is, or one line saying
-    why not: no case runs against an implementation that cannot say hello."""
+    why not: no case runs against an implementation that cannot say hello. With
+    `kernel_from_hello` (`--kernel auto`) the kernel it claims is the caller's to take, not
+    one to hold against `profile`."""
     try:
         adapter = load_adapter(name, profile, options)
     except OSError as exc:  # the program or address the options name
@@ -38,6 +46,14 @@ def greeted_adapter(name: str, spec: Spec, profile: Profile, options: Mapping[st
         adapter.close()
         raise
     claimed = capabilities.kernel
+    if kernel_from_hello:
+        if claimed is None:
+            adapter.close()
+            raise UsageError(
+                f"--kernel auto: {capabilities.implementation} does not say which kernel it "
+                "is; name it with --kernel"
+            )
+        return adapter
     if claimed is not None and not claims_profile(spec, claimed, profile):
         adapter.close()
         raise UsageError(

@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,41 @@ def test_a_damaged_firecracker_file_is_one_line(tmp_path: Path, edit: Any, messa
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"kvm-fwspec: {damaged}: ") and message in line
+
+
+def test_kernel_auto_takes_the_kernel_the_agent_reports() -> None:
+    """--kernel auto, as the DaemonSet and the playbook can use it: the kernel is the one the
+    implementation's hello names, judged as the spec judges that name."""
+    command = f"command={AGENT} --kernel 5.10.y --host vulnerable"
+    document = taken(
+        "--adapter", "agent", "--option", command, "--kernel", "auto", "--host", "auto"
+    )
+    assert document["kernel"]["reported"] == "5.10.y"
+    assert document["kernel"]["judged-as"] == "5.10.y"
+    assert "std-bmap" not in registers(document)  # a 5.10 host, not the newest release
+
+
+NO_KERNEL_AGENT = """
+import json, sys
+from kvm_fwspec.conformance.guest.agent import Session
+from kvm_fwspec.conformance.reference_agent import reference_served
+session = Session(reference_served({"kernel": "6.1", "host": "mitigated"}))
+for line in sys.stdin:
+    response, done = session(line)
+    if json.loads(line)["method"] == "hello":
+        response["result"].pop("kernel", None)
+    print(json.dumps(response), flush=True)
+    if done:
+        break
+"""
+
+
+def test_kernel_auto_with_an_agent_that_names_no_kernel_is_one_line(tmp_path: Path) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text(NO_KERNEL_AGENT)
+    command = f"command={shlex.join([sys.executable, str(agent)])}"
+    result = fingerprint("--adapter", "agent", "--option", command, "--kernel", "auto")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith(
+        "does not say which kernel it is; name it with --kernel"
+    ), result.stderr

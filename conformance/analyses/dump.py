@@ -126,12 +126,17 @@ def greeted_as_host(
 ) -> tuple[Adapter, Profile]:
     """The adapter, greeted, and the profile of the host it is: `--host auto` takes the host
     its hello reports, and a named host it does not report is refused (check_host), so what
-    is recorded of an implementation is what it is, never the profile's names for another."""
+    is recorded of an implementation is what it is, never the profile's names for another;
+    `--kernel auto` takes the kernel its hello reports (`uname -r` on real KVM)."""
     kernel, host, arch = profile_name
     first_host = spec.host_profiles[0].name if host == "auto" else host
-    profile = resolve_profile(spec, kernel, first_host, arch)
-    adapter = greeted_adapter(adapter_name, spec, profile, options)
+    auto = kernel == "auto"
+    profile = resolve_profile(spec, "latest" if auto else kernel, first_host, arch)
+    adapter = greeted_adapter(adapter_name, spec, profile, options, kernel_from_hello=auto)
     try:
+        if auto:
+            kernel = reported_kernel(adapter)
+            profile = resolve_profile(spec, kernel, first_host, arch)
         if host == "auto":
             profile = resolve_profile(spec, kernel, reported_host(adapter, spec), arch)
         else:
@@ -140,6 +145,13 @@ def greeted_as_host(
         adapter.close()
         raise
     return adapter, profile
+
+
+def reported_kernel(adapter: Adapter) -> str:
+    """The kernel an adapter's hello named (greeted_adapter has refused one that named none)."""
+    kernel = adapter.capabilities().kernel
+    assert kernel is not None
+    return kernel
 
 
 def check_host(spec: Spec, reported: dict[str, int] | None, profile: Profile) -> None:

@@ -16,12 +16,19 @@ def nonempty_path(text: str) -> Path:
     return Path(text)
 
 
-def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    """--kernel, --host and --arch: the KVM profile an implementation is held to."""
+def add_profile_arguments(parser: argparse.ArgumentParser, auto: bool = False) -> None:
+    """--kernel, --host and --arch: the KVM profile an implementation is held to; with `auto`,
+    a command that records an implementation may take both from its hello."""
+    kernel_auto = ", or auto: the kernel the adapter's hello reports" if auto else ""
+    host_auto = ", or auto: the levels the adapter's hello reports" if auto else ""
     parser.add_argument(
-        "--kernel", default="latest", help="kernel release profile, e.g. 6.12 (default: newest)"
+        "--kernel",
+        default="latest",
+        help=f"kernel release profile, e.g. 6.12 (default: newest){kernel_auto}",
     )
-    parser.add_argument("--host", default="mitigated", help="host profile (default: mitigated)")
+    parser.add_argument(
+        "--host", default="mitigated", help=f"host profile (default: mitigated){host_auto}"
+    )
     parser.add_argument("--arch", default="arm64", help="architecture (default: arm64)")
 
 

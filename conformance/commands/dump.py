@@ -17,7 +17,7 @@ HELP = "save a VM's firmware registers through an adapter, as a VMM would"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default="reference", help="adapter name (default: reference)")
-    add_profile_arguments(parser)
+    add_profile_arguments(parser, auto=True)
     parser.add_argument("--features", default="psci-0.2", help="vcpu features: psci-0.2 or none")
     parser.add_argument(
         "--psci-version",

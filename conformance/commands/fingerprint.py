@@ -12,7 +12,7 @@ from typing import Any
 from kvm_fwspec.codegen.atomic import write_atomically
 from kvm_fwspec.conformance.adapters import parse_options
 from kvm_fwspec.conformance.adapters.agent import AgentError
-from kvm_fwspec.conformance.analyses.dump import check_output, greeted_as_host
+from kvm_fwspec.conformance.analyses.dump import check_output, greeted_as_host, reported_kernel
 from kvm_fwspec.conformance.analyses.dump_fingerprint import import_dump
 from kvm_fwspec.conformance.analyses.fingerprint import as_json, as_nfd, take
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
@@ -37,7 +37,7 @@ DEFAULTS = {"adapter": "reference", "kernel": "latest", "host": "mitigated", "ar
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default="reference", help="adapter name (default: reference)")
-    add_profile_arguments(parser)
+    add_profile_arguments(parser, auto=True)
     add_adapter_options(parser)
     parser.add_argument(
         "--format",
@@ -90,10 +90,13 @@ def run(args: argparse.Namespace) -> int:
     for key, default in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
-    kernel = parse_kernel_name(spec, args.kernel)
+    if args.kernel != "auto":
+        parse_kernel_name(spec, args.kernel)  # a misspelt kernel, before anything starts
     names = (args.kernel, args.host, args.arch)
     adapter, profile = greeted_as_host(args.adapter, spec, names, parse_options(args.option))
     try:
+        text = reported_kernel(adapter) if args.kernel == "auto" else args.kernel
+        kernel = parse_kernel_name(spec, text)
         fingerprint = take(adapter, spec, profile, kernel, args.name or socket.gethostname())
     except AgentError as exc:
         raise UsageError(f"the implementation could not be fingerprinted: {exc}") from None
