@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvm_fwspec.conformance.guest.agent import Served
-from kvm_fwspec.conformance.guest.kvm_ioctl import host_levels
+from kvm_fwspec.conformance.guest.kvm_ioctl import REPORTED_CAPABILITIES, host_levels
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, levels_profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.loader import load_spec
@@ -17,7 +17,8 @@ from kvm_fwspec.spec.loader import load_spec
 
 def reference_served(options: Mapping[str, str]) -> Served:
     """A ReferenceKvm for the options' kernel (`6.1`, or `6.1.y` for its stable series), host
-    and arch, with the hello it gives."""
+    and arch, with the hello it gives: no CPU, and the capabilities the spec gives the
+    release."""
     kernel = options["kernel"]
     release = kernel.removesuffix(".y")
     host: str | dict[str, str] = options["host"]
@@ -30,7 +31,20 @@ def reference_served(options: Mapping[str, str]) -> Served:
         "kernel": kernel,
         "arch": kvm.arch,
         "features": ["guest-calls", "psci-0.1-vcpus"],
+        "cpu": None,  # the reference runs on no CPU: a fingerprint records none
     }
     if kvm.arch == "arm64":
         hello["host-levels"] = host_levels(kvm)
+        hello["kvm-capabilities"] = reference_capabilities(kvm)
     return Served(kvm, hello)
+
+
+def reference_capabilities(kvm: ReferenceKvm) -> dict[str, int]:
+    """What KVM_CHECK_EXTENSION answers for each capability a real-KVM agent reports, as the
+    spec dates it (the reference's tables are the spec's): 1 from the release the capability
+    came in, else 0. One the spec does not declare (the SMCCC filter, a VM attribute) is left
+    out, never guessed."""
+    declared = {c["name"]: c for c in kvm.tables["capabilities"]}
+    return {
+        name: int(kvm.covers(declared[name])) for name in REPORTED_CAPABILITIES if name in declared
+    }

@@ -27,6 +27,11 @@ class Capabilities:
     features: frozenset[str] = field(default_factory=frozenset)
     host_levels: dict[str, int] | None = field(default=None, compare=False)
     provenance: dict[str, str] = field(default_factory=dict, compare=False)
+    # What a fingerprint records of the host beyond its registers, when the implementation
+    # reports it (None when it does not): MIDR_EL1/REVIDR_EL1 as lowercase hex strings, and
+    # KVM_CHECK_EXTENSION-style answers by capability name (docs/agent-protocol.md, hello).
+    cpu: dict[str, str | None] | None = field(default=None, compare=False, kw_only=True)
+    kvm_capabilities: dict[str, int] | None = field(default=None, compare=False, kw_only=True)
 
 
 class AdapterError(Exception):

@@ -40,6 +40,8 @@ from kvm_fwspec.conformance.guest.wire import (
     WireError,
     decode_outcome,
     encode_program,
+    from_hex,
+    to_hex,
 )
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.errors import UsageError
@@ -251,6 +253,8 @@ class AgentAdapter:
             frozenset(self.hello.get("features", [])),
             self.hello.get("host-levels"),
             self.describe(),
+            cpu=_cpu(self.hello.get("cpu")),
+            kvm_capabilities=self.hello.get("kvm-capabilities"),
         )
 
     def describe(self) -> dict[str, str]:
@@ -301,7 +305,49 @@ def _hello_problem(hello: dict[str, Any]) -> str | None:
         isinstance(v, int) and not isinstance(v, bool) for v in levels.values()
     ):
         return f"the agent's hello: host-levels {levels!r} is not an object of integers"
+    cpu = hello.get("cpu")
+    cpu_problem = None if cpu is None else _cpu_problem(cpu)
+    if cpu_problem:
+        return f"the agent's hello: cpu {cpu!r} {cpu_problem}"
+    capabilities = hello.get("kvm-capabilities")
+    if capabilities is not None and not (
+        isinstance(capabilities, dict) and all(_is_count(v) for v in capabilities.values())
+    ):
+        return (
+            f"the agent's hello: kvm-capabilities {capabilities!r} is not an object of "
+            "integers from 0"
+        )
     return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _cpu_problem(cpu: Any) -> str | None:
+    """Why a hello's `cpu` is not {"midr": HEX, "revidr": HEX or null}; None if it is."""
+    if not isinstance(cpu, dict):
+        return 'is not an object such as {"midr": "0x410fd0c1", "revidr": "0x0"}'
+    for key in ("midr", "revidr"):
+        value = cpu.get(key)
+        if key == "revidr" and value is None:
+            continue  # absent or null: the agent could not read it
+        try:
+            from_hex(value)
+        except WireError:
+            return f'has a {key} of {value!r}, not a hex string such as "0x410fd0c1"'
+    return None
+
+
+def _cpu(cpu: Any) -> dict[str, str | None] | None:
+    """A checked hello's `cpu`, its registers written as the fingerprint writes numbers."""
+    if cpu is None:
+        return None
+    revidr = cpu.get("revidr")
+    return {
+        "midr": to_hex(from_hex(cpu["midr"])),
+        "revidr": None if revidr is None else to_hex(from_hex(revidr)),
+    }
 
 
 def _times(count: int) -> str:

@@ -11,8 +11,9 @@ import re
 from importlib import resources
 from typing import Any
 
-from kvm_fwspec.conformance.adapters import Adapter
+from kvm_fwspec.conformance.adapters import Adapter, Capabilities
 from kvm_fwspec.conformance.analyses.dump import dump_with
+from kvm_fwspec.conformance.guest.kvm_ioctl import REPORTED_CAPABILITIES
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import KernelName
@@ -20,10 +21,12 @@ from kvm_fwspec.spec.model import Register, Spec
 
 FORMAT = "kvm-fwspec-fingerprint/1"
 SCHEMA = resources.files("kvm_fwspec.conformance") / "schemas" / "fingerprint.schema.json"
-# What an adapter's protocol cannot see, said in the file rather than left out silently.
+# What the implementation did not report, said in the file rather than left out silently.
 NOT_RECORDED = {
-    "cpu": "MIDR_EL1/REVIDR_EL1 are read from the host's sysfs, which the adapter does not reach",
-    "capabilities": "KVM_CHECK_EXTENSION is not part of the agent protocol",
+    "cpu": "the implementation reported no MIDR_EL1/REVIDR_EL1 (an agent whose hello has no "
+    "cpu, or an implementation that runs on no CPU, as the reference does)",
+    "capabilities": "the implementation reported no KVM_CHECK_EXTENSION answers (an agent "
+    "whose hello has no kvm-capabilities)",
 }
 LABEL_PREFIX = "kvm-fwspec.io/"
 # Kubernetes label values: at most 63 of these characters, starting and ending alphanumeric.
@@ -33,7 +36,8 @@ LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 def take(
     adapter: Adapter, spec: Spec, profile: Profile, kernel: KernelName, host: str
 ) -> dict[str, Any]:
-    """One host's fingerprint, from a fresh VM of PSCI 0.2 vcpus (as VMMs create them)."""
+    """One host's fingerprint, from a fresh VM of PSCI 0.2 vcpus (as VMMs create them), with
+    the CPU and capabilities the implementation reported in its hello."""
     saved = dump_with(adapter, spec, profile, ("psci-0.2",), None)
     capabilities = adapter.capabilities()
     known = {int(r.ids[profile.arch]): r for r in spec.registers if profile.arch in r.ids}
@@ -70,7 +74,8 @@ def take(
         "provenance": capabilities.provenance,
         "kernel": {"reported": capabilities.kernel, "judged-as": str(kernel), "how": kernel.how},
         "arch": profile.arch,
-        "cpu": None,
+        "cpu": capabilities.cpu,
+        "kvm-capabilities": capabilities.kvm_capabilities,
         "host-levels": capabilities.host_levels,
         "registers": [
             {
@@ -85,8 +90,25 @@ def take(
             for reg_id, value, register in listed
         ],
         "reg-list-length": len(all_ids) if isinstance(all_ids, list) else None,
-        "not-recorded": NOT_RECORDED,
+        "not-recorded": not_recorded(capabilities),
     }
+
+
+def not_recorded(capabilities: Capabilities) -> dict[str, str]:
+    """NOT_RECORDED's entries for what the implementation did not report: the CPU, and the
+    capabilities, all of them or (an implementation that reports only what it knows, as the
+    reference reports only what the spec dates) those of REPORTED_CAPABILITIES it left out."""
+    missing = {}
+    if capabilities.cpu is None:
+        missing["cpu"] = NOT_RECORDED["cpu"]
+    reported = capabilities.kvm_capabilities
+    if reported is None:
+        missing["capabilities"] = NOT_RECORDED["capabilities"]
+    else:
+        absent = [name for name in REPORTED_CAPABILITIES if name not in reported]
+        if absent:
+            missing["capabilities"] = f"the implementation did not report {', '.join(absent)}"
+    return missing
 
 
 def judged_by_registers(

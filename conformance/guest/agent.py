@@ -32,6 +32,7 @@ from kvm_fwspec.conformance.guest.agent_guard import (
     check_listener,
     read_message,
 )
+from kvm_fwspec.conformance.guest.host_cpu import host_cpu
 from kvm_fwspec.conformance.guest.kvm_ioctl import KvmHost, host_levels
 from kvm_fwspec.conformance.guest.program import Implementation, execute
 from kvm_fwspec.conformance.guest.wire import (
@@ -281,7 +282,8 @@ def check_kvm_host(device: str, machine: str) -> None:
 
 
 def kvm_served(options: Mapping[str, str]) -> Served:
-    """Real KVM on this machine: what it is, and the host levels its workarounds report."""
+    """Real KVM on this machine: what it is, the host levels its workarounds report, the CPU
+    it runs on and the capabilities a fingerprint records."""
     device = options.get("device", "/dev/kvm")
     check_kvm_host(device, os.uname().machine)
     host = KvmHost(device)
@@ -291,6 +293,8 @@ def kvm_served(options: Mapping[str, str]) -> Served:
         "arch": "arm64",
         "features": ["guest-calls", "psci-0.1-vcpus"],
         "host-levels": host_levels(host),
+        "cpu": host_cpu(),
+        "kvm-capabilities": host.kvm_capabilities(),
     }
     return Served(host, hello)
 

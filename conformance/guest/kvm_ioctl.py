@@ -32,6 +32,35 @@ MMIO_BASE = 0x1000_0000
 RUN_TIMEOUT = 5.0
 
 
+# What a fingerprint records of the host's KVM beyond its registers: KVM_CHECK_EXTENSION of
+# these capabilities on /dev/kvm, by the spec's names (spec/api.yaml declares their numbers)...
+HOST_CAPABILITIES = {
+    "arm-psci-0.2": abi.KVM_CAP_ARM_PSCI_0_2,
+    "arm-system-suspend": abi.KVM_CAP_ARM_SYSTEM_SUSPEND,
+}
+# ... and whether a VM has these attributes (KVM_HAS_DEVICE_ATTR on a VM fd), by the kernel's
+# name of the attribute: group and attribute numbers from arch/arm64/include/uapi/asm/kvm.h.
+# The SMCCC filter (KVM_ARM_VM_SMCCC_CTRL / KVM_ARM_VM_SMCCC_FILTER) came in Linux 6.4.
+KVM_ARM_VM_SMCCC_CTRL = 0
+KVM_ARM_VM_SMCCC_FILTER = 0
+VM_ATTRIBUTES = {"arm-vm-smccc-filter": (KVM_ARM_VM_SMCCC_CTRL, KVM_ARM_VM_SMCCC_FILTER)}
+REPORTED_CAPABILITIES = (*HOST_CAPABILITIES, *VM_ATTRIBUTES)
+"""The names of the hello's `kvm-capabilities` a real-KVM agent reports, in that order."""
+
+# struct kvm_device_attr (include/uapi/linux/kvm.h): flags, group, attr, addr.
+KVM_DEVICE_ATTR = struct.Struct("<IIQQ")
+# The spec's api.yaml does not declare the attribute ioctls: this one is composed as the
+# kernel's _IOW(KVMIO, 0xe3, struct kvm_device_attr) is, direction (write = 1) in bits 31-30,
+# size in 29-16, type in 15-8, number in 7-0. tests/test_kvm_ioctl_descriptors.py holds it
+# and the attribute numbers above against real uapi headers, through the compiler.
+_IOC_WRITE = 1
+KVMIO = 0xAE
+KVM_HAS_DEVICE_ATTR = _IOC_WRITE << 30 | KVM_DEVICE_ATTR.size << 16 | KVMIO << 8 | 0xE3
+# Before 6.4 arm64's VM ioctl does not take KVM_HAS_DEVICE_ATTR (EINVAL); from 6.4 a group
+# or attribute it lacks is ENXIO. Either way the VM has no such attribute.
+NO_ATTRIBUTE = (errno.EINVAL, errno.ENXIO)
+
+
 class RunTimeout(Exception):
     """KVM_RUN did not return within the watchdog's bound."""
 
@@ -86,6 +115,22 @@ class KvmHost:
             and fcntl.ioctl(self.fd, abi.Ioctl.KVM_CHECK_EXTENSION, capability) > 0
         ]
 
+    def kvm_capabilities(self) -> dict[str, int]:
+        """What the hello's `kvm-capabilities` reports: each of HOST_CAPABILITIES as
+        KVM_CHECK_EXTENSION answers it (0 when this KVM lacks it), and 1 or 0 for whether a
+        fresh VM has each of VM_ATTRIBUTES."""
+        answers = {
+            name: fcntl.ioctl(self.fd, abi.Ioctl.KVM_CHECK_EXTENSION, capability)
+            for name, capability in HOST_CAPABILITIES.items()
+        }
+        vm = self.create_vm()
+        try:
+            for name, (group, attribute) in VM_ATTRIBUTES.items():
+                answers[name] = int(vm.has_attribute(group, attribute))
+        finally:
+            vm.close()
+        return answers
+
     def release(self) -> str:
         """The running kernel's release line, e.g. '6.1' for 6.1.0-56-arm64."""
         major, minor = os.uname().release.split(".")[:2]
@@ -106,6 +151,18 @@ class KvmVm:
         fcntl.ioctl(self.fd, abi.Ioctl.KVM_ARM_PREFERRED_TARGET, target)
         self.target = struct.unpack_from("<I", target)[0]
         self.vcpus: list[KvmVcpu] = []
+
+    def has_attribute(self, group: int, attribute: int) -> bool:
+        """KVM_HAS_DEVICE_ATTR on the VM: whether it has the attribute. An errno other than
+        NO_ATTRIBUTE's is not an answer (a struct KVM could not read) and is raised."""
+        attr = bytearray(KVM_DEVICE_ATTR.pack(0, group, attribute, 0))
+        try:
+            fcntl.ioctl(self.fd, KVM_HAS_DEVICE_ATTR, attr)
+        except OSError as exc:
+            if exc.errno in NO_ATTRIBUTE:
+                return False
+            raise
+        return True
 
     def create_vcpu(self) -> KvmVcpu:
         vcpu = KvmVcpu(self, len(self.vcpus))
