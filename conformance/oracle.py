@@ -29,6 +29,27 @@ class Access:
     stored: Mapping[str, int]
     value: int | None = None
 
+    @classmethod
+    def before_first_run(
+        cls,
+        op: str,
+        reg_id: int,
+        psci_02: bool,
+        stored: Mapping[str, int],
+        value: int | None = None,
+    ) -> Access:
+        """An access as a VMM makes it while creating or restoring a VM: its vcpus
+        initialised, none of them run yet."""
+        return cls(
+            op=op,
+            reg_id=reg_id,
+            vcpu_initialized=True,
+            psci_02=psci_02,
+            has_run=False,
+            stored=stored,
+            value=value,
+        )
+
 
 @dataclass(frozen=True)
 class Decision:

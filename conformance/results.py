@@ -20,12 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from kvm_fwspec.codegen import __version__
 from kvm_fwspec.codegen.atomic import write_atomically
 from kvm_fwspec.codegen.checkout import checkout_root
 from kvm_fwspec.conformance.adapters import Capabilities
+from kvm_fwspec.conformance.page_templates import environment
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.conformance.verdicts import OUTCOMES
 from kvm_fwspec.spec.model import Spec
@@ -140,13 +139,7 @@ def html_report(document: dict[str, Any]) -> str:
     for case in document["cases"]:
         if case["outcome"] in ("fail", "error"):
             failures.setdefault(case["rule"], []).append(case)
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("kvm_fwspec.conformance", "templates"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment(html=True)
     return env.get_template("report.html.j2").render(
         doc=document,
         by_rule=dict(sorted(by_rule.items())),

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import jinja2
 from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
@@ -30,6 +29,7 @@ from kvm_fwspec.conformance.adapters.reference import ReferenceAdapter
 from kvm_fwspec.conformance.analyses import migration
 from kvm_fwspec.conformance.cases import build_cases
 from kvm_fwspec.conformance.commands.cli import run, subcommands
+from kvm_fwspec.conformance.page_templates import environment
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.conformance.verdicts import certify_cases
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
@@ -164,13 +164,8 @@ class MigrationMatrixDirective(_RstDirective):
     def rst(self) -> list[str]:
         spec = load_spec()
         releases, cells, verdicts = migration_matrix(spec, self.arguments[0])
-        environment = jinja2.Environment(
-            loader=jinja2.PackageLoader("kvm_fwspec.conformance", "templates"),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        text = environment.get_template("migration_matrix.rst.j2").render(
+        templates = environment(html=False)
+        text = templates.get_template("migration_matrix.rst.j2").render(
             releases=releases, cells=cells, verdicts=verdicts, colours=COLOURS
         )
         return text.splitlines()

@@ -326,14 +326,12 @@ def _refused_pin(spec: Spec, profile: Profile, program: dict[str, Any], errno: s
     refused = f"--psci-version {step['value']:#x} was refused with {errno} by {profile.label}"
     oracle = Oracle(spec, profile)
     decision = oracle.decide(
-        Access(
-            op="set",
-            reg_id=step["reg"],
-            vcpu_initialized=True,
-            psci_02="psci-0.2" in program["features"],
-            has_run=False,
-            stored=oracle.reset_values(),
-            value=step["value"],
+        Access.before_first_run(
+            "set",
+            step["reg"],
+            "psci-0.2" in program["features"],
+            oracle.reset_values(),
+            step["value"],
         )
     )
     if decision is None:

@@ -169,13 +169,11 @@ def side_from_profile(spec: Spec, text: str, arch: str = "arm64") -> Side:
     for register in _listed(oracle):
         reg_id = register.ids[profile.arch]
         decision = oracle.decide(
-            Access(
-                op="get",
-                reg_id=reg_id,
-                vcpu_initialized=True,
-                psci_02=bool(features),
-                has_run=False,
-                stored=stored,
+            Access.before_first_run(
+                "get",
+                reg_id,
+                bool(features),
+                stored,
             )
         )
         if decision is not None and decision.value is not None:
@@ -197,14 +195,12 @@ def _pin(
     if register not in oracle.registers:
         raise UsageError(f"{profile.label} has no {register.c_name} to pin the PSCI version with")
     decision = oracle.decide(
-        Access(
-            op="set",
-            reg_id=register.ids[profile.arch],
-            vcpu_initialized=True,
-            psci_02=bool(features),
-            has_run=False,
-            stored=stored,
-            value=pin,
+        Access.before_first_run(
+            "set",
+            register.ids[profile.arch],
+            bool(features),
+            stored,
+            pin,
         )
     )
     if decision is None or decision.errno is not None or decision.undefined is not None:
@@ -238,14 +234,12 @@ def check(
         register = by_id.get(reg_id)
         name = register.name if register else f"{reg_id:#018x}"
         decision = oracle.decide(
-            Access(
-                op="set",
-                reg_id=reg_id,
-                vcpu_initialized=True,
-                psci_02=psci_02,
-                has_run=False,
-                stored=stored,
-                value=value,
+            Access.before_first_run(
+                "set",
+                reg_id,
+                psci_02,
+                stored,
+                value,
             )
         )
         if decision is None:
