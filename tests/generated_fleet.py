@@ -20,8 +20,10 @@ from kvm_fwspec.spec.model import Spec
 GRAVITON_CPUS = (("0x413fd0c1", "0xff"), ("0x411fd401", "0x1"), ("0x410fd4f1", "0x17"))
 
 
-def reference_fingerprint(spec: Spec, kernel: str, host: str, name: str) -> dict[str, Any]:
-    adapter, profile = greeted_as_host("reference", spec, (kernel, host, "arm64"), {})
+def reference_fingerprint(
+    spec: Spec, kernel: str, host: str, name: str, arch: str = "arm64"
+) -> dict[str, Any]:
+    adapter, profile = greeted_as_host("reference", spec, (kernel, host, arch), {})
     try:
         return take(adapter, spec, profile, parse_kernel_name(spec, kernel), name)
     finally:

@@ -23,11 +23,11 @@ from kvm_fwspec.conformance.analyses.fingerprint import SCHEMA, as_json
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
 from kvm_fwspec.conformance.analyses.fleet import make_plan
 from kvm_fwspec.conformance.analyses.fleet_hosts import host_of, read_hosts
-from kvm_fwspec.conformance.analyses.fleet_report import as_html, as_text
+from kvm_fwspec.conformance.analyses.fleet_report import as_html, as_text, explain
 from kvm_fwspec.conformance.analyses.fleet_report import as_json as plan_json
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.spec.loader import load_spec
-from tests.generated_fleet import reference_fingerprint
+from tests.generated_fleet import reference_fingerprint, write_kinds
 
 FIRECRACKER = Path(__file__).parent / "fixtures" / "firecracker-fingerprints"
 SPEC = load_spec()
@@ -223,8 +223,8 @@ def test_bad_files_are_named_and_the_rest_is_planned(tmp_path: Path) -> None:
     foreign = tmp_path / "results.json"
     foreign.write_text(json.dumps({"format": "kvm-fwspec-results/2", "cases": []}))
     contradictory = _edit(
-        reference_files(folder(tmp_path, "c"), [("7.2", "mitigated")])[0],
-        lambda d: d["registers"][0].update(default="0x10004"),
+        reference_files(folder(tmp_path, "c"), [("6.12", "mitigated")])[0],
+        lambda d: d["registers"][0].update(default="0x10003"),
     )
     duplicate = tmp_path / "again.json"
     duplicate.write_text(good[0].read_text())
@@ -233,10 +233,10 @@ def test_bad_files_are_named_and_the_rest_is_planned(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 6 and "Traceback" not in result.stderr
-    assert f"{truncated}: line 9: not JSON: Unterminated string" in lines[0]
+    assert f"{truncated}: line 9: not a fingerprint: Unterminated string" in lines[0]
     assert f"{foreign}: format: 'kvm-fwspec-results/2' is not kvm-fwspec-fingerprint/1" in lines[1]
     assert (
-        f"{contradictory}: registers[0].default: 0x10004 is outside what the same file says psci-version accepts"
+        f"{contradictory}: registers[0].default: 0x10003 is outside what the same file says psci-version accepts"
         in lines[2]
     )
     assert f"{duplicate}: host: 6.1-mitigated was already read from {good[0]}" in lines[3]
@@ -428,3 +428,127 @@ def test_amazon_linux_2_on_4_14_is_planned_by_its_backported_register(tmp_path: 
     back = plan.matrix[(new.id, old.id)]
     assert back.verdict == "fails"
     assert {f.register for f in back.failures} == {f"smccc-arch-workaround-{n}" for n in (1, 2, 3)}
+
+
+# What a new user's trial found, each held.
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(lambda d: d["registers"][0].update(default="0xdeadbeef", accepts=["0xdeadbeef"]),
+                     "registers[0].default: 0xdeadbeef is not a PSCI version the spec knows", id="psci"),
+        pytest.param(lambda d: d["registers"][1].update(default="0x7", accepts=["0x7"]),
+                     "registers[1].default: 0x7 is not a smccc-arch-workaround-1 level the spec defines",
+                     id="level"),
+        pytest.param(lambda d: d["registers"][4].update(default="0x3", accepts=["0x1", "0x2"]),
+                     "registers[4].default: 0x3 is not made of std-bmap bits the spec knows", id="bits"),
+        pytest.param(lambda d: d.update({"reg-list-length": 2}),
+                     "reg-list-length: 2, fewer than the 7 firmware registers", id="list-length"),
+        pytest.param(lambda d: d["registers"][0].update(id="0x6030000000140009"),
+                     "registers[0].id: 0x6030000000140009, but psci-version is 0x6030000000140000", id="id"),
+        pytest.param(lambda d: d["kernel"].update({"judged-as": "9.99"}),
+                     "kernel.judged-as: kernel 9.99 is not a release the spec describes", id="judged-as"),
+        pytest.param(lambda d: d.update(arch="arm"), "kernel.judged-as: KVM on arm hosts does not exist in 6.1",
+                     id="arm-after-5.6"),
+    ],
+)  # fmt: skip
+def test_values_no_kvm_gives_are_refused_and_the_rest_planned(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    good, bad = reference_files(tmp_path, [("5.10", "mitigated"), ("6.1", "mitigated")])
+    _edit(bad, edit)
+    result = fleet("plan", good, bad)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"left out {bad}: {message}" in result.stderr, result.stderr
+    assert result.stdout.startswith("fleet plan: 1 host in 1 pool")
+
+
+def test_a_file_named_twice_is_read_once_and_a_list_says_what_it_is(tmp_path: Path) -> None:
+    (path,) = reference_files(tmp_path, [("6.1", "mitigated")])
+    result = fleet("plan", path, tmp_path, path)
+    assert result.returncode == 0 and result.stdout.startswith("fleet plan: 1 host in 1 pool")
+    listed = tmp_path / "list.json"
+    listed.write_text("[]")
+    result = fleet("plan", path, listed)
+    assert f"{listed}: top level: a list, not a fingerprint (a JSON object)" in result.stderr
+
+
+def test_a_kvm_fwspec_dump_is_planned_as_it_lies(tmp_path: Path) -> None:
+    dump = tmp_path / "host-a.json"
+    taken = subprocess.run(
+        [sys.executable, "-m", "kvm_fwspec.conformance.commands.cli", "dump", "--kernel", "6.1",
+         "--output", str(dump)], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert taken.returncode == 0, taken.stderr
+    (other,) = reference_files(folder(tmp_path, "b"), [("6.12", "mitigated")])
+    plan = plan_of([dump, other])
+    assert [h.name for p in plan.pools for h in p.hosts] == ["6.12-mitigated", "host-a"]
+    assert len(plan.pools) == 1  # the dump's host behaves as 6.12's
+
+
+def test_the_baseline_leaves_opt_in_services_off(tmp_path: Path) -> None:
+    """VENDOR_HYP_BMAP_2's services are answered by userspace: a 7.2 host takes its bits, but a
+    VM created with defaults has none, and neither has the baseline."""
+    plan = plan_of(reference_files(tmp_path, [("7.2", "mitigated")]))
+    assert dict(plan.baseline.bitmaps)["vendor-hyp-bmap-2"] == 0
+
+
+def test_an_unwritable_html_folder_is_one_line_before_any_work(tmp_path: Path) -> None:
+    (path,) = reference_files(tmp_path, [("6.1", "mitigated")])
+    result = fleet("plan", path, "--html", path / "sub")
+    assert result.returncode == 2 and result.stdout == ""
+    assert (
+        result.stderr.strip()
+        == f"kvm-fwspec: --html {path / 'sub' / 'index.html'}: {path} is a file, not a folder"
+    )
+
+
+def test_an_arm_pool_is_out_of_reach_for_its_architecture_not_its_registers(tmp_path: Path) -> None:
+    arm = tmp_path / "arm.json"
+    arm.write_text(as_json(reference_fingerprint(SPEC, "5.4", "mitigated", "arm-host", arch="arm")))
+    (arm64,) = reference_files(tmp_path, [("5.10", "mitigated")])
+    plan = plan_of([arm, arm64])
+    by_arch = {p.profile.arch: p.id for p in plan.pools}
+    cell = plan.matrix[(by_arch["arm"], by_arch["arm64"])]
+    assert cell.verdict == "fails"
+    assert explain(cell) == "fails: an arm VM, an arm64 host: no register is compared"
+    assert f"{by_arch['arm']}: 1 host, arm 5.4" in as_text(plan)
+
+
+def test_many_pools_are_summarised_per_source_in_text(tmp_path: Path) -> None:
+    paths = write_kinds(SPEC, tmp_path)  # every release, stable series and host profile
+    plan = plan_of(paths)
+    assert len(plan.pools) > 30
+    text = as_text(plan)
+    assert "too many pools for a grid; each source's targets by verdict" in text
+    assert "  P1 -> safe: P1" in text
+
+
+# The upgrade gate follows the hosts through a rolling upgrade.
+
+
+def test_a_rollout_that_changes_nothing_passes(tmp_path: Path) -> None:
+    fleet_files = reference_files(
+        tmp_path, [("5.10", "mitigated"), ("6.1", "mitigated"), ("7.2", "mitigated")]
+    )
+    result = fleet("diff", "--before", *fleet_files, "--after", *fleet_files)
+    assert result.returncode == 0, result.stdout
+    assert "gate (current configuration): SAFE" in result.stdout
+
+
+def test_a_rolling_upgrade_is_judged_by_each_hosts_own_pools(tmp_path: Path) -> None:
+    """Host a goes 6.1 -> 6.12 (safe), host b 5.10 -> 6.1 (changes): the gate says 3, whatever
+    the 6.1 VMs would do on the 5.10 host no longer there."""
+    before = {"a": ("6.1", "mitigated"), "b": ("5.10", "mitigated")}
+    after = {"a": ("6.12", "mitigated"), "b": ("6.1", "mitigated")}
+    sides = []
+    for name, hosts in (("before", before), ("after", after)):
+        where = folder(tmp_path, name)
+        for host, kind in hosts.items():
+            (where / f"{host}.json").write_text(as_json(dict(REFERENCE[kind], host=host)))
+        sides.append(where)
+    result = fleet("diff", "--before", sides[0], "--after", sides[1])
+    assert result.returncode == 3, result.stdout
+    gated = [line for line in result.stdout.splitlines() if line.startswith("  gate ")]
+    assert len(gated) == 4  # two pairs, under both configurations

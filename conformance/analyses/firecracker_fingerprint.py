@@ -5,12 +5,12 @@ values a host accepts are inferred from its defaults, and the file says so."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from kvm_fwspec.conformance.analyses.accepts_inference import INFERENCE, inferred_accepts
 from kvm_fwspec.conformance.analyses.fingerprint import FORMAT, judged_by_registers
+from kvm_fwspec.conformance.analyses.json_file import read_json
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.model import Spec
@@ -32,7 +32,7 @@ REVIDR_EL1 = _sysreg(3, 0, 0, 0, 6)
 
 def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
     """The fingerprint of the host `path` was dumped on, or one line saying why it is not one."""
-    document = _read(path)
+    document = read_json(path, "a Firecracker fingerprint")
     try:
         kernel_text = document["kernel_version"]
         modifiers = document["guest_cpu_config"]["reg_modifiers"]
@@ -85,17 +85,6 @@ def _not_recorded(values: dict[int, int]) -> dict[str, str]:
     if MIDR_EL1 not in values:
         missing["cpu"] = "the Firecracker file has no MIDR_EL1"
     return missing
-
-
-def _read(path: Path) -> Any:
-    if path.is_dir():
-        raise UsageError(f"{path}: is a folder, not a Firecracker fingerprint")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise UsageError(f"{path}: not a Firecracker fingerprint: {exc}") from None
 
 
 def _bitmap(text: str) -> int:

@@ -63,7 +63,8 @@ class Pool:
 
     @property
     def kernels(self) -> list[str]:
-        return sorted({h.judged_as for h in self.hosts})
+        """The kernels its hosts were judged as, oldest first (6.1 before 6.12)."""
+        return sorted({h.judged_as for h in self.hosts}, key=kernel_order)
 
     @property
     def cpus(self) -> list[str]:
@@ -81,6 +82,9 @@ class Pool:
 
 @dataclass(frozen=True)
 class Failure:
+    """A register that does not restore (`register` empty: the VM cannot go there at all,
+    `why` says why)."""
+
     register: str
     value: int
     errno: str | None
@@ -173,11 +177,14 @@ class Judge:
     ) -> Cell:
         """Restore a VM holding `values` into a fresh VM of `target`, created holding
         `created` (its defaults, unless the VMM applied a configuration at creation)."""
+        if source.profile.arch != target.profile.arch:
+            why = f"an {source.profile.arch} VM, an {target.profile.arch} host: no register is compared"
+            return Cell(source.id, target.id, "fails", (Failure("", 0, None, "", why),), ())
         failures = []
         for reg_id, value in sorted(values.items()):
             offer = target.offer(reg_id)
             if offer is None or not offer.takes(value):
-                failures.append(self._explain(source, target, reg_id, value))
+                failures.append(self.explain(source, target, reg_id, value))
         if failures:
             return Cell(source.id, target.id, "fails", tuple(failures), ())
         after = {**(created if created is not None else target.defaults), **values}
@@ -190,21 +197,19 @@ class Judge:
         )
         return Cell(source.id, target.id, "changes" if changes else "safe", (), changes)
 
-    def _explain(self, source: Pool, target: Pool, reg_id: int, value: int) -> Failure:
+    def explain(self, source: Pool, target: Pool, reg_id: int, value: int) -> Failure:
         """The spec's errno and rule for this SET on the target's kernel, if the spec also
         refuses it; otherwise the fingerprint's refusal stands and the disagreement is said."""
         source_offer = source.offer(reg_id)
         name = source_offer.name if source_offer else f"{reg_id:#018x}"
         oracle = self._oracle(target)
         decision = oracle.decide(
-            Access(
-                op="set",
-                reg_id=reg_id,
-                vcpu_initialized=True,
-                psci_02=True,
-                has_run=False,
-                stored=oracle.reset_values(),
-                value=value,
+            Access.before_first_run(
+                "set",
+                reg_id,
+                True,
+                oracle.reset_values(),
+                value,
             )
         )
         offer = target.offer(reg_id)
@@ -266,14 +271,14 @@ def firmware_view(
 
 
 def pools_of(spec: Spec, hosts: Iterable[Host], prefix: str = "P") -> list[Pool]:
-    """Hosts grouped by identical firmware behaviour; the largest pool first, ties by name;
-    ids are `prefix` and a number."""
+    """Hosts grouped by identical firmware behaviour; the largest pool first, ties by kernel,
+    oldest first; ids are `prefix` and a number."""
     groups: dict[Any, list[Host]] = {}
     profiles: dict[str, Profile] = {}
     keys: dict[tuple[Any, ...], Any] = {}
     for host in sorted(hosts, key=lambda h: h.name):
         if host.judged_as not in profiles:
-            profiles[host.judged_as] = profile_of(spec, host)
+            profiles[host.judged_as] = profile_of(spec, host.judged_as, host.arch)
         offers = tuple((o.reg_id, o.kind, o.default, tuple(sorted(o.accepts))) for o in host.offers)
         seen = (host.arch, host.judged_as, offers)
         if seen not in keys:
@@ -285,7 +290,10 @@ def pools_of(spec: Spec, hosts: Iterable[Host], prefix: str = "P") -> list[Pool]
             )
             keys[seen] = (host.arch, offers, tuple(sorted(view.items())))
         groups.setdefault(keys[seen], []).append(host)
-    ordered = sorted(groups.values(), key=lambda members: (-len(members), members[0].name))
+    ordered = sorted(
+        groups.values(),
+        key=lambda members: (-len(members), kernel_order(members[0].judged_as), members[0].name),
+    )
     return [
         Pool(f"{prefix}{n}", tuple(members), profiles[members[0].judged_as])
         for n, members in enumerate(ordered, start=1)
@@ -348,7 +356,7 @@ def _configured(members: list[Pool], pin: int | None, judge: Judge) -> tuple[Bas
     a smaller part may offer more, so the part is configured again until it holds."""
     while True:
         bitmaps = tuple(
-            (offer.name, _common_mask(members, offer.reg_id))
+            (offer.name, _common_services(members, offer.reg_id))
             for offer in members[0].offers
             if offer.kind == "bitmap"
         )
@@ -365,16 +373,26 @@ def _configured(members: list[Pool], pin: int | None, judge: Judge) -> tuple[Bas
         members = part
 
 
+def kernel_order(judged_as: str) -> tuple[int, ...]:
+    """`6.1` < `6.1.y` < `6.12`: a spec release or stable series, by its numbers."""
+    stable = judged_as.endswith(".y")
+    release = judged_as.removesuffix(".y")
+    return (*(int(n) for n in release.split(".") if n.isdigit()), int(stable))
+
+
 def pool_number(pool_id: str) -> int:
     return int(pool_id.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 
-def _common_mask(pools: list[Pool], reg_id: int) -> int:
-    mask = -1
+def _common_services(pools: list[Pool], reg_id: int) -> int:
+    """The services every pool gives a new VM: the AND of their defaults, not of what they
+    would take, so an opt-in service (VENDOR_HYP_BMAP_2's, which userspace must answer) stays
+    off, as on a VM created with defaults."""
+    services = -1
     for pool in pools:
         offer = pool.offer(reg_id)
-        mask &= offer.mask if offer is not None else 0
-    return mask
+        services &= offer.default if offer is not None else 0
+    return services
 
 
 def choose_baseline(judge: Judge, candidates: list[Pool]) -> Baseline:
@@ -425,11 +443,11 @@ def why_excluded(
         return (Exclusion("arch", pool.profile.arch, why),)
     found = [
         Exclusion("lacks", theirs[i].name, f"it lacks {theirs[i].name}, which the set's hosts "
-                  "list (ENOENT on restore)")
+                  f"list ({_refusal(judge, member, pool, i, theirs[i].default)} on restore)")
         for i in sorted(set(theirs) - set(mine))
     ] + [
         Exclusion("lists", mine[i].name, f"it lists {mine[i].name}, which the set's hosts lack "
-                  "(ENOENT on restore)")
+                  f"({_refusal(judge, pool, member, i, mine[i].default)} on restore)")
         for i in sorted(set(mine) - set(theirs))
     ]  # fmt: skip
     for reg_id, offer in sorted(mine.items()):
@@ -470,6 +488,11 @@ def why_excluded(
     ]
     # None of the above: a tie between equal sets, broken towards the set chosen.
     return tuple(views) or (Exclusion("tie", "", "the set is as large without it"),)
+
+
+def _refusal(judge: Judge, source: Pool, target: Pool, reg_id: int, value: int) -> str:
+    """The errno the matrix gives for restoring `reg_id` from `source` on `target`."""
+    return judge.explain(source, target, reg_id, value).errno or "refused, errno not recorded"
 
 
 def values_for(pool: Pool, baseline: Baseline) -> dict[int, int]:

@@ -20,8 +20,11 @@ import fastjsonschema
 import jsonschema
 
 from kvm_fwspec.conformance.analyses.accepts_inference import inferred_accepts
+from kvm_fwspec.conformance.analyses.dump import FORMAT as DUMP_FORMAT
+from kvm_fwspec.conformance.analyses.dump_fingerprint import import_dump
 from kvm_fwspec.conformance.analyses.fingerprint import FORMAT, SCHEMA
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
+from kvm_fwspec.conformance.analyses.json_file import read_json
 from kvm_fwspec.conformance.profile import Profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Register, Spec
@@ -99,7 +102,7 @@ def read_hosts(spec: Spec, paths: Iterable[Path]) -> tuple[list[Host], list[Refu
     hosts: list[Host] = []
     refused: list[Refused] = []
     seen: dict[str, str] = {}
-    for path in paths:
+    for path in dict.fromkeys(paths):  # a file named twice (a folder and a glob) is read once
         try:
             host = read_host(spec, path)
         except UsageError as exc:
@@ -120,21 +123,26 @@ def read_hosts(spec: Spec, paths: Iterable[Path]) -> tuple[list[Host], list[Refu
 
 def read_host(spec: Spec, path: Path) -> Host:
     """One fingerprint file, checked whole, or a UsageError naming the file and field. A
-    Firecracker `fingerprint dump` file is imported on the way (named after the file), so a
-    fleet's existing data is planned as it lies."""
-    document = _load(path)
+    Firecracker `fingerprint dump` file or a `kvm-fwspec dump` file is imported on the way
+    (the host named after the file), so a fleet's existing data is planned as it lies."""
+    document = read_json(path, "a fingerprint")
     if isinstance(document, dict) and "guest_cpu_config" in document:
         document = import_firecracker(spec, path, path.stem)
+    elif isinstance(document, dict) and document.get("format") == DUMP_FORMAT:
+        document = import_dump(spec, path, path.stem)
     return host_of(spec, document, str(path))
 
 
 def host_of(spec: Spec, document: Any, where: str) -> Host:
     """A fingerprint document (from a file named `where`, or taken in this process), checked
     whole against its schema and itself."""
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+    if not isinstance(document, dict):
+        kind = "a list" if isinstance(document, list) else f"a {type(document).__name__}"
+        raise UsageError(f"{where}: top level: {kind}, not a fingerprint (a JSON object)")
+    if document.get("format") != FORMAT:
         raise UsageError(
-            f"{where}: format: {found!r} is not {FORMAT}: not a kvm-fwspec fingerprint"
+            f"{where}: format: {document.get('format')!r} is not {FORMAT}: not a kvm-fwspec "
+            "fingerprint"
         )
     error = _schema_error(document)
     if error is not None:
@@ -167,22 +175,20 @@ def _compiled() -> Callable[[Any], Any]:
     return compiled
 
 
-def _load(path: Path) -> Any:
-    if path.is_dir():
-        raise UsageError(f"{path}: is a folder, not a fingerprint file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: line {exc.lineno}: not JSON: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise UsageError(f"{path}: not a fingerprint: {exc}") from None
-
-
 def _believed(spec: Spec, path: str, document: dict[str, Any]) -> Host:
     arch = document["arch"]
+    try:
+        profile_of(spec, document["kernel"]["judged-as"], arch)
+    except UsageError as exc:  # a fingerprint of a kvm-fwspec that knows newer kernels
+        raise UsageError(f"{path}: kernel.judged-as: {exc}") from None
     known = {int(r.ids[arch]): r for r in spec.registers if arch in r.ids}
+    named = {r.name: r for r in spec.registers}
+    listed = document["reg-list-length"]
+    if listed is not None and listed < len(document["registers"]):
+        raise UsageError(
+            f"{path}: reg-list-length: {listed}, fewer than the {len(document['registers'])} "
+            "firmware registers the file lists"
+        )
     offers = []
     seen: set[int] = set()
     for index, entry in enumerate(document["registers"]):
@@ -196,7 +202,15 @@ def _believed(spec: Spec, path: str, document: dict[str, Any]) -> Host:
             raise UsageError(
                 f"{where}.name: {entry['name']!r} but the spec names {reg_id:#x} {register.name}"
             )
+        if register is None and entry["name"] in named:
+            spec_id = named[entry["name"]].ids.get(arch)
+            shown = f"{int(spec_id):#x}" if spec_id is not None else f"no {arch} id"
+            raise UsageError(
+                f"{where}.id: {reg_id:#x}, but {entry['name']} is {shown} for {arch} in the spec"
+            )
         offer = _offer(spec, register, reg_id, entry)
+        if register is not None:
+            _check_values(spec, register, offer, where)
         if not offer.takes(offer.default):
             accepted = ", ".join(f"{v:#x}" for v in sorted(offer.accepts)) or "nothing"
             raise UsageError(
@@ -213,6 +227,33 @@ def _believed(spec: Spec, path: str, document: dict[str, Any]) -> Host:
         offers=tuple(sorted(offers, key=lambda o: o.reg_id)),
         cpu=(document.get("cpu") or {}).get("midr"),
     )
+
+
+def _check_values(spec: Spec, register: Register, offer: Offer, where: str) -> None:
+    """A value no release of KVM gives this register (a PSCI version that does not exist, a
+    level the spec does not define, a bit no bitmap has) is a damaged file, not a host."""
+    if register.kind == "psci-version":
+        possible = {v.encoded for v in spec.psci_versions}
+        what = "a PSCI version the spec knows"
+    elif register.kind == "level":
+        possible = {v.value for v in register.values}
+        what = f"a {register.name} level the spec defines"
+    else:
+        every_bit = 0
+        for bit in register.bits:
+            every_bit |= bit.mask
+        possible = set()
+        what = f"made of {register.name} bits the spec knows ({every_bit:#x})"
+        for field, value in (("default", offer.default), *(("accepts", v) for v in offer.accepts)):
+            if value & ~every_bit:
+                raise UsageError(f"{where}.{field}: {value:#x} is not {what}")
+        return
+    for field, value in (
+        ("default", offer.default),
+        *(("accepts", v) for v in sorted(offer.accepts)),
+    ):
+        if value not in possible:
+            raise UsageError(f"{where}.{field}: {value:#x} is not {what}")
 
 
 def _offer(spec: Spec, register: Register | None, reg_id: int, entry: dict[str, Any]) -> Offer:
@@ -241,7 +282,7 @@ def planned_accepts(spec: Spec, register: Register | None, default: int) -> froz
     return frozenset({default})
 
 
-def profile_of(spec: Spec, host: Host) -> Profile:
-    """The spec's KVM for the release the host was judged as: what it says of the guest's
+def profile_of(spec: Spec, judged_as: str, arch: str) -> Profile:
+    """The spec's KVM for the release a host was judged as: what it says of the guest's
     answers beyond the registers (PSCI_FEATURES, which services exist)."""
-    return resolve_profile(spec, host.judged_as, "mitigated", host.arch)
+    return resolve_profile(spec, judged_as, "mitigated", arch)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jinja2
-
 from kvm_fwspec.conformance.analyses.fleet import FEATURES, FORMAT, Cell, Plan, Pool, pool_number
 from kvm_fwspec.conformance.analyses.fleet_hosts import INFERRED
+from kvm_fwspec.conformance.page_templates import environment
 
 SYMBOLS = {"safe": "ok", "changes": "~", "fails": "x"}
 LEGEND = "ok: safe; ~: restores, but the guest sees its firmware change; x: a register fails"
@@ -61,6 +60,7 @@ def _pool(pool: Pool) -> dict[str, Any]:
         "id": pool.id,
         "name": pool.name,
         "hosts": [h.name for h in pool.hosts],
+        "arch": pool.profile.arch,
         "kernels": pool.kernels,
         "cpus": pool.cpus,
         "judged-by-spec-as": pool.profile.kernel,
@@ -100,7 +100,9 @@ def explain(cell: Cell) -> str:
     """One cell in one line: what fails (register, value, errno, rule) or what changes."""
     if cell.verdict == "fails":
         return "fails: " + "; ".join(
-            f"{f.register}={f.value:#x} {f.errno or 'refused (errno not recorded)'}"
+            f.why
+            if not f.register
+            else f"{f.register}={f.value:#x} {f.errno or 'refused (errno not recorded)'}"
             + (f" ({f.rule})" if f.rule else "")
             for f in cell.failures
         )
@@ -111,8 +113,8 @@ def explain(cell: Cell) -> str:
 
 def as_text(plan: Plan) -> str:
     lines = [
-        f"fleet plan: {plan.hosts} hosts in {len(plan.pools)} pools"
-        + (f"; {len(plan.refused)} files refused" if plan.refused else "")
+        f"fleet plan: {count_of(plan.hosts, 'host')} in {count_of(len(plan.pools), 'pool')}"
+        + (f"; {count_of(len(plan.refused), 'file')} refused" if plan.refused else "")
     ]
     lines += [f"refused: {r.reason}" for r in plan.refused]
     lines.append("pools (hosts of identical firmware behaviour):")
@@ -120,7 +122,8 @@ def as_text(plan: Plan) -> str:
         registers = ", ".join(f"{o.name}={o.default:#x}" for o in pool.offers) or "none"
         inferred = " (accepted values inferred)" if pool.inferred else ""
         lines.append(
-            f"  {pool.id}: {_hosts(len(pool.hosts))}, {'/'.join(pool.kernels)}: {pool.name}{inferred}"
+            f"  {pool.id}: {count_of(len(pool.hosts), 'host')}, {pool.profile.arch} "
+            f"{'/'.join(pool.kernels)}: {pool.name}{inferred}"
         )
         cpus = f"; CPUs (MIDR_EL1) {', '.join(pool.cpus)}" if pool.cpus else ""
         lines.append(f"      {registers}{cpus}")
@@ -129,8 +132,9 @@ def as_text(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _hosts(count: int) -> str:
-    return f"{count} host" if count == 1 else f"{count} hosts"
+def count_of(count: int, noun: str) -> str:
+    """`1 host`, `2 hosts`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _grid(title: str, plan: Plan, matrix: dict[tuple[str, str], Cell]) -> list[str]:
@@ -138,7 +142,9 @@ def _grid(title: str, plan: Plan, matrix: dict[tuple[str, str], Cell]) -> list[s
     targets = [p.id for p in plan.pools]
     lines = [f"matrix, {title} (row: from, column: to; {LEGEND}):"]
     if len(targets) > WIDEST_TEXT_GRID:
-        lines.append(f"  {len(matrix)} cells: too many pools for a terminal; see --json or --html")
+        lines[0] = f"matrix, {title}: too many pools for a grid; each source's targets by verdict"
+        lines += [f"  {source} -> {_targets(matrix, source, targets)}" for source in sources]
+        lines.append("  each cell explained: --json or --html")
         return lines
     width = max(len(t) for t in targets) + 1
     lines.append("  " + " " * width + "".join(t.rjust(width) for t in targets))
@@ -149,6 +155,17 @@ def _grid(title: str, plan: Plan, matrix: dict[tuple[str, str], Cell]) -> list[s
         if cell.verdict != "safe":
             lines.append(f"  {source} -> {target}: {explain(cell)}")
     return lines
+
+
+def _targets(matrix: dict[tuple[str, str], Cell], source: str, targets: list[str]) -> str:
+    """`safe: P1, P4; changes: P2; fails: 57 pools`: one source's row, in words."""
+    parts = []
+    for verdict in ("safe", "changes", "fails"):
+        found = [t for t in targets if matrix[(source, t)].verdict == verdict]
+        if found:
+            shown = ", ".join(found) if len(found) <= 8 else count_of(len(found), "pool")
+            parts.append(f"{verdict}: {shown}")
+    return "; ".join(parts)
 
 
 def _baseline_text(plan: Plan) -> list[str]:
@@ -173,13 +190,7 @@ def _baseline_text(plan: Plan) -> list[str]:
 
 
 def as_html(plan: Plan) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("kvm_fwspec.conformance", "templates"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment(html=True)
     return env.get_template("fleet_plan.html.j2").render(
         plan=plan, doc=plan_document(plan), explain=explain, symbols=SYMBOLS, legend=LEGEND
     )

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from kvm_fwspec.codegen.atomic import write_atomically
+from kvm_fwspec.conformance.analyses.dump import check_output
 from kvm_fwspec.conformance.analyses.fleet import make_plan
 from kvm_fwspec.conformance.analyses.fleet_diff import EXIT, upgrade_gate
 from kvm_fwspec.conformance.analyses.fleet_diff import as_text as gate_text
@@ -33,20 +34,43 @@ GATE_BLIND = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="{plan,diff}", required=True)
     plan = actions.add_parser("plan", help="pools, the migration matrix and the baseline")
-    plan.add_argument("fingerprints", nargs="+", type=nonempty_path, metavar="FINGERPRINT")
+    plan.add_argument(
+        "fingerprints",
+        nargs="+",
+        type=nonempty_path,
+        metavar="FINGERPRINT",
+        help="fingerprint files (kvm-fwspec's, Firecracker's fingerprint dumps, kvm-fwspec "
+        "dumps) or folders, read for their *.json",
+    )
     plan.add_argument("--json", action="store_true", help="the plan as JSON on standard output")
     plan.add_argument(
         "--html", type=nonempty_path, metavar="DIR", default=None, help="also write DIR/index.html"
     )
     plan.add_argument(
         "--pools",
-        default="",
+        action="append",
+        default=[],
         metavar="P1,P2",
-        help="find the baseline among these pools only (default: all)",
+        help="find the baseline among these pools only (repeatable; default: all)",
     )
     diff = actions.add_parser("diff", help="can the running pools move VMs onto upgraded hosts?")
-    diff.add_argument("--before", nargs="+", type=nonempty_path, required=True, metavar="FILE")
-    diff.add_argument("--after", nargs="+", type=nonempty_path, required=True, metavar="FILE")
+    diff.add_argument(
+        "--before",
+        nargs="+",
+        type=nonempty_path,
+        required=True,
+        metavar="FILE",
+        help="the running hosts' fingerprints (files or folders)",
+    )
+    diff.add_argument(
+        "--after",
+        nargs="+",
+        type=nonempty_path,
+        required=True,
+        metavar="FILE",
+        help="the upgraded hosts' fingerprints (files or folders); a host named in both is "
+        "the same host upgraded",
+    )
     diff.add_argument(
         "--gate",
         choices=("current", "baseline"),
@@ -63,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan(spec: Spec, args: argparse.Namespace) -> int:
-    if args.html is not None and args.html.exists() and not args.html.is_dir():
-        raise UsageError(f"--html {args.html} is a file; name a folder for index.html")
+    if args.html is not None:
+        _check_html(args.html)
     hosts, refused = _read(spec, args.fingerprints, "")
-    chosen = [p for p in args.pools.split(",") if p]
+    chosen = [p.strip() for text in args.pools for p in text.split(",") if p.strip()]
     plan = make_plan(spec, hosts, refused, chosen)
     sys.stdout.write(as_json(plan) if args.json else as_text(plan))
     if args.html is not None:
@@ -75,12 +99,22 @@ def _plan(spec: Spec, args: argparse.Namespace) -> int:
     return _left_out(refused)
 
 
+def _check_html(folder: Path) -> None:
+    """Refuse, before any work, an --html folder index.html cannot be written in."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--html {folder} is a file; name a folder for index.html")
+    try:
+        check_output(folder / "index.html")
+    except UsageError as exc:
+        raise UsageError(str(exc).replace("--output", "--html", 1)) from None
+
+
 def _diff(spec: Spec, args: argparse.Namespace) -> int:
     before, refused_before = _read(spec, args.before, "--before: ")
     after, refused_after = _read(spec, args.after, "--after: ")
     gate = upgrade_gate(spec, before, after)
-    sys.stdout.write(gate_text(gate, args.gate))
     refused = refused_before + refused_after
+    sys.stdout.write(gate_text(gate, args.gate, len(refused)))
     if refused:
         _left_out(refused)
         return GATE_BLIND
