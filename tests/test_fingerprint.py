@@ -218,3 +218,10 @@ def test_kernel_auto_with_an_agent_that_names_no_kernel_is_one_line(tmp_path: Pa
     assert result.stderr.strip().endswith(
         "does not say which kernel it is; name it with --kernel"
     ), result.stderr
+
+
+def test_output_dash_is_standard_output(tmp_path: Path) -> None:
+    result = subprocess.run([*KVM_FWSPEC, "fingerprint", "--kernel", "6.1", "--output", "-"],
+                            capture_output=True, text=True, cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 0 and json.loads(result.stdout)["kernel"]["judged-as"] == "6.1"
+    assert not (tmp_path / "-").exists()

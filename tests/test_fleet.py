@@ -552,3 +552,12 @@ def test_a_rolling_upgrade_is_judged_by_each_hosts_own_pools(tmp_path: Path) -> 
     assert result.returncode == 3, result.stdout
     gated = [line for line in result.stdout.splitlines() if line.startswith("  gate ")]
     assert len(gated) == 4  # two pairs, under both configurations
+
+
+def test_a_host_name_with_a_newline_is_refused(tmp_path: Path) -> None:
+    good, bad = reference_files(tmp_path, [("5.10", "mitigated"), ("6.1", "mitigated")])
+    _edit(bad, lambda d: d.update(host="node-a\nfleet plan: 0 hosts"))
+    result = fleet("plan", good, bad)
+    assert result.returncode == 1 and f"left out {bad}: host: " in result.stderr
+    assert not any(line.startswith("fleet plan: 0") for line in result.stdout.splitlines())
+    assert len(result.stderr.splitlines()) == 2  # the refusal, escaped, and the count

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from kvm_fwspec.codegen.atomic import write_atomically
@@ -47,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "node-feature-discovery local feature file of kvm-fwspec.io/ labels",
     )
     parser.add_argument(
-        "--output", type=nonempty_path, default=None, help="write here (default: standard output)"
+        "--output",
+        type=nonempty_path,
+        default=None,
+        help="write here (default, or -: standard output)",
     )
     parser.add_argument("--name", default=None, help="the host's name (default: this machine's)")
     parser.add_argument(
@@ -81,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     importer = _importer(args)
+    if args.output == Path("-"):  # the shell convention for standard output, not a file "-"
+        args.output = None
     if args.output is not None:
         check_output(args.output)
     spec = load_spec()
