@@ -131,11 +131,6 @@ class KvmHost:
             vm.close()
         return answers
 
-    def release(self) -> str:
-        """The running kernel's release line, e.g. '6.1' for 6.1.0-56-arm64."""
-        major, minor = os.uname().release.split(".")[:2]
-        return f"{major}.{minor.split('-')[0]}"
-
 
 class KvmVm:
     def __init__(self, host: KvmHost, serial: int) -> None:
