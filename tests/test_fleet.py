@@ -561,3 +561,12 @@ def test_a_host_name_with_a_newline_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1 and f"left out {bad}: host: " in result.stderr
     assert not any(line.startswith("fleet plan: 0") for line in result.stdout.splitlines())
     assert len(result.stderr.splitlines()) == 2  # the refusal, escaped, and the count
+
+
+def test_pools_may_be_spaced_and_repeated(tmp_path: Path) -> None:
+    paths = reference_files(
+        tmp_path, [("5.10", "mitigated"), ("6.1", "mitigated"), ("7.2", "mitigated")]
+    )
+    spaced = json.loads(fleet("plan", *paths, "--json", "--pools", "P1, P2").stdout)
+    repeated = json.loads(fleet("plan", *paths, "--json", "--pools", "P1", "--pools", "P2").stdout)
+    assert spaced["baseline"]["chosen-from"] == repeated["baseline"]["chosen-from"] == ["P1", "P2"]
