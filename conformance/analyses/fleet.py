@@ -160,6 +160,7 @@ class Judge:
         self.spec = spec
         self._views: dict[tuple[str, tuple[tuple[int, int], ...]], dict[str, Any]] = {}
         self._oracles: dict[str, Oracle] = {}
+        self._failures: dict[tuple[str, str, int, int], Failure] = {}
 
     def view(self, pool: Pool, values: Mapping[int, int]) -> dict[str, Any]:
         """What a guest on `pool` sees of its firmware when its VM holds `values`."""
@@ -199,9 +200,16 @@ class Judge:
 
     def explain(self, source: Pool, target: Pool, reg_id: int, value: int) -> Failure:
         """The spec's errno and rule for this SET on the target's kernel, if the spec also
-        refuses it; otherwise the fingerprint's refusal stands and the disagreement is said."""
+        refuses it; otherwise the fingerprint's refusal stands and the disagreement is said.
+        The same refusal recurs in a whole row of the matrix: each is worked out once."""
         source_offer = source.offer(reg_id)
         name = source_offer.name if source_offer else f"{reg_id:#018x}"
+        key = (target.id, name, reg_id, value)
+        if key not in self._failures:
+            self._failures[key] = self._refusal(name, target, reg_id, value)
+        return self._failures[key]
+
+    def _refusal(self, name: str, target: Pool, reg_id: int, value: int) -> Failure:
         oracle = self._oracle(target)
         decision = oracle.decide(
             Access.before_first_run(

@@ -284,5 +284,15 @@ def planned_accepts(spec: Spec, register: Register | None, default: int) -> froz
 
 def profile_of(spec: Spec, judged_as: str, arch: str) -> Profile:
     """The spec's KVM for the release a host was judged as: what it says of the guest's
-    answers beyond the registers (PSCI_FEATURES, which services exist)."""
-    return resolve_profile(spec, judged_as, "mitigated", arch)
+    answers beyond the registers (PSCI_FEATURES, which services exist). Remembered per spec
+    object: a fleet has thousands of hosts and a handful of kernels (and hashing a Spec walks
+    all of it, so the spec is told apart by identity)."""
+    key = (id(spec), judged_as, arch)
+    remembered = _PROFILES.get(key)
+    if remembered is None or remembered[0] is not spec:
+        remembered = (spec, resolve_profile(spec, judged_as, "mitigated", arch))
+        _PROFILES[key] = remembered
+    return remembered[1]
+
+
+_PROFILES: dict[tuple[int, str, str], tuple[Spec, Profile]] = {}
