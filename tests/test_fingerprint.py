@@ -225,3 +225,18 @@ def test_output_dash_is_standard_output(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 0 and json.loads(result.stdout)["kernel"]["judged-as"] == "6.1"
     assert not (tmp_path / "-").exists()
+
+
+def test_nfd_labels_leave_out_services_whose_offer_was_not_recorded() -> None:
+    """Firecracker's 6.18 file records VENDOR_HYP_BMAP_2 at its reset value (0) only: whether
+    the host offers its services is unknown, so no label says it does not."""
+    path = (
+        ROOT
+        / "tests"
+        / "fixtures"
+        / "firecracker-fingerprints"
+        / "fingerprint_ARM_NEOVERSE_V2_6.18host.json"
+    )
+    labels = fingerprint("--from-firecracker", str(path), "--format", "nfd").stdout
+    assert f"{LABEL_PREFIX}vendor-hyp-bmap-2." not in labels
+    assert f"{LABEL_PREFIX}vendor-hyp-bmap.ptp=true" in labels

@@ -182,7 +182,7 @@ def as_nfd(spec: Spec, fingerprint: dict[str, Any]) -> str:
         elif register.kind == "level":
             level = next((v.name for v in register.values if v.value == default), hex(default))
             labels[register.name] = level
-        else:
+        elif entry["accepts"] is not None:  # not recorded: no label, rather than a false one
             for bit in register.bits:
                 labels[f"{register.name}.{bit.name}"] = "true" if bit.mask in accepts else "false"
     lines = []
