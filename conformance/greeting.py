@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from kvm_fwspec.conformance.adapters import Adapter, describe_failure, load_adapter
 from kvm_fwspec.conformance.profile import Profile, claims_profile
 from kvm_fwspec.spec.errors import UsageError
+from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.model import Spec
 
 
@@ -58,6 +59,15 @@ def greeted_adapter(
         adapter.close()
         raise UsageError(
             f"{capabilities.implementation} says it is KVM {claimed}; "
-            f"--kernel asks for {profile.kernel}"
+            f"--kernel asks for {profile.kernel}{_kernel_hint(spec, claimed)}"
         )
     return adapter
+
+
+def _kernel_hint(spec: Spec, claimed: str) -> str:
+    """What --kernel would match the implementation, when the spec can judge its claim."""
+    try:
+        judged = parse_kernel_name(spec, claimed)
+    except UsageError:
+        return ""
+    return f" (give --kernel {judged}, or --kernel auto where the command takes it)"

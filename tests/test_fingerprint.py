@@ -240,3 +240,69 @@ def test_nfd_labels_leave_out_services_whose_offer_was_not_recorded() -> None:
     labels = fingerprint("--from-firecracker", str(path), "--format", "nfd").stdout
     assert f"{LABEL_PREFIX}vendor-hyp-bmap-2." not in labels
     assert f"{LABEL_PREFIX}vendor-hyp-bmap.ptp=true" in labels
+
+
+@pytest.mark.parametrize(
+    ("kernel", "message"),
+    [
+        ("banana", "kernel_version: kernel 'banana'"),
+        ("9.1.0-1.amzn2023.aarch64", "kernel_version: kernel"),
+    ],
+    ids=["not-a-kernel", "newer-than-the-spec"],
+)
+def test_only_a_kernel_older_than_the_spec_is_judged_by_its_registers(
+    tmp_path: Path, kernel: str, message: str
+) -> None:
+    source = (
+        ROOT
+        / "tests"
+        / "fixtures"
+        / "firecracker-fingerprints"
+        / "fingerprint_ARM_NEOVERSE_N1_6.1host.json"
+    )
+    edited = tmp_path / "edited.json"
+    edited.write_text(
+        re.sub(r'"kernel_version": "[^"]*"', f'"kernel_version": "{kernel}"', source.read_text())
+    )
+    result = fingerprint("--from-firecracker", str(edited))
+    assert result.returncode == 2 and f"{edited}: {message}" in result.stderr, result.stderr
+
+
+def test_a_fingerprint_fleet_plan_would_refuse_is_not_written(tmp_path: Path) -> None:
+    """A host spelt by levels no KVM since 5.10 reports (WORKAROUND_2 AVAIL): the reference
+    reads a default it then refuses, so the fingerprint contradicts itself."""
+    output = tmp_path / "fp.json"
+    result = fingerprint(
+        "--kernel", "6.1", "--host", "levels:avail/avail/avail", "--output", str(output)
+    )
+    assert result.returncode == 2 and not output.exists()
+    assert result.stderr.startswith(
+        "kvm-fwspec: not written: the fingerprint: registers[2].default: 0x2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--name", "a\nb"], "--name 'a\\nb': a host name of printable characters"),
+        (
+            ["--kernel", "auto"],
+            "--kernel auto: the in-process reference is whichever kernel --kernel names",
+        ),
+    ],
+    ids=["control-character", "auto-with-the-reference"],
+)
+def test_names_a_fingerprint_cannot_carry_are_one_line(args: list[str], message: str) -> None:
+    result = subprocess.run([*KVM_FWSPEC, "fingerprint", *args], capture_output=True, text=True)
+    assert (
+        result.returncode == 2
+        and result.stderr == f"kvm-fwspec: {message}" + result.stderr.split(message)[1]
+    )
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_kernel_the_agent_is_not_says_which_to_give() -> None:
+    command = f"command={AGENT} --kernel 6.1.y"
+    result = fingerprint("--adapter", "agent", "--option", command, "--kernel", "6.1")
+    assert result.returncode == 2
+    assert "(give --kernel 6.1.y, or --kernel auto where the command takes it)" in result.stderr

@@ -5,6 +5,7 @@ reference implementation; every check shown failing on a realistic wrong input."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -241,7 +242,7 @@ def test_bad_files_are_named_and_the_rest_is_planned(tmp_path: Path) -> None:
     )
     assert f"{duplicate}: host: 6.1-mitigated was already read from {good[0]}" in lines[3]
     assert f"{missing}: no such file" in lines[4]
-    assert lines[5] == "kvm-fwspec: 5 file(s) left out; the plan covers the rest"
+    assert lines[5] == "kvm-fwspec: 5 files left out; the plan covers the rest"
     assert result.stdout.startswith("fleet plan: 2 hosts in 2 pools")
 
 
@@ -466,12 +467,17 @@ def test_values_no_kvm_gives_are_refused_and_the_rest_planned(
 
 def test_a_file_named_twice_is_read_once_and_a_list_says_what_it_is(tmp_path: Path) -> None:
     (path,) = reference_files(tmp_path, [("6.1", "mitigated")])
-    result = fleet("plan", path, tmp_path, path)
+    (tmp_path / "link.json").symlink_to(path)
+    result = fleet("plan", path, tmp_path, path, tmp_path / ".." / tmp_path.name / path.name)
     assert result.returncode == 0 and result.stdout.startswith("fleet plan: 1 host in 1 pool")
     listed = tmp_path / "list.json"
     listed.write_text("[]")
     result = fleet("plan", path, listed)
-    assert f"{listed}: top level: a list, not a fingerprint (a JSON object)" in result.stderr
+    assert f"{listed}: top level: an array, not a fingerprint (a JSON object)" in result.stderr
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    result = fleet("plan", path, fifo)  # would block for ever if it were opened
+    assert f"{fifo}: is not a regular file, not a fingerprint" in result.stderr
 
 
 def test_a_kvm_fwspec_dump_is_planned_as_it_lies(tmp_path: Path) -> None:
@@ -570,3 +576,36 @@ def test_pools_may_be_spaced_and_repeated(tmp_path: Path) -> None:
     spaced = json.loads(fleet("plan", *paths, "--json", "--pools", "P1, P2").stdout)
     repeated = json.loads(fleet("plan", *paths, "--json", "--pools", "P1", "--pools", "P2").stdout)
     assert spaced["baseline"]["chosen-from"] == repeated["baseline"]["chosen-from"] == ["P1", "P2"]
+
+
+def test_a_new_host_in_a_rolling_upgrade_is_judged_for_every_running_pool(tmp_path: Path) -> None:
+    """Host a goes 6.1 -> 6.12 and a new 5.10 host c joins: the 6.1 VMs cannot go onto c, so
+    the gate fails; host b (5.10), not named after, is judged against every upgraded pool."""
+    before = {"a": ("6.1", "mitigated"), "b": ("5.10", "mitigated")}
+    after = {"a": ("6.12", "mitigated"), "c": ("5.10", "mitigated")}
+    sides = []
+    for name, hosts in (("before", before), ("after", after)):
+        where = folder(tmp_path, name)
+        for host, kind in hosts.items():
+            (where / f"{host}.json").write_text(as_json(dict(REFERENCE[kind], host=host)))
+        sides.append(where)
+    result = fleet("diff", "--before", sides[0], "--after", sides[1])
+    assert result.returncode == 1, result.stdout
+    current = result.stdout.split("under the baseline")[0]
+    gated = [line for line in current.splitlines() if line.startswith("  gate ")]
+    assert len(gated) == 4  # a's pool to both, b's pool (nowhere named) to both
+
+
+def test_a_register_outside_the_firmware_classes_and_empty_pools_are_refused(
+    tmp_path: Path,
+) -> None:
+    good, bad = reference_files(tmp_path, [("5.10", "mitigated"), ("6.1", "mitigated")])
+    midr = {"name": None, "id": "0x603000000013c000", "default": "0x0", "accepts": None}
+    _edit(bad, lambda d: (d.update({"reg-list-length": 300}), d["registers"].append(midr)))
+    result = fleet("plan", good, bad)
+    assert (
+        f"left out {bad}: registers[7].id: 0x603000000013c000 is not a firmware register (class 0x13"
+        in (result.stderr)
+    )
+    result = fleet("plan", good, "--pools", ",")
+    assert result.returncode == 2 and "--pools names no pool" in result.stderr

@@ -38,6 +38,7 @@ def test_a_machine_that_is_not_arm64_is_one_line(command: list[str], tmp_path: o
     assert result.stderr.startswith(
         f"kvm-fwspec: --adapter kvm: real KVM needs an arm64 host, and this machine is {os.uname().machine}"
     ), result.stderr
+    assert "(use --adapter reference, or --adapter qemu" in result.stderr  # options it has
     assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
 
 

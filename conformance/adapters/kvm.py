@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
-from kvm_fwspec.conformance.guest.agent import KvmUnavailable, Served, kvm_served
+from kvm_fwspec.conformance.guest.agent import (
+    ARM64_MACHINES,
+    KvmUnavailable,
+    Served,
+    kvm_served,
+)
 from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.errors import UsageError
@@ -50,6 +55,12 @@ def create(profile: Profile, options: Mapping[str, str]) -> KvmAdapter:
     """Options: `device=PATH` (default /dev/kvm). A machine that cannot serve arm64 KVM (not
     arm64, no device, a device this user may not open) is one line saying which."""
     refuse_unknown_options("kvm", options, OPTIONS)
+    machine = os.uname().machine
+    if machine not in ARM64_MACHINES:  # the agent's own line names the agent's options
+        raise UsageError(
+            f"--adapter kvm: real KVM needs an arm64 host, and this machine is {machine} (use "
+            "--adapter reference, or --adapter qemu to boot a Debian arm64 kernel under QEMU)"
+        )
     try:
         return KvmAdapter(kvm_served(options))
     except KvmUnavailable as exc:

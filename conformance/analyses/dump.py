@@ -131,6 +131,10 @@ def greeted_as_host(
     kernel, host, arch = profile_name
     first_host = spec.host_profiles[0].name if host == "auto" else host
     auto = kernel == "auto"
+    if auto and adapter_name == "reference":
+        raise UsageError(
+            "--kernel auto: the in-process reference is whichever kernel --kernel names; name one"
+        )
     profile = resolve_profile(spec, "latest" if auto else kernel, first_host, arch)
     adapter = greeted_adapter(adapter_name, spec, profile, options, kernel_from_hello=auto)
     try:

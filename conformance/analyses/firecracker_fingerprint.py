@@ -5,6 +5,7 @@ values a host accepts are inferred from its defaults, and the file says so."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
         raise UsageError(f"{path}: records no firmware register: is it an arm64 host's?")
     try:
         kernel = parse_kernel_name(spec, kernel_text)
-    except UsageError:
+    except UsageError as refused:
+        if not _older_than_the_spec(spec, kernel_text):  # not a kernel, or a newer one
+            raise UsageError(f"{path}: kernel_version: {refused}") from None
         kernel = judged_by_registers(spec, kernel_text, "arm64", {i: values[i] for i in firmware})
     return {
         "format": FORMAT,
@@ -70,6 +73,16 @@ def import_firecracker(spec: Spec, path: Path, host: str) -> dict[str, Any]:
         "reg-list-length": len(values),
         "not-recorded": _not_recorded(values),
     }
+
+
+def _older_than_the_spec(spec: Spec, kernel_text: str) -> bool:
+    """A kernel line older than the spec's first release (Amazon Linux 2's 4.14), which a
+    distribution may have given the firmware registers by backport: judged by its registers."""
+    found = re.match(r"(\d+)\.(\d+)\b", kernel_text)
+    return found is not None and (int(found[1]), int(found[2])) < (
+        spec.releases[0].major,
+        spec.releases[0].minor,
+    )
 
 
 def _cpu(values: dict[int, int]) -> dict[str, str | None] | None:

@@ -5,9 +5,9 @@ code a CI job or a rollout system gates on.
 
 Which pairs the gate judges: in a rolling upgrade the same hosts appear before and after (by
 name), and the running hosts of a pool evacuate onto those of its hosts already upgraded, so
-the gate judges each running pool against the pools its own hosts become; a rollout onto new
-hosts (no name in both) is judged running pool against every upgraded pool. Every pair is
-shown either way."""
+the gate judges each running pool against the pools its own hosts become; every running pool
+against the pools of new hosts (named only after); and a running pool none of whose hosts is
+named after against every upgraded pool. Every pair is shown, the judged ones marked."""
 
 from __future__ import annotations
 
@@ -65,10 +65,18 @@ def upgrade_gate(spec: Spec, before: Iterable[Host], after: Iterable[Host]) -> U
 
 
 def _gated(running: list[Pool], upgraded: list[Pool]) -> set[tuple[str, str]]:
-    """The pairs a rollout needs (see the module's docstring)."""
+    """The pairs a rollout needs: each running pool to the pools its own hosts become; every
+    running pool to the pools of new hosts (named only after); and a running pool none of
+    whose hosts is named after, to every upgraded pool (its VMs must go somewhere)."""
+    before = {h.name for pool in running for h in pool.hosts}
     after = {h.name: pool.id for pool in upgraded for h in pool.hosts}
-    rolling = {(pool.id, after[h.name]) for pool in running for h in pool.hosts if h.name in after}
-    return rolling or {(a.id, b.id) for a in running for b in upgraded}
+    gated = {(p.id, after[h.name]) for p in running for h in p.hosts if h.name in after}
+    new = {pool_id for name, pool_id in after.items() if name not in before}
+    gated |= {(p.id, target) for p in running for target in new}
+    for pool in running:
+        if not any(h.name in after for h in pool.hosts):
+            gated |= {(pool.id, target.id) for target in upgraded}
+    return gated
 
 
 def as_text(gate: UpgradeGate, configuration: str, unread: int = 0) -> str:

@@ -36,6 +36,10 @@ INFERRED = (
 )
 
 
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Offer:
     """One firmware register as a host offers it: what a fresh VM reads and what SET takes."""
@@ -102,7 +106,10 @@ def read_hosts(spec: Spec, paths: Iterable[Path]) -> tuple[list[Host], list[Refu
     hosts: list[Host] = []
     refused: list[Refused] = []
     seen: dict[str, str] = {}
-    for path in dict.fromkeys(paths):  # a file named twice (a folder and a glob) is read once
+    unique: dict[Path, Path] = {}
+    for path in paths:  # named twice (a folder and a glob, fp/../fp/x.json, a link): once
+        unique.setdefault(path.resolve(), path)
+    for path in unique.values():
         try:
             host = read_host(spec, path)
         except UsageError as exc:
@@ -137,7 +144,7 @@ def host_of(spec: Spec, document: Any, where: str) -> Host:
     """A fingerprint document (from a file named `where`, or taken in this process), checked
     whole against its schema and itself."""
     if not isinstance(document, dict):
-        kind = "a list" if isinstance(document, list) else f"a {type(document).__name__}"
+        kind = JSON_KINDS.get(type(document), "not an object")
         raise UsageError(f"{where}: top level: {kind}, not a fingerprint (a JSON object)")
     if document.get("format") != FORMAT:
         raise UsageError(
@@ -145,6 +152,8 @@ def host_of(spec: Spec, document: Any, where: str) -> Host:
             "fingerprint"
         )
     error = _schema_error(document)
+    if error is not None and list(error.absolute_path) == ["host"] and error.validator == "pattern":
+        raise UsageError(f"{where}: host: {document['host']!r} has a control character")
     if error is not None:
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise UsageError(f"{where}: {field.lstrip('.') or 'top level'}: {error.message}")
@@ -183,6 +192,8 @@ def _believed(spec: Spec, path: str, document: dict[str, Any]) -> Host:
         raise UsageError(f"{path}: kernel.judged-as: {exc}") from None
     known = {int(r.ids[arch]): r for r in spec.registers if arch in r.ids}
     named = {r.name: r for r in spec.registers}
+    firmware_class = spec.layout("reg-id").field("class")
+    classes = {r.register_class.value for r in spec.registers}
     listed = document["reg-list-length"]
     if listed is not None and listed < len(document["registers"]):
         raise UsageError(
@@ -197,6 +208,12 @@ def _believed(spec: Spec, path: str, document: dict[str, Any]) -> Host:
         if reg_id in seen:
             raise UsageError(f"{where}.id: {reg_id:#x} is listed twice")
         seen.add(reg_id)
+        if firmware_class.extract(reg_id) not in classes:
+            raise UsageError(
+                f"{where}.id: {reg_id:#x} is not a firmware register (class "
+                f"{firmware_class.extract(reg_id):#x}; firmware registers are class "
+                f"{' or '.join(hex(c) for c in sorted(classes))})"
+            )
         register = known.get(reg_id)
         if register is not None and entry["name"] not in (None, register.name):
             raise UsageError(

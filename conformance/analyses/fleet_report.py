@@ -102,7 +102,8 @@ def explain(cell: Cell) -> str:
         return "fails: " + "; ".join(
             f.why
             if not f.register
-            else f"{f.register}={f.value:#x} {f.errno or 'refused (errno not recorded)'}"
+            else f"{f.register}={f.value:#x} "
+            + (f.errno or "refused by the host, errno not recorded (the spec expects otherwise)")
             + (f" ({f.rule})" if f.rule else "")
             for f in cell.failures
         )
@@ -174,7 +175,7 @@ def _baseline_text(plan: Plan) -> list[str]:
         return []
     hosts = sum(len(plan.pool(p).hosts) for p in baseline.pools)
     lines = [
-        f"baseline: {', '.join(baseline.pools)} ({hosts} hosts) can exchange VMs with the guest's "
+        f"baseline: {', '.join(baseline.pools)} ({count_of(hosts, 'host')}) can exchange VMs with the guest's "
         "firmware unchanged when the VMM creates each VM so:",
         "  vcpus with KVM_ARM_VCPU_PSCI_0_2",
     ]

@@ -16,6 +16,8 @@ def read_json(path: Path, what: str) -> Any:
     deeper than Python parses)."""
     if path.is_dir():
         raise UsageError(f"{path}: is a folder, not {what}")
+    if path.exists() and not path.is_file():  # a FIFO would block the read for ever
+        raise UsageError(f"{path}: is not a regular file, not {what}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kvm_fwspec.conformance.adapters import parse_options
 from kvm_fwspec.conformance.analyses.dump import dump, parse_psci_value
@@ -11,6 +12,7 @@ from kvm_fwspec.conformance.commands._arguments import (
     add_profile_arguments,
     nonempty_path,
 )
+from kvm_fwspec.spec.errors import UsageError
 
 HELP = "save a VM's firmware registers through an adapter, as a VMM would"
 
@@ -33,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Every argument is checked before the adapter starts (dump() checks --output first): a
     # mistake costs no VM and writes nothing.
+    if args.output == Path("-"):
+        raise UsageError("--output -: a dump is a file migrate-check reads back; name the file")
     psci = (
         None if args.psci_version is None else parse_psci_value(args.psci_version, "--psci-version")
     )

@@ -17,6 +17,7 @@ from kvm_fwspec.conformance.analyses.dump import check_output, greeted_as_host, 
 from kvm_fwspec.conformance.analyses.dump_fingerprint import import_dump
 from kvm_fwspec.conformance.analyses.fingerprint import as_json, as_nfd, take
 from kvm_fwspec.conformance.analyses.firecracker_fingerprint import import_firecracker
+from kvm_fwspec.conformance.analyses.fleet_hosts import host_of
 from kvm_fwspec.conformance.analyses.qemu_stream_fingerprint import import_qemu_stream
 from kvm_fwspec.conformance.commands._arguments import (
     add_adapter_options,
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.name is not None and not args.name.isprintable():
+        raise UsageError(f"--name {args.name!r}: a host name of printable characters, please")
     importer = _importer(args)
     if args.output == Path("-"):  # the shell convention for standard output, not a file "-"
         args.output = None
@@ -146,6 +149,13 @@ def _dest(option: str) -> str:
 
 
 def _write(args: argparse.Namespace, spec: Spec, fingerprint: dict[str, Any], label: str) -> int:
+    """Write a fingerprint only if `fleet plan` would believe it: an implementation whose
+    answers contradict themselves (a default it then refuses to take) or a file carrying
+    values no KVM gives is refused here, in the same words, rather than later."""
+    try:
+        host_of(spec, fingerprint, "the fingerprint")
+    except UsageError as exc:
+        raise UsageError(f"not written: {exc}") from None
     text = as_json(fingerprint) if args.format == "json" else as_nfd(spec, fingerprint)
     if args.output is None:
         sys.stdout.write(text)

@@ -19,7 +19,7 @@ from kvm_fwspec.conformance.analyses.fleet import make_plan
 from kvm_fwspec.conformance.analyses.fleet_diff import EXIT, upgrade_gate
 from kvm_fwspec.conformance.analyses.fleet_diff import as_text as gate_text
 from kvm_fwspec.conformance.analyses.fleet_hosts import Host, Refused, read_hosts
-from kvm_fwspec.conformance.analyses.fleet_report import as_html, as_json, as_text
+from kvm_fwspec.conformance.analyses.fleet_report import as_html, as_json, as_text, count_of
 from kvm_fwspec.conformance.commands._arguments import nonempty_path
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
@@ -87,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan(spec: Spec, args: argparse.Namespace) -> int:
+    chosen = [p.strip() for text in args.pools for p in text.split(",") if p.strip()]
+    if args.pools and not chosen:
+        raise UsageError("--pools names no pool: give pool ids such as P1,P3, or leave it out")
     if args.html is not None:
         _check_html(args.html)
     hosts, refused = _read(spec, args.fingerprints, "")
-    chosen = [p.strip() for text in args.pools for p in text.split(",") if p.strip()]
     plan = make_plan(spec, hosts, refused, chosen)
     sys.stdout.write(as_json(plan) if args.json else as_text(plan))
     if args.html is not None:
@@ -142,7 +144,7 @@ def _read(spec: Spec, arguments: list[Path], side: str) -> tuple[list[Host], lis
 def _left_out(refused: list[Refused]) -> int:
     if refused:
         print(
-            f"kvm-fwspec: {len(refused)} file(s) left out; the plan covers the rest",
+            f"kvm-fwspec: {count_of(len(refused), 'file')} left out; the plan covers the rest",
             file=sys.stderr,
         )
         return SOME_LEFT_OUT
