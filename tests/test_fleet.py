@@ -543,18 +543,25 @@ def test_a_rollout_that_changes_nothing_passes(tmp_path: Path) -> None:
     assert "gate (current configuration): SAFE" in result.stdout
 
 
-def test_a_rolling_upgrade_is_judged_by_each_hosts_own_pools(tmp_path: Path) -> None:
-    """Host a goes 6.1 -> 6.12 (safe), host b 5.10 -> 6.1 (changes): the gate says 3, whatever
-    the 6.1 VMs would do on the 5.10 host no longer there."""
-    before = {"a": ("6.1", "mitigated"), "b": ("5.10", "mitigated")}
-    after = {"a": ("6.12", "mitigated"), "b": ("6.1", "mitigated")}
+def rollout(
+    tmp_path: Path, before: dict[str, tuple[str, str]], after: dict[str, tuple[str, str]]
+) -> subprocess.CompletedProcess[str]:
+    """`fleet diff` of hosts named before and after, each the reference kind given."""
     sides = []
     for name, hosts in (("before", before), ("after", after)):
         where = folder(tmp_path, name)
         for host, kind in hosts.items():
             (where / f"{host}.json").write_text(as_json(dict(REFERENCE[kind], host=host)))
         sides.append(where)
-    result = fleet("diff", "--before", sides[0], "--after", sides[1])
+    return fleet("diff", "--before", sides[0], "--after", sides[1])
+
+
+def test_a_rolling_upgrade_is_judged_by_each_hosts_own_pools(tmp_path: Path) -> None:
+    """Host a goes 6.1 -> 6.12 (safe), host b 5.10 -> 6.1 (changes): the gate says 3, whatever
+    the 6.1 VMs would do on the 5.10 host no longer there."""
+    before = {"a": ("6.1", "mitigated"), "b": ("5.10", "mitigated")}
+    after = {"a": ("6.12", "mitigated"), "b": ("6.1", "mitigated")}
+    result = rollout(tmp_path, before, after)
     assert result.returncode == 3, result.stdout
     gated = [line for line in result.stdout.splitlines() if line.startswith("  gate ")]
     assert len(gated) == 4  # two pairs, under both configurations
@@ -583,13 +590,7 @@ def test_a_new_host_in_a_rolling_upgrade_is_judged_for_every_running_pool(tmp_pa
     the gate fails; host b (5.10), not named after, is judged against every upgraded pool."""
     before = {"a": ("6.1", "mitigated"), "b": ("5.10", "mitigated")}
     after = {"a": ("6.12", "mitigated"), "c": ("5.10", "mitigated")}
-    sides = []
-    for name, hosts in (("before", before), ("after", after)):
-        where = folder(tmp_path, name)
-        for host, kind in hosts.items():
-            (where / f"{host}.json").write_text(as_json(dict(REFERENCE[kind], host=host)))
-        sides.append(where)
-    result = fleet("diff", "--before", sides[0], "--after", sides[1])
+    result = rollout(tmp_path, before, after)
     assert result.returncode == 1, result.stdout
     current = result.stdout.split("under the baseline")[0]
     gated = [line for line in current.splitlines() if line.startswith("  gate ")]
