@@ -177,10 +177,15 @@ def _listing(spec: Spec) -> list[dict[str, Any]]:
 def configuration(pool: Pool, baseline: Baseline | None, kind: str) -> list[tuple[int, int]]:
     """The SETs a VMM makes at creation: none with defaults; with the baseline, the PSCI pin
     and every bitmap, as the pool's set holds them (baseline.values) or, for a pool the
-    baseline leaves out, as far as the pool takes it (values_for)."""
+    baseline leaves out, the pin and the bitmaps as far as the pool takes them (values_for)."""
     if kind == "defaults" or baseline is None:
         return []
     values = baseline.values(pool) if pool.id in baseline.pools else values_for(pool, baseline)
+    psci = next((o for o in pool.offers if o.kind == "psci-version"), None)
+    if psci is not None and baseline.psci_version is not None:
+        # Tried even where the pool refuses it, as a VMM applying the baseline would: the
+        # refusal at creation is the proof of a pool left out for its PSCI versions.
+        values[psci.reg_id] = baseline.psci_version
     return [
         (o.reg_id, values[o.reg_id])
         for o in pool.offers
