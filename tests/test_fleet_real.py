@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from kvm_fwspec.conformance.analyses.fleet import Cell
+from kvm_fwspec.conformance.analyses.fleet_evidence import check_answers, compare
 from kvm_fwspec.conformance.campaigns import fleet_proof
-from kvm_fwspec.conformance.campaigns.fleet_proof import check_answers, compare
 from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
 
