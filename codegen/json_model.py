@@ -203,6 +203,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     **_lifetime(f.lifetime),
                     "psci-features": f.psci_features,
                     "returns": f.returns,
+                    "arch-features": f.arch_features,
                 }
                 for f in spec.smccc_functions
             ],

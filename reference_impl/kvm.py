@@ -360,7 +360,10 @@ class ReferenceVcpu:
             if function["function-id"] != queried:
                 continue
             register = next((r for r in kvm.registers if r["name"] == function["name"]), None)
-            if register is None:
+            if register is None:  # not a workaround: the function's own answer, if offered
+                offered = function["arch-features"] is not None and kvm.covers(function)
+                if offered and self._service_enabled(function["service"]):
+                    return int(function["arch-features"])
                 break
             level = kvm.host[register["name"]]
             answer = next(v["arch-features"] for v in register["values"] if v["name"] == level)

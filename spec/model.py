@@ -388,6 +388,7 @@ class SmcccFunction:
     function_id: int
     psci_features: int | None = None
     returns: int | None = None
+    arch_features: int | None = None  # SMCCC_ARCH_FEATURES(this id) while its service is on
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -65,6 +65,7 @@ def resolve_smccc_functions(
                 function_id=fid,
                 psci_features=raw.get("psci-features"),
                 returns=raw.get("returns"),
+                arch_features=raw.get("arch-features"),
             )
         )
     ctx.unique("smccc", ("functions",), raws, "name", "SMCCC function")
