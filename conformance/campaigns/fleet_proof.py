@@ -47,6 +47,7 @@ from kvm_fwspec.conformance.analyses.fleet_evidence import (
 )
 from kvm_fwspec.conformance.analyses.fleet_hosts import host_of
 from kvm_fwspec.conformance.analyses.fleet_report import as_json as plan_json
+from kvm_fwspec.conformance.analyses.guest_answers import check_guest_answers
 from kvm_fwspec.conformance.lab.kernels import kernel_lines
 from kvm_fwspec.conformance.lab.qemu import Guest, GuestError
 from kvm_fwspec.conformance.lab.qemu_adapter import QemuAdapter, default_cache, prepare
@@ -339,4 +340,12 @@ def run_proof(report: Path, fixtures: Path | None) -> int:
     for line in wrong:
         print(f"  {line}")
     print("  time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in timing.items()))
-    return 1 if wrong else 0
+    answers = check_guest_answers(spec, evidence)
+    undefined = ", ".join(sorted(answers.undefined)) or "none"
+    print(
+        f"guest answers vs the spec: {answers.answers} answers, {len(answers.wrong)} differ; "
+        f"left undefined by the spec: {undefined}"
+    )
+    for line in answers.wrong:
+        print(f"  {line}")
+    return 1 if wrong or answers.wrong else 0
