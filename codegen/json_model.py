@@ -204,6 +204,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "psci-features": f.psci_features,
                     "returns": f.returns,
                     "arch-features": f.arch_features,
+                    "returns-register": f.returns_register,
                 }
                 for f in spec.smccc_functions
             ],

@@ -235,6 +235,8 @@ class CaseBuilder:
                         continue
                     if not enabled & bit.mask:
                         sim.call(function.function_id, NOT_SUPPORTED)
+                    elif function.returns_register in sim.stored:  # the VM's own value
+                        sim.call(function.function_id, sim.stored[function.returns_register])
                     elif function.returns is not None:
                         sim.call(function.function_id, function.returns)
             return len(sim.steps) > before

@@ -340,6 +340,9 @@ class ReferenceVcpu:
             return self._arch_features(args[0] if args else 0)
         if not self._service_enabled(function["service"]):
             return NOT_SUPPORTED
+        register = function["returns-register"]
+        if register is not None and any(r["name"] == register for r in self.vm.kvm.registers):
+            return int(self.stored[register])  # the VM's value, as KVM reads it for the guest
         if function["returns"] is None:
             raise SpecGap(f"the spec fixes no result for {function['name']}")
         return int(function["returns"])

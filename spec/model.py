@@ -389,6 +389,7 @@ class SmcccFunction:
     psci_features: int | None = None
     returns: int | None = None
     arch_features: int | None = None  # SMCCC_ARCH_FEATURES(this id) while its service is on
+    returns_register: str | None = None  # x0 is the VM's value of it, where the release has it
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,7 +80,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     kvm_psci_01_base, kvm_psci_01_c_base, kvm_psci_01_functions = resolve_kvm_psci_01(ctx)
     psci_return_codes = resolve_return_codes(ctx)
     psci_constant_groups = resolve_constant_groups(ctx)
-    smccc_functions = resolve_smccc_functions(ctx, smccc_id, services, psci_functions)
+    smccc_functions = resolve_smccc_functions(ctx, smccc_id, services, psci_functions, registers)
     ctx.stop_on_problems()
 
     vocabulary = Vocabulary(state=state, reg_id=reg_id, psci_versions=psci_versions)

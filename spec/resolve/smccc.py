@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kvm_fwspec.spec.model import Layout, PsciFunction, Service, SmcccFunction
+from kvm_fwspec.spec.model import Layout, PsciFunction, Register, Service, SmcccFunction
 from kvm_fwspec.spec.resolve.context import Context
 
 
@@ -25,8 +25,10 @@ def resolve_smccc_functions(
     smccc: Layout,
     services: Mapping[str, Service],
     psci_functions: tuple[PsciFunction, ...],
+    registers: tuple[Register, ...],
 ) -> tuple[SmcccFunction, ...]:
     raws = ctx.data("smccc")["functions"]
+    register_names = {r.name for r in registers}
     owners = {v.name: v.value for v in smccc.field("owner").values}
     conventions = {v.name: v.value for v in smccc.field("convention").values}
     fast = smccc.field("call-type").value_named("fast").value
@@ -36,6 +38,10 @@ def resolve_smccc_functions(
         path = ("functions", i)
         if raw["owner"] not in owners:
             ctx.error("smccc", (*path, "owner"), f"unknown owner '{raw['owner']}'")
+            continue
+        wanted = raw.get("returns-register")
+        if wanted is not None and wanted not in register_names:
+            ctx.error("smccc", (*path, "returns-register"), f"no register '{wanted}'")
             continue
         service = services.get(raw["service"])
         if service is None:
@@ -66,6 +72,7 @@ def resolve_smccc_functions(
                 psci_features=raw.get("psci-features"),
                 returns=raw.get("returns"),
                 arch_features=raw.get("arch-features"),
+                returns_register=raw.get("returns-register"),
             )
         )
     ctx.unique("smccc", ("functions",), raws, "name", "SMCCC function")
