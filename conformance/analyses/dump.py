@@ -65,31 +65,31 @@ def parse_psci_value(text: str, what: str) -> int:
     return value
 
 
-def check_output(path: Path) -> None:
-    """Refuse, before any work, an --output that cannot become the dump file: a folder, a
-    device, a path under a file, or a folder nothing can be created in (/proc). The probe is
-    an unnamed temporary file, gone when closed: nothing is left behind."""
+def check_output(path: Path, option: str = "--output") -> None:
+    """Refuse, before any work, an `option` path that cannot become the file it names: a
+    folder, a device, a path under a file, or a folder nothing can be created in (/proc). The
+    probe is an unnamed temporary file, gone when closed: nothing is left behind."""
     try:
-        _check_output(path)
+        _check_output(path, option)
     except OSError as exc:  # a name longer than the system allows, a folder we may not enter
-        raise UsageError(f"--output {path}: {exc.strerror}") from None
+        raise UsageError(f"{option} {path}: {exc.strerror}") from None
 
 
-def _check_output(path: Path) -> None:
+def _check_output(path: Path, option: str) -> None:
     if path.is_dir():
-        raise UsageError(f"--output {path} is a folder; name a file, e.g. {path / 'dump.json'}")
+        raise UsageError(f"{option} {path} is a folder; name a file, e.g. {path / 'dump.json'}")
     if path.exists() and not path.is_file():
-        raise UsageError(f"--output {path} exists and is not a regular file")
+        raise UsageError(f"{option} {path} exists and is not a regular file")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the dump creates the missing folders below this one
+        folder = folder.parent  # the file's missing folders are created below this one
     if not folder.is_dir():
-        raise UsageError(f"--output {path}: {folder} is a file, not a folder")
+        raise UsageError(f"{option} {path}: {folder} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise UsageError(f"--output {path}: cannot write in {folder}: {exc.strerror}") from None
+        raise UsageError(f"{option} {path}: cannot write in {folder}: {exc.strerror}") from None
 
 
 def dump(

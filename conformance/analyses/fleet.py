@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kvm_fwspec.conformance.analyses.fleet_hosts import Host, Offer, Refused, profile_of
-from kvm_fwspec.conformance.analyses.migration import guest_view
+from kvm_fwspec.conformance.analyses.migration import guest_view, show_value, view_changes
 from kvm_fwspec.conformance.oracle import Access, Oracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, level_registers, levels_profile
 from kvm_fwspec.spec.errors import UsageError
@@ -146,7 +146,11 @@ class Plan:
 
     @property
     def hosts(self) -> int:
-        return sum(len(p.hosts) for p in self.pools)
+        return host_count(self.pools)
+
+    @property
+    def baseline_hosts(self) -> int:
+        return host_count(self.pool(p) for p in self.baseline.pools) if self.baseline else 0
 
     def pool(self, pool_id: str) -> Pool:
         return next(p for p in self.pools if p.id == pool_id)
@@ -191,11 +195,7 @@ class Judge:
         after = {**(created if created is not None else target.defaults), **values}
         before_view = self.view(source, values)
         after_view = self.view(target, after)
-        changes = tuple(
-            f"{key}: {_show(before_view.get(key))} -> {_show(after_view.get(key))}"
-            for key in sorted(set(before_view) | set(after_view))
-            if before_view.get(key) != after_view.get(key)
-        )
+        changes = tuple(view_changes(before_view, after_view))
         return Cell(source.id, target.id, "changes" if changes else "safe", (), changes)
 
     def explain(self, source: Pool, target: Pool, reg_id: int, value: int) -> Failure:
@@ -258,12 +258,6 @@ def _accepted(offer: Offer) -> str:
     return f"it takes {taken}" + (" (inferred)" if offer.inferred else "")
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, int):
-        return f"{value:#x}" if value > 9 else str(value)
-    return "absent" if value is None else str(value)
-
-
 def firmware_view(
     spec: Spec, profile: Profile, offers: Iterable[Offer], values: Mapping[int, int]
 ) -> dict[str, Any]:
@@ -282,17 +276,14 @@ def pools_of(spec: Spec, hosts: Iterable[Host], prefix: str = "P") -> list[Pool]
     """Hosts grouped by identical firmware behaviour; the largest pool first, ties by kernel,
     oldest first; ids are `prefix` and a number."""
     groups: dict[Any, list[Host]] = {}
-    profiles: dict[str, Profile] = {}
     keys: dict[tuple[Any, ...], Any] = {}
     for host in sorted(hosts, key=lambda h: h.name):
-        if host.judged_as not in profiles:
-            profiles[host.judged_as] = profile_of(spec, host.judged_as, host.arch)
         offers = tuple((o.reg_id, o.kind, o.default, tuple(sorted(o.accepts))) for o in host.offers)
         seen = (host.arch, host.judged_as, offers)
         if seen not in keys:
             view = firmware_view(
                 spec,
-                profiles[host.judged_as],
+                profile_of(spec, host.judged_as, host.arch),
                 host.offers,
                 {o.reg_id: o.default for o in host.offers},
             )
@@ -303,7 +294,9 @@ def pools_of(spec: Spec, hosts: Iterable[Host], prefix: str = "P") -> list[Pool]
         key=lambda members: (-len(members), kernel_order(members[0].judged_as), members[0].name),
     )
     return [
-        Pool(f"{prefix}{n}", tuple(members), profiles[members[0].judged_as])
+        Pool(
+            f"{prefix}{n}", tuple(members), profile_of(spec, members[0].judged_as, members[0].arch)
+        )
         for n, members in enumerate(ordered, start=1)
     ]
 
@@ -373,12 +366,14 @@ def _configured(members: list[Pool], pin: int | None, judge: Judge) -> tuple[Bas
         for pool in members:
             view = judge.view(pool, baseline.values(pool))
             by_view.setdefault(tuple(sorted(view.items())), []).append(pool)
-        part = max(
-            by_view.values(), key=lambda ps: (sum(len(p.hosts) for p in ps), -pool_number(ps[0].id))
-        )
+        part = max(by_view.values(), key=lambda ps: (host_count(ps), -pool_number(ps[0].id)))
         if len(part) == len(members):
             return baseline, members
         members = part
+
+
+def host_count(pools: Iterable[Pool]) -> int:
+    return sum(len(p.hosts) for p in pools)
 
 
 def kernel_order(judged_as: str) -> tuple[int, ...]:
@@ -419,7 +414,7 @@ def choose_baseline(judge: Judge, candidates: list[Pool]) -> Baseline:
             if not taking:
                 continue
             baseline, part = _configured(taking, pin, judge)
-            score = (sum(len(p.hosts) for p in part), len(part), pin or 0)
+            score = (host_count(part), len(part), pin or 0)
             if best is None or score > best[0]:
                 best = (score, baseline, part)
     assert best is not None  # every candidate pool takes its own default pin
@@ -488,8 +483,8 @@ def why_excluded(
         Exclusion(
             "view",
             key,
-            f"under the baseline its guest sees {key} = {_show(mine_view.get(key))}, "
-            f"the set's see {_show(their_view.get(key))}",
+            f"under the baseline its guest sees {key} = {show_value(mine_view.get(key))}, "
+            f"the set's see {show_value(their_view.get(key))}",
         )
         for key in sorted(set(mine_view) | set(their_view))
         if mine_view.get(key) != their_view.get(key)
@@ -506,11 +501,11 @@ def _refusal(judge: Judge, source: Pool, target: Pool, reg_id: int, value: int) 
 def values_for(pool: Pool, baseline: Baseline) -> dict[int, int]:
     """The baseline applied to a pool outside its set, as far as the pool takes it."""
     values = pool.defaults
+    pin = baseline.psci_version
+    bitmaps = dict(baseline.bitmaps)
     for offer in pool.offers:
-        pin = baseline.psci_version
         if offer.kind == "psci-version" and pin is not None and offer.takes(pin):
             values[offer.reg_id] = pin  # a pool that refuses the pin keeps its default
-        wanted = dict(baseline.bitmaps).get(offer.name)
-        if offer.kind == "bitmap" and wanted is not None:
-            values[offer.reg_id] = wanted & offer.mask
+        if offer.kind == "bitmap" and offer.name in bitmaps:
+            values[offer.reg_id] = bitmaps[offer.name] & offer.mask
     return values

@@ -20,6 +20,7 @@ from kvm_fwspec.conformance.analyses.fleet import (
     Judge,
     Pool,
     choose_baseline,
+    host_count,
     pools_of,
     values_for,
 )
@@ -83,8 +84,8 @@ def as_text(gate: UpgradeGate, configuration: str, unread: int = 0) -> str:
     """Every pair under both configurations (`gate` marks those the exit status judges), and
     the verdict; with `unread` files left out, no verdict can pass."""
     lines = [
-        f"upgrade gate: {count_of(sum(len(p.hosts) for p in gate.before), 'running host')} in "
-        f"{count_of(len(gate.before), 'pool')}, {count_of(sum(len(p.hosts) for p in gate.after), 'upgraded host')} "
+        f"upgrade gate: {count_of(host_count(gate.before), 'running host')} in "
+        f"{count_of(len(gate.before), 'pool')}, {count_of(host_count(gate.after), 'upgraded host')} "
         f"in {count_of(len(gate.after), 'pool')}"
     ]
     for pools, word in ((gate.before, "running"), (gate.after, "upgraded")):

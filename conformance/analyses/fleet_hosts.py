@@ -55,10 +55,7 @@ class Offer:
         """Would KVM_SET_ONE_REG of `value` succeed on a fresh VM of this host? Bitmaps take
         any subset of the bits the host offers; the others take the values it accepted."""
         if self.kind == "bitmap":
-            mask = 0
-            for bit in self.accepts:
-                mask |= bit
-            return value & ~mask == 0
+            return value & ~self.mask == 0
         return value in self.accepts
 
     @property

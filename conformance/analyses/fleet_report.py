@@ -32,7 +32,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         else {
             "chosen-from": list(plan.chosen),
             "pools": list(baseline.pools),
-            "hosts": sum(len(plan.pool(p).hosts) for p in baseline.pools),
+            "hosts": plan.baseline_hosts,
             "vcpu-features": list(FEATURES),
             "psci-version": _hex(baseline.psci_version),
             "bitmaps": {name: _hex(value) for name, value in baseline.bitmaps},
@@ -173,9 +173,9 @@ def _baseline_text(plan: Plan) -> list[str]:
     baseline = plan.baseline
     if baseline is None:
         return []
-    hosts = sum(len(plan.pool(p).hosts) for p in baseline.pools)
     lines = [
-        f"baseline: {', '.join(baseline.pools)} ({count_of(hosts, 'host')}) can exchange VMs with the guest's "
+        f"baseline: {', '.join(baseline.pools)} ({count_of(plan.baseline_hosts, 'host')}) can "
+        "exchange VMs with the guest's "
         "firmware unchanged when the VMM creates each VM so:",
         "  vcpus with KVM_ARM_VCPU_PSCI_0_2",
     ]

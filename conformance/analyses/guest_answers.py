@@ -6,6 +6,7 @@ ARCH_FEATURES of every call, TRNG_VERSION, the vendor KVM_FEATURES) on every CI 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,16 @@ class AnswerCheck:
     answers: int = 0
     undefined: set[str] = field(default_factory=set)  # calls the spec gives no answer for
     wrong: list[str] = field(default_factory=list)  # answers the spec gives otherwise
+
+
+def set_steps(writes: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
+    """KVM_SET_ONE_REG of each (register id, value) on vcpu 0, in order."""
+    return [{"op": "set", "vcpu": 0, "reg": reg, "value": value} for reg, value in writes]
+
+
+def call_steps(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The guest's own call of each recorded function, with its arguments, on vcpu 0."""
+    return [{"op": "call", "vcpu": 0, "function": c["function"], "args": c["args"]} for c in calls]
 
 
 def reference_answers(
@@ -39,12 +50,7 @@ def reference_answers(
     kvm = ReferenceKvm(str(kernel.release), host, fingerprint["arch"], stable=kernel.stable)
     if tables is not None:
         kvm.tables = tables
-    steps = [
-        {"op": "set", "vcpu": 0, "reg": c["reg"], "value": c["value"]} for c in save["created"]
-    ]
-    steps += [
-        {"op": "call", "vcpu": 0, "function": c["function"], "args": c["args"]} for c in calls
-    ]
+    steps = set_steps((c["reg"], c["value"]) for c in save["created"]) + call_steps(calls)
     observed = execute(kvm, {"vcpus": 1, "features": ["psci-0.2"], "steps": steps})
     return observed[len(save["created"]) :]
 

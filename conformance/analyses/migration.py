@@ -8,6 +8,7 @@ hypercall services it can call) is compared before and after.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,12 +66,7 @@ class MigrationReport:
     @property
     def changes(self) -> list[str]:
         """What the guest would notice, one line each (empty: nothing changes behind its back)."""
-        found = []
-        for key in sorted(set(self.guest_before) | set(self.guest_after)):
-            before, after = self.guest_before.get(key), self.guest_after.get(key)
-            if before != after:
-                found.append(f"{key}: {_show(before)} -> {_show(after)}")
-        return found
+        return view_changes(self.guest_before, self.guest_after)
 
     @property
     def safe(self) -> bool:
@@ -112,7 +108,16 @@ class MigrationReport:
         }
 
 
-def _show(value: Any) -> str:
+def view_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """`KEY: before -> after` for each answer of a guest view that differs, sorted by key."""
+    return [
+        f"{key}: {show_value(before.get(key))} -> {show_value(after.get(key))}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+
+def show_value(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:#x}" if value > 9 else str(value)
     return "absent" if value is None else str(value)

@@ -47,7 +47,11 @@ from kvm_fwspec.conformance.analyses.fleet_evidence import (
 )
 from kvm_fwspec.conformance.analyses.fleet_hosts import host_of
 from kvm_fwspec.conformance.analyses.fleet_report import as_json as plan_json
-from kvm_fwspec.conformance.analyses.guest_answers import check_guest_answers
+from kvm_fwspec.conformance.analyses.guest_answers import (
+    call_steps,
+    check_guest_answers,
+    set_steps,
+)
 from kvm_fwspec.conformance.lab.kernels import kernel_lines
 from kvm_fwspec.conformance.lab.qemu import Guest, GuestError
 from kvm_fwspec.conformance.lab.qemu_adapter import QemuAdapter, default_cache, prepare
@@ -99,10 +103,6 @@ def guest_calls(spec: Spec) -> list[dict[str, Any]]:
         if f.service.name != "arch" and (f.returns is not None or f.name in VENDOR_DISCOVERY)
     ]
     return calls
-
-
-def _call_steps(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"op": "call", "vcpu": 0, "function": c["function"], "args": c["args"]} for c in calls]
 
 
 # -- the real run --------------------------------------------------------------------------
@@ -168,10 +168,6 @@ def _listing(spec: Spec) -> list[dict[str, Any]]:
     ]
 
 
-def _sets(created: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    return [{"op": "set", "vcpu": 0, "reg": reg, "value": value} for reg, value in created]
-
-
 def _save(
     spec: Spec,
     machine: Machine,
@@ -184,8 +180,8 @@ def _save(
     ids = [int(r["id"], 16) for r in fingerprint["registers"]]
     listing = _listing(spec)
     steps = [
-        *_sets(created),
-        *_call_steps(calls),
+        *set_steps(created),
+        *call_steps(calls),
         *listing,
         *({"op": "get", "vcpu": 0, "reg": reg} for reg in ids),
     ]
@@ -230,13 +226,10 @@ def _restores(
     programs = []
     for save in saves:
         steps = [
-            *_sets(created[save["configuration"]]),
-            *(
-                {"op": "set", "vcpu": 0, "reg": r["id"], "value": r["value"]}
-                for r in save["registers"]
-            ),
+            *set_steps(created[save["configuration"]]),
+            *set_steps((r["id"], r["value"]) for r in save["registers"]),
             *({"op": "get", "vcpu": 0, "reg": reg} for reg in ids),
-            *_call_steps(calls),
+            *call_steps(calls),
         ]
         programs.append({"vcpus": 1, "features": FEATURES, "steps": steps})
     records = []

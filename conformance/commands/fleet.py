@@ -105,10 +105,7 @@ def _check_html(folder: Path) -> None:
     """Refuse, before any work, an --html folder index.html cannot be written in."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--html {folder} is a file; name a folder for index.html")
-    try:
-        check_output(folder / "index.html")
-    except UsageError as exc:
-        raise UsageError(str(exc).replace("--output", "--html", 1)) from None
+    check_output(folder / "index.html", "--html")
 
 
 def _diff(spec: Spec, args: argparse.Namespace) -> int:
