@@ -112,6 +112,7 @@ def test_output_is_written_whole_and_a_bad_output_is_one_line(tmp_path: Path) ->
     assert json.loads(out.read_text())["kernel"]["judged-as"] == "7.2"
     refused = fingerprint("--output", str(tmp_path))
     assert refused.returncode == 2 and "is a folder" in refused.stderr
+    assert refused.stderr.rstrip().endswith(f"e.g. {tmp_path / 'fingerprint.json'}")  # not dump
     assert len(refused.stderr.splitlines()) == 1
 
 

@@ -65,19 +65,19 @@ def parse_psci_value(text: str, what: str) -> int:
     return value
 
 
-def check_output(path: Path, option: str = "--output") -> None:
+def check_output(path: Path, option: str = "--output", example: str = "dump.json") -> None:
     """Refuse, before any work, an `option` path that cannot become the file it names: a
     folder, a device, a path under a file, or a folder nothing can be created in (/proc). The
     probe is an unnamed temporary file, gone when closed: nothing is left behind."""
     try:
-        _check_output(path, option)
+        _check_output(path, option, example)
     except OSError as exc:  # a name longer than the system allows, a folder we may not enter
         raise UsageError(f"{option} {path}: {exc.strerror}") from None
 
 
-def _check_output(path: Path, option: str) -> None:
+def _check_output(path: Path, option: str, example: str) -> None:
     if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder; name a file, e.g. {path / 'dump.json'}")
+        raise UsageError(f"{option} {path} is a folder; name a file, e.g. {path / example}")
     if path.exists() and not path.is_file():
         raise UsageError(f"{option} {path} exists and is not a regular file")
     folder = path.parent

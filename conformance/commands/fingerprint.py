@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output == Path("-"):  # the shell convention for standard output, not a file "-"
         args.output = None
     if args.output is not None:
-        check_output(args.output)
+        check_output(args.output, example="fingerprint.json")
     spec = load_spec()
     if importer is not None:
         fingerprint = _imported(args, spec, importer)
