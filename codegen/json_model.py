@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvm_fwspec.spec import rule_language as rl
-from kvm_fwspec.spec.model import Field, Lifetime, Source, Spec
+from kvm_fwspec.spec.model import Constant, Field, Lifetime, Source, Spec
 
 
 def _lifetime(lifetime: Lifetime) -> dict[str, Any]:
@@ -46,6 +46,45 @@ def _field(f: Field) -> dict[str, Any]:
 
 def _expr(text: str | None, expr: rl.Expr | None) -> dict[str, Any] | None:
     return None if expr is None else {"text": text, "tree": rl.to_json(expr)}
+
+
+def _constant(c: Constant) -> dict[str, Any]:
+    return {"name": c.name, "c-name": c.c_name, "value": c.value}
+
+
+def _smccc_filter(spec: Spec) -> dict[str, Any]:
+    f = spec.smccc_filter
+    return {
+        **_lifetime(f.lifetime),
+        "group": _constant(f.group),
+        "attr": _constant(f.attr),
+        "struct": {
+            "c-name": f.struct_c_name,
+            "size": f.struct_size,
+            "fields": [{"name": x.name, "offset": x.offset, "size": x.size} for x in f.fields],
+        },
+        "actions": [_constant(a) for a in f.actions],
+        "reserved": [{"name": r.name, "first": r.first, "last": r.last} for r in f.reserved],
+        "exit": {"reason": _constant(f.exit_reason), "flags": [_constant(x) for x in f.exit_flags]},
+        "rules": [
+            {
+                "id": r.id,
+                "doc": r.doc,
+                "op": r.op,
+                **_lifetime(r.lifetime),
+                "when": _expr(r.when_text, r.when),
+                "result": {
+                    "errno": r.errno.name if r.errno else None,
+                    "ok": r.ok,
+                    "x0": r.x0,
+                    "exit": r.exit.name if r.exit else None,
+                    "kvm": r.kvm,
+                },
+                "source": _source(r.source),
+            }
+            for r in f.rules
+        ],
+    }
 
 
 def model_to_json(spec: Spec) -> dict[str, Any]:
@@ -209,6 +248,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 for f in spec.smccc_functions
             ],
         },
+        "smccc-filter": _smccc_filter(spec),
         "kvm-interface": {
             "ioctls": [
                 {"name": i.name, "c-name": i.c_name, "number": i.number} for i in spec.ioctls

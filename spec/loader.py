@@ -18,7 +18,17 @@ from kvm_fwspec.spec.model import Spec, SpecFile
 from kvm_fwspec.spec.resolve import resolve
 from kvm_fwspec.spec.yaml_source import SourceDocument, load_document
 
-SPEC_FILES = ("kernels", "encoding", "api", "registers", "psci", "smccc", "rules", "vmm")
+SPEC_FILES = (
+    "kernels",
+    "encoding",
+    "api",
+    "registers",
+    "psci",
+    "smccc",
+    "smccc-filter",
+    "rules",
+    "vmm",
+)
 SCHEMA_FILE = Path("schema") / "kvm-fwspec.schema.yaml"
 
 

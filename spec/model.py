@@ -373,6 +373,7 @@ class Service:
 
     name: str
     doc: str
+    lifetime: Lifetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -415,6 +416,77 @@ class Rule:
     source: Source
     deprecated: str | None = None
     kernel_docs: KernelDocs | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterField:
+    """A field of struct kvm_smccc_filter, by byte offset and size."""
+
+    name: str
+    offset: int
+    size: int
+    doc: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterRange:
+    """A range of function ids the VM's filter holds from the first range added: KVM's."""
+
+    name: str
+    doc: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterRule:
+    """One row of the filter's decision tables (spec/smccc-filter.yaml): `has` and `set` of
+    the attribute and a guest's `call`. The result is one of errno, ok, x0, exit or kvm."""
+
+    id: str
+    doc: str
+    op: Literal["has", "set", "call"]
+    when: Expr | None
+    when_text: str | None
+    errno: Errno | None
+    ok: bool
+    x0: int | None
+    exit: Constant | None
+    kvm: bool
+    lifetime: Lifetime
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmcccFilter:
+    """The SMCCC filter's ABI: the VM attribute, its struct, actions, the ranges KVM keeps,
+    the exit of a forwarded call, and the decision tables."""
+
+    doc: str
+    lifetime: Lifetime
+    source: Source
+    attribute_doc: str
+    group: Constant
+    attr: Constant
+    struct_c_name: str
+    struct_doc: str
+    struct_size: int
+    fields: tuple[FilterField, ...]
+    actions: tuple[Constant, ...]
+    reserved: tuple[FilterRange, ...]
+    exit_doc: str
+    exit_reason: Constant
+    exit_flags: tuple[Constant, ...]
+    rules: tuple[FilterRule, ...]
+
+    def field(self, name: str) -> FilterField:
+        return next(f for f in self.fields if f.name == name)
+
+    def action(self, name: str) -> Constant:
+        return next(a for a in self.actions if a.name == name)
+
+    def table(self, op: str) -> tuple[FilterRule, ...]:
+        return tuple(r for r in self.rules if r.op == op)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -488,6 +560,7 @@ class Spec:
     system_events: tuple[Constant, ...]
     core_registers: tuple[CoreRegisters, ...]
     vmm_rules: tuple[VmmRule, ...]
+    smccc_filter: SmcccFilter
 
     def layout(self, name: str) -> Layout:
         return next(lay for lay in self.layouts if lay.name == name)

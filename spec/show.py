@@ -7,7 +7,7 @@ import difflib
 
 from kvm_fwspec.spec.decode import describe_register
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import HostProfile, Rule, Spec
+from kvm_fwspec.spec.model import FilterRule, HostProfile, Rule, Spec
 
 
 def describe_rule(rule: Rule) -> list[str]:
@@ -32,6 +32,34 @@ def describe_rule(rule: Rule) -> list[str]:
     return [
         f"rule: {rule.id}",
         f"  {rule.op} on {target}, {', '.join(rule.architectures)}, since {rule.lifetime.since}{until}",
+        f"  when: {rule.when_text or '(always: the default)'}",
+        f"  then: {outcome}",
+        f"  why: {' '.join(rule.doc.split())}",
+        f"  source: {rule.source.file}" + (f" ({rule.source.note})" if rule.source.note else ""),
+    ]
+
+
+def describe_filter_rule(rule: FilterRule) -> list[str]:
+    """An SMCCC filter rule: the table it belongs to, its condition and outcome."""
+    if rule.errno:
+        outcome = f"errno {rule.errno.name} ({rule.errno.value})"
+    elif rule.x0 is not None:
+        outcome = f"the guest's x0 is {rule.x0}"
+    elif rule.exit is not None:
+        outcome = f"KVM_RUN exits with {rule.exit.c_name} ({rule.exit.value})"
+    elif rule.kvm:
+        outcome = "KVM answers the call as without a filter"
+    else:
+        outcome = "accepted"
+    table = {
+        "has": "KVM_HAS_DEVICE_ATTR on the VM",
+        "set": "KVM_SET_DEVICE_ATTR of one SMCCC filter range",
+        "call": "a guest's call while the VM has an SMCCC filter",
+    }[rule.op]
+    until = f" until {rule.lifetime.until}" if rule.lifetime.until else ""
+    return [
+        f"rule: {rule.id}",
+        f"  {table}, arm64, since {rule.lifetime.since}{until}",
         f"  when: {rule.when_text or '(always: the default)'}",
         f"  then: {outcome}",
         f"  why: {' '.join(rule.doc.split())}",
@@ -84,6 +112,9 @@ def show(spec: Spec, name: str) -> list[str]:
     for rule in spec.rules:
         if wanted == rule.id:
             lines += describe_rule(rule)
+    for filter_rule in spec.smccc_filter.rules:
+        if wanted == filter_rule.id:
+            lines += describe_filter_rule(filter_rule)
     for function in spec.psci_functions:
         if wanted == function.name or upper in function.c_names.values():
             ids = ", ".join(f"{conv} {fid:#010x}" for conv, fid in sorted(function.ids.items()))
@@ -114,6 +145,7 @@ def names(spec: Spec) -> list[str]:
         found |= {v.name for v in register.values} | {v.c_name for v in register.values}
         found |= {b.name for b in register.bits} | {b.c_name for b in register.bits}
     found |= {rule.id for rule in spec.rules}
+    found |= {rule.id for rule in spec.smccc_filter.rules}
     found |= {host.name for host in spec.host_profiles}
     for function in spec.psci_functions:
         found |= {function.name, *function.c_names.values()}

@@ -84,6 +84,15 @@ def test_show_a_rule_and_a_value() -> None:
     assert "bit 4 of KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2" in value.stdout
 
 
+def test_show_an_smccc_filter_rule_and_suggest_it_for_a_typo() -> None:
+    rule = kvm_fwspec("show", "smccc-filter/call/forward")
+    assert "a guest's call while the VM has an SMCCC filter, arm64, since 6.4" in rule.stdout
+    assert "then: KVM_RUN exits with KVM_EXIT_HYPERCALL (3)" in rule.stdout
+    typo = kvm_fwspec("show", "smccc-filter/call/foward")
+    assert typo.returncode == 2
+    assert "did you mean smccc-filter/call/forward," in typo.stderr
+
+
 def test_show_unknown_name_is_a_usage_error() -> None:
     result = kvm_fwspec("show", "no-such-thing")
     assert result.returncode == 2
@@ -96,6 +105,7 @@ def test_validate_prints_counts_from_the_spec() -> None:
     assert result.returncode == 0
     assert f"{len(spec.registers)} registers" in result.stdout
     assert f"{len(spec.rules)} rules" in result.stdout
+    assert f"{len(spec.smccc_filter.rules)} SMCCC filter rules" in result.stdout
 
 
 def test_missing_spec_directory_is_one_line() -> None:
@@ -367,7 +377,7 @@ def test_a_folder_without_spec_files_is_said_to_hold_none(tmp_path: Path) -> Non
         kvm_fwspec("validate", str(tmp_path)),
         2,
         f"kvm-fwspec: spec directory {tmp_path} holds none of the spec files (kernels.yaml, "
-        "encoding.yaml, api.yaml, registers.yaml, psci.yaml, smccc.yaml, rules.yaml, vmm.yaml, "
+        "encoding.yaml, api.yaml, registers.yaml, psci.yaml, smccc.yaml, smccc-filter.yaml, rules.yaml, vmm.yaml, "
         "schema/kvm-fwspec.schema.yaml): is it the spec folder?\n",
     )
 

@@ -2,10 +2,11 @@
 # Regenerate with: kvm-fwspec generate
 # source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-# source: spec/api.yaml sha256:76576be90d87a4407df8b97d7e6cfeb5b3b201ea757911595514323cad0c15ac
+# source: spec/api.yaml sha256:1e87efb2ac9da069cb5f904e0519c5dc098dd9f772f62b67e75f9000a2246ee5
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
 # source: spec/psci.yaml sha256:2fd8285c04494f54f8b2aaa12650167fc53933150ca6c77ad507c6b8577a9baa
 # source: spec/smccc.yaml sha256:13515f0265f6a698c29b0ebff3a84e7aacde0a9ad7a77e49373cc9e3c7241838
+# source: spec/smccc-filter.yaml sha256:bee7245af6e2cdd42da62be43f8a9a294b96e1bc42a7baa0109b7e18eb3cee51
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
 # source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
 # kvm-fwspec-generated: python
@@ -200,9 +201,11 @@ class Errno(IntEnum):
 
     EPERM = 1
     ENOENT = 2
+    ENXIO = 6
     ENOEXEC = 8
     EFAULT = 14
     EBUSY = 16
+    EEXIST = 17
     EINVAL = 22
 
 KVM_ARM_VCPU_PSCI_0_2: Final[int] = 2
@@ -251,6 +254,8 @@ class Ioctl(IntEnum):
     KVM_ARM_VCPU_INIT = 0x4020aeae
     KVM_ARM_PREFERRED_TARGET = 0x8020aeaf
     KVM_ARM_VCPU_FINALIZE = 0x4004aec2
+    KVM_SET_DEVICE_ATTR = 0x4018aee1
+    KVM_HAS_DEVICE_ATTR = 0x4018aee3
     KVM_GET_REG_LIST = 0xc008aeb0
 
 
@@ -262,6 +267,8 @@ KVM_RUN_FIELDS: Final[dict[str, tuple[int, int]]] = {
     "mmio-len": (48, 4),
     "mmio-is-write": (52, 1),
     "system-event-type": (32, 4),
+    "hypercall-nr": (32, 8),
+    "hypercall-flags": (96, 8),
 }
 """struct kvm_run fields: name -> (byte offset, size)."""
 
@@ -269,6 +276,7 @@ KVM_RUN_FIELDS: Final[dict[str, tuple[int, int]]] = {
 class ExitReason(IntEnum):
     """kvm_run.exit_reason values the harness handles."""
 
+    HYPERCALL = 3
     INTR = 10
     MMIO = 6
     FAIL_ENTRY = 9
@@ -295,3 +303,24 @@ CORE_REGISTER_WORDS: Final[dict[str, tuple[int, int]]] = {
     "pstate": (66, 1),
 }
 """Core registers: name -> (first 32-bit word in struct kvm_regs, count); each is 64 bits."""
+
+
+SMCCC_FILTER_ATTRIBUTE: Final[tuple[int, int]] = (0, 0)
+"""KVM_ARM_VM_SMCCC_CTRL and KVM_ARM_VM_SMCCC_FILTER: the VM device attribute of the SMCCC filter (since 6.4)."""
+SMCCC_FILTER_SIZE: Final[int] = 24
+"""sizeof(struct kvm_smccc_filter)."""
+SMCCC_FILTER_FIELDS: Final[dict[str, tuple[int, int]]] = {
+    "base": (0, 4),
+    "nr-functions": (4, 4),
+    "action": (8, 1),
+    "pad": (9, 15),
+}
+"""struct kvm_smccc_filter fields: name -> (byte offset, size), little-endian."""
+
+
+class SmcccFilterAction(IntEnum):
+    """The action of an SMCCC filter range."""
+
+    HANDLE = 0
+    DENY = 1
+    FWD_TO_USER = 2

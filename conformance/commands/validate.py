@@ -31,7 +31,8 @@ def summary(spec: Spec) -> str:
     return (
         f"spec OK: {len(spec.registers)} registers, {values} values and bits, "
         f"{len(spec.psci_versions)} PSCI versions, {functions} function ids, "
-        f"{len(spec.rules)} rules, {len(spec.vmm_rules)} VMM rules, "
+        f"{len(spec.rules)} rules, {len(spec.smccc_filter.rules)} SMCCC filter rules, "
+        f"{len(spec.vmm_rules)} VMM rules, "
         f"releases {spec.releases[0]}-{spec.releases[-1]}"
     )
 

@@ -5,8 +5,8 @@ composed from fields do not collide, layouts account for every bit, releases are
 ordered, rules type-check and every decision table ends in a default. All problems are
 collected and raised together.
 
-One module resolves each spec file (kernels, encoding, api, registers, psci, smccc, rules,
-vmm); context.py holds what they share. `resolve` runs them in three stages, each ending where
+One module resolves each spec file (kernels, encoding, api, registers, psci, smccc,
+smccc-filter, rules, vmm); context.py holds what they share. `resolve` runs them in three stages, each ending where
 the next would only trip over problems already found: what registers refer to, then the
 registers and the PSCI and SMCCC functions, then what is typed in the rule language.
 """
@@ -45,6 +45,7 @@ from kvm_fwspec.spec.resolve.registers import (
 )
 from kvm_fwspec.spec.resolve.rules import resolve_rules
 from kvm_fwspec.spec.resolve.smccc import resolve_services, resolve_smccc_functions
+from kvm_fwspec.spec.resolve.smccc_filter import resolve_smccc_filter
 from kvm_fwspec.spec.resolve.vmm import resolve_vmm_rules
 from kvm_fwspec.spec.rule_names import Vocabulary
 from kvm_fwspec.spec.yaml_source import SourceDocument
@@ -81,7 +82,9 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     psci_return_codes = resolve_return_codes(ctx)
     psci_constant_groups = resolve_constant_groups(ctx)
     smccc_functions = resolve_smccc_functions(ctx, smccc_id, services, psci_functions, registers)
+    smccc_filter = resolve_smccc_filter(ctx, smccc_id, errnos, exit_reasons, releases)
     ctx.stop_on_problems()
+    assert smccc_filter is not None  # its only None comes with a problem, and stopped above
 
     vocabulary = Vocabulary(state=state, reg_id=reg_id, psci_versions=psci_versions)
     registers = resolve_resets(ctx, registers, vocabulary)
@@ -123,4 +126,5 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         system_events=system_events,
         core_registers=core_registers,
         vmm_rules=vmm_rules,
+        smccc_filter=smccc_filter,
     )

@@ -17,7 +17,12 @@ def resolve_services(ctx: Context) -> dict[str, Service]:
     """The services by name."""
     raws = ctx.data("smccc")["services"]
     ctx.unique("smccc", ("services",), raws, "name", "service")
-    return {r["name"]: Service(name=r["name"], doc=r["doc"]) for r in raws}
+    return {
+        r["name"]: Service(
+            name=r["name"], doc=r["doc"], lifetime=ctx.lifetime("smccc", ("services", i), r)
+        )
+        for i, r in enumerate(raws)
+    }
 
 
 def resolve_smccc_functions(
