@@ -8,8 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kvm_fwspec.conformance.cases import REQUIRES_FILTER, REQUIRES_GUEST, REQUIRES_PSCI_01
 from kvm_fwspec.conformance.guest.agent import Served
-from kvm_fwspec.conformance.guest.kvm_ioctl import REPORTED_CAPABILITIES, host_levels
+from kvm_fwspec.conformance.guest.kvm_ioctl import (
+    HOST_CAPABILITIES,
+    REPORTED_CAPABILITIES,
+    VM_ATTRIBUTES,
+    host_levels,
+)
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, levels_profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.loader import load_spec
@@ -30,7 +36,7 @@ def reference_served(options: Mapping[str, str]) -> Served:
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,
         "arch": kvm.arch,
-        "features": ["guest-calls", "psci-0.1-vcpus"],
+        "features": [REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER],
         "cpu": None,  # the reference runs on no CPU: a fingerprint records none
     }
     if kvm.arch == "arm64":
@@ -40,11 +46,19 @@ def reference_served(options: Mapping[str, str]) -> Served:
 
 
 def reference_capabilities(kvm: ReferenceKvm) -> dict[str, int]:
-    """What KVM_CHECK_EXTENSION answers for each capability a real-KVM agent reports, as the
-    spec dates it (the reference's tables are the spec's): 1 from the release the capability
-    came in, else 0. One the spec does not declare (the SMCCC filter, a VM attribute) is left
-    out, never guessed."""
+    """What a real-KVM agent reports in `kvm-capabilities`, as the spec dates it (the
+    reference's tables are the spec's): for a host capability, what KVM_CHECK_EXTENSION
+    answers, 1 from the release the capability came in, else 0; for a VM attribute, 1 when
+    KVM_HAS_DEVICE_ATTR on a fresh VM succeeds, which the SMCCC filter's `has` rules decide
+    (1 from the filter's release, 6.4, else 0). One the spec does not declare (a capability
+    its api.yaml lacks, an attribute other than the filter's) is left out, never guessed."""
     declared = {c["name"]: c for c in kvm.tables["capabilities"]}
-    return {
-        name: int(kvm.covers(declared[name])) for name in REPORTED_CAPABILITIES if name in declared
-    }
+    smccc_filter = kvm.tables["smccc-filter"]
+    filter_attribute = (smccc_filter["group"]["value"], smccc_filter["attr"]["value"])
+    answers: dict[str, int] = {}
+    for name in REPORTED_CAPABILITIES:
+        if name in HOST_CAPABILITIES and name in declared:
+            answers[name] = int(kvm.covers(declared[name]))
+        elif name in VM_ATTRIBUTES and VM_ATTRIBUTES[name] == filter_attribute:
+            answers[name] = int(kvm.create_vm().has_attribute(*VM_ATTRIBUTES[name]) is None)
+    return answers

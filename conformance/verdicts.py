@@ -8,6 +8,7 @@ from typing import Any
 
 from kvm_fwspec.conformance.adapters import Adapter, Capabilities, describe_failure
 from kvm_fwspec.conformance.cases import Case
+from kvm_fwspec.conformance.guest.wire import STEP_NUMBERS
 
 OUTCOMES = ("pass", "fail", "not-applicable", "error")
 
@@ -45,9 +46,6 @@ class CaseResult:
         }
 
 
-HEX_FIELDS = ("reg", "value", "mask", "match", "function")
-
-
 def program_in_hex(program: dict[str, Any]) -> dict[str, Any]:
     """The program as results.json records it, to rerun a case by hand: register ids, values
     and function ids in hex, as KVM_GET_REG_LIST dumps and kernel headers spell them."""
@@ -58,7 +56,7 @@ def program_in_hex(program: dict[str, Any]) -> dict[str, Any]:
 def _hex(key: str, value: Any) -> Any:
     if key == "args":
         return [hex(arg) for arg in value]
-    return hex(value) if key in HEX_FIELDS else value
+    return hex(value) if key in STEP_NUMBERS else value
 
 
 def describe_outcome(outcome: dict[str, Any]) -> str:

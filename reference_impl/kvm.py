@@ -1,7 +1,9 @@
 """KVM of a chosen release on a chosen host, as far as the firmware registers go.
 
 Every GET, SET and REG_LIST is decided by walking the generated decision tables; guest calls
-are answered from the PSCI and SMCCC tables. No register has a branch of its own here.
+are answered from the PSCI and SMCCC tables. The SMCCC filter (KVM_HAS_DEVICE_ATTR and
+KVM_SET_DEVICE_ATTR on the VM, and which of KVM, a denial or userspace answers a call) walks
+the filter's tables the same way. No register has a branch of its own here.
 `Quirks` exist only to seed plausible kernel bugs for the suite to catch.
 """
 
@@ -16,6 +18,11 @@ from kvm_fwspec.reference_impl.evaluate import U64, Value, evaluate, evaluate_in
 from kvm_fwspec.reference_impl.tables import MODEL
 
 NOT_SUPPORTED = -1
+NOT_SUPPORTED_U64 = (1 << 64) - 1  # what userspace writes to x0 for -1
+U32 = (1 << 32) - 1
+# How the suite's guest makes a call, by the names of the hypercall exit's flags
+# (KVM_HYPERCALL_EXIT_*): with HVC, from A64, so neither applies.
+GUEST_CALL_FLAGS = {"smc": False, "16bit": False}
 
 
 class SpecGap(Exception):
@@ -32,6 +39,7 @@ class Quirks:
     features_ignores_selected_version: bool = False
     bitmap_gate_ignored: bool = False
     run_does_not_count: bool = False
+    filter_after_run_allowed: bool = False  # kvm_smccc_set_filter without its EBUSY check
 
 
 def _release(text: str) -> tuple[int, int]:
@@ -93,6 +101,9 @@ class ReferenceKvm:
         self.psci_versions = frozenset(v["encoded"] for v in versions)
         latest = next(p for p in tables["psci"]["latest"] if _covers(p, self.release))["version"]
         self.psci_latest = int(next(v["encoded"] for v in versions if v["name"] == latest))
+        self.smccc_filter: Mapping[str, Any] = tables["smccc-filter"]
+        self.filter_rules = [r for r in self.smccc_filter["rules"] if self.covers(r)]
+        self.filter_actions = {a["name"]: int(a["value"]) for a in self.smccc_filter["actions"]}
 
     def covers(self, entry: Mapping[str, Any]) -> bool:
         return _covers(entry, self.release, self.stable)
@@ -156,15 +167,45 @@ class ReferenceKvm:
             return decided
         raise SpecGap(f"no rule decides {op} of {reg_id:#018x} in {self.release}")
 
+    def decide_filter(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
+        """The SMCCC filter's rule for `op` (has, set or call): the first of this release
+        whose `when` holds, as for the registers."""
+        for rule in self.filter_rules:
+            if rule["op"] != op:
+                continue
+            if rule["when"] is not None and not evaluate(rule["when"]["tree"], names):
+                continue
+            decided: dict[str, Any] = rule
+            return decided
+        raise SpecGap(f"no SMCCC filter rule decides {op} in {self.release}")
+
+
+@dataclass(frozen=True)
+class FilterRange:
+    """Function ids first to last, inclusive, and the action the VM's filter gives them."""
+
+    first: int
+    last: int
+    action: int
+
+    def holds(self, function_id: int) -> bool:
+        return self.first <= function_id <= self.last
+
+    def meets(self, first: int, last: int) -> bool:
+        return self.first <= last and first <= self.last
+
 
 @dataclass
 class ReferenceVm:
-    """A VM: the VM-wide register values and whether any vcpu has run."""
+    """A VM: the VM-wide register values, its SMCCC filter and whether any vcpu has run."""
 
     kvm: ReferenceKvm
     has_run: bool = False
     vcpus: list[ReferenceVcpu] = field(default_factory=list)
     stored: dict[str, int] = field(default_factory=dict)
+    # The ranges the VM's SMCCC filter holds: empty until one is accepted, and then with the
+    # reserved architecture ranges too.
+    filter_ranges: list[FilterRange] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for register in self.kvm.registers:
@@ -178,6 +219,105 @@ class ReferenceVm:
         )
         self.vcpus.append(vcpu)
         return vcpu
+
+    # -- the SMCCC filter ------------------------------------------------------------------
+
+    def _reserved(self) -> list[FilterRange]:
+        handle = self.kvm.filter_actions["handle"]
+        return [
+            FilterRange(int(r["first"]), int(r["last"]), handle)
+            for r in self.kvm.smccc_filter["reserved"]
+        ]
+
+    def has_names(self, group: int, attr: int) -> dict[str, Value]:
+        """A value for each name a `has` rule of the filter may use: exactly those
+        spec/filter_names.py declares (tests/test_rule_names.py checks)."""
+        return {
+            "attr.group": group,
+            "attr.attr": attr,
+            "filter-group": int(self.kvm.smccc_filter["group"]["value"]),
+            "filter-attr": int(self.kvm.smccc_filter["attr"]["value"]),
+        }
+
+    def set_names(self, base: int, nr_functions: int, action: int, pad: int) -> dict[str, Value]:
+        """A value for each name a `set` rule of the filter may use."""
+        last = (base + nr_functions - 1) & U32  # KVM computes the range's end in a u32
+        held = self.filter_ranges or self._reserved()  # the reserved come with the first range
+        return {
+            "filter.base": base,
+            "filter.nr-functions": nr_functions,
+            "filter.last": last,
+            "filter.action": action,
+            "filter.pad": pad,
+            # a range that wraps holds no ids in order; range-wraps refuses it before this
+            "filter.overlaps": last >= base and any(r.meets(base, last) for r in held),
+            "filter-actions": frozenset(self.kvm.filter_actions.values()),
+            "vm.has-run": self.has_run and not self.kvm.quirks.filter_after_run_allowed,
+        }
+
+    def call_names(self, function_id: int) -> dict[str, Value]:
+        """A value for each name a `call` rule of the filter may use."""
+        action = next(
+            (r.action for r in self.filter_ranges if r.holds(function_id)),
+            self.kvm.filter_actions["handle"],  # an id in no range is handled
+        )
+        names: dict[str, Value] = {"call.action": action}
+        names.update({f"action.{name}": value for name, value in self.kvm.filter_actions.items()})
+        return names
+
+    def has_attribute(self, group: int, attr: int) -> str | None:
+        """KVM_HAS_DEVICE_ATTR on the VM: None if the VM has the attribute, else the errno."""
+        return _errno_or_ok(self.kvm.decide_filter("has", self.has_names(group, attr)))
+
+    def set_smccc_filter(self, base: int, nr_functions: int, action: int, pad: int) -> str | None:
+        """KVM_SET_DEVICE_ATTR of one filter range: None once the range is added, else the
+        errno."""
+        rule = self.kvm.decide_filter("set", self.set_names(base, nr_functions, action, pad))
+        errno = _errno_or_ok(rule)
+        if errno is None:
+            if not self.filter_ranges:
+                self.filter_ranges.extend(self._reserved())
+            self.filter_ranges.append(FilterRange(base, (base + nr_functions - 1) & U32, action))
+        return errno
+
+    def filter_call(self, function_id: int, answer: int) -> dict[str, int | str] | None:
+        """What the VM's filter makes of a guest's call: NOT_SUPPORTED, the userspace exit
+        answered with `answer`, or None when KVM answers as without a filter."""
+        if not self.filter_ranges:
+            return None
+        rule = self.kvm.decide_filter("call", self.call_names(function_id))
+        result = rule["result"]
+        if result["x0"] is not None:
+            return {"x0": int(result["x0"])}
+        if result["exit"] is not None:
+            exit_ = self.kvm.smccc_filter["exit"]
+            if result["exit"] != exit_["reason"]["name"]:
+                raise SpecGap(f"{rule['id']}: the reference knows no {result['exit']} exit")
+            return {
+                "x0": answer - (1 << 64) if answer >> 63 else answer,  # x0 read signed
+                "hypercall": function_id,
+                "hypercall-flags": _exit_flags(exit_["flags"]),
+            }
+        if result["kvm"]:
+            return None
+        raise SpecGap(f"{rule['id']}: the rule gives a call no outcome")
+
+
+def _errno_or_ok(rule: Mapping[str, Any]) -> str | None:
+    result = rule["result"]
+    if result["errno"]:
+        return str(result["errno"])
+    if not result["ok"]:
+        raise SpecGap(f"{rule['id']}: the rule gives neither an errno nor success")
+    return None
+
+
+def _exit_flags(flags: list[Mapping[str, Any]]) -> int:
+    """The hypercall exit's flags for the suite's guest (GUEST_CALL_FLAGS)."""
+    unknown = [f["name"] for f in flags if f["name"] not in GUEST_CALL_FLAGS]
+    if unknown:
+        raise SpecGap(f"the reference cannot tell whether exit flags {unknown} apply")
+    return sum(int(f["value"]) for f in flags if GUEST_CALL_FLAGS[f["name"]])
 
 
 @dataclass
@@ -276,11 +416,18 @@ class ReferenceVcpu:
             return self.vm.kvm.psci_latest
         return selected or self.vm.kvm.psci_latest
 
-    def call(self, function_id: int, args: list[int]) -> dict[str, int | str]:
-        """The guest's HVC: x0 as a signed value, or a system event exit."""
+    def call(
+        self, function_id: int, args: list[int], answer: int = NOT_SUPPORTED_U64
+    ) -> dict[str, int | str]:
+        """The guest's HVC: x0 as a signed value, a system event exit, or, when the VM's
+        SMCCC filter forwards the call to userspace, the hypercall exit with userspace's
+        `answer` in x0. The filter comes before the feature bitmaps, as in KVM."""
         if not self.initialized:
             return {"errno": "ENOEXEC"}
         self.vm.has_run = True
+        filtered = self.vm.filter_call(function_id, answer)
+        if filtered is not None:
+            return filtered
         tables, kvm = self.vm.kvm.tables, self.vm.kvm
         psci = tables["psci"]
         for function in tables["smccc"]["functions"]:

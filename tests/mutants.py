@@ -222,4 +222,12 @@ MUTANTS = [
         "std-bmap/set/reject-change-after-run",
         _quirk(run_does_not_count=True),
     ),
+    Mutant(
+        "filter-after-run-allowed",
+        "an SMCCC filter range accepted after the VM has run",
+        "6.12",
+        "mitigated",
+        "smccc-filter/set/after-run",
+        _quirk(filter_after_run_allowed=True),
+    ),
 ]

@@ -327,11 +327,11 @@ BROKEN_STEPS = {
     "set-without-value": ({"op": "set", "vcpu": 0, "reg": 1}, "a set step needs value"),
     "unknown-op": (
         {"op": "peek", "vcpu": 0},
-        "unknown step op 'peek'; steps are get, set, list, run, call",
+        "unknown step op 'peek'; steps are get, set, list, run, call, smccc-filter, has-attr",
     ),
     "function-beyond-32-bits": (
         {"op": "call", "vcpu": 0, "function": 0x1FFFFFFFF},
-        "function 8589934591 is not a 32-bit SMCCC function id",
+        "function 8589934591 is not a number from 0 to 0xffffffff",
     ),
 }
 

@@ -11,6 +11,7 @@ import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from kvm_fwspec.conformance.guest.kvm_ioctl import REPORTED_CAPABILITIES
 from kvm_fwspec.conformance.lab.qemu import Guest
 from kvm_fwspec.conformance.lab.qemu_adapter import QemuAdapter, default_cache, prepare
 from kvm_fwspec.conformance.profile import resolve_profile
-from kvm_fwspec.conformance.reference_agent import reference_served
+from kvm_fwspec.conformance.reference_agent import reference_capabilities, reference_served
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.reference_impl.tables import MODEL
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
@@ -43,7 +46,9 @@ ALL_CAPABILITIES = {"arm-psci-0.2": 1, "arm-system-suspend": 1, "arm-vm-smccc-fi
 REPORTING_AGENT = """
 import json, sys
 from kvm_fwspec.conformance.guest.agent import Served, Session, serve_stream
-from kvm_fwspec.conformance.reference_agent import reference_served
+from kvm_fwspec.conformance.reference_agent import reference_capabilities, reference_served
+from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.reference_impl.tables import MODEL
 served = reference_served({"kernel": "7.2", "host": "mitigated"})
 hello = {**served.hello, **json.loads(sys.argv[1])}
 hello = {key: value for key, value in hello.items() if value is not None}
@@ -160,24 +165,53 @@ def test_a_fingerprint_command_given_such_an_agent_fails_in_one_line(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("kernel", "suspend"), [("5.10", 0), ("5.10.y", 0), ("6.1", 1), ("7.2", 1)]
-)
+    ("kernel", "suspend", "smccc_filter"),
+    [("5.10", 0, 0), ("5.10.y", 0, 0), ("6.1", 1, 0), ("6.3", 1, 0), ("6.4", 1, 1),
+     ("7.2", 1, 1)],
+)  # fmt: skip
 def test_the_reference_agent_reports_the_capabilities_the_spec_dates(
-    kernel: str, suspend: int
+    kernel: str, suspend: int, smccc_filter: int
 ) -> None:
     hello = reference_served({"kernel": kernel, "host": "mitigated"}).hello
     assert hello["cpu"] is None
-    assert hello["kvm-capabilities"] == {"arm-psci-0.2": 1, "arm-system-suspend": suspend}
-    # the numbers are the spec's dates, not the test's: suspend came in the release it names
+    assert hello["kvm-capabilities"] == {
+        "arm-psci-0.2": 1,
+        "arm-system-suspend": suspend,
+        "arm-vm-smccc-filter": smccc_filter,
+    }
+    # the numbers are the spec's dates, not the test's: suspend and the filter came in the
+    # releases the spec names
+    release = Release.parse(kernel.removesuffix(".y"))
     since = next(c for c in SPEC.capabilities if c.name == "arm-system-suspend").lifetime.since
-    assert suspend == int(Release.parse(kernel.removesuffix(".y")) >= since)
+    assert suspend == int(release >= since)
+    assert smccc_filter == int(release >= SPEC.smccc_filter.lifetime.since)
+
+
+def leave_out(edit: Callable[[dict[str, Any]], None]) -> dict[str, int]:
+    tables = copy.deepcopy(MODEL)
+    edit(tables)
+    return reference_capabilities(ReferenceKvm("7.2", "mitigated", tables=tables))
+
+
+def test_the_reference_agent_reports_every_capability_the_spec_declares() -> None:
+    hello = reference_served({"kernel": "7.2", "host": "mitigated"}).hello
+    assert list(hello["kvm-capabilities"]) == list(REPORTED_CAPABILITIES)
 
 
 def test_the_reference_agent_leaves_out_what_the_spec_does_not_declare() -> None:
-    declared = {c.name for c in SPEC.capabilities}
-    hello = reference_served({"kernel": "7.2", "host": "mitigated"}).hello
-    assert "arm-vm-smccc-filter" not in declared | set(hello["kvm-capabilities"])
-    assert set(hello["kvm-capabilities"]) == set(REPORTED_CAPABILITIES) & declared
+    """Tables without KVM_CAP_ARM_SYSTEM_SUSPEND, and tables whose filter is another VM
+    attribute than the one a real agent asks about: neither is guessed."""
+
+    def without_suspend(tables: dict[str, Any]) -> None:
+        tables["capabilities"] = [
+            c for c in tables["capabilities"] if c["name"] != "arm-system-suspend"
+        ]
+
+    def another_attribute(tables: dict[str, Any]) -> None:
+        tables["smccc-filter"]["attr"]["value"] = 1
+
+    assert leave_out(without_suspend) == {"arm-psci-0.2": 1, "arm-vm-smccc-filter": 1}
+    assert leave_out(another_attribute) == {"arm-psci-0.2": 1, "arm-system-suspend": 1}
 
 
 # -- take() records what was reported, and not-recorded what was not -------------------------
@@ -207,14 +241,16 @@ def test_a_host_that_reports_everything_leaves_nothing_of_it_unrecorded(tmp_path
 
 
 def test_the_reference_agent_s_fingerprint_names_what_it_did_not_report() -> None:
+    """The reference has no CPU; every capability it reports, the filter's absence included."""
     agent = shlex.join([*KVM_FWSPEC, "agent", "--kernel", "5.10.y"])
     document = fingerprint_through(agent, "5.10.y")
     assert document["cpu"] is None
-    assert document["kvm-capabilities"] == {"arm-psci-0.2": 1, "arm-system-suspend": 0}
-    assert document["not-recorded"] == {
-        "cpu": NOT_RECORDED["cpu"],
-        "capabilities": "the implementation did not report arm-vm-smccc-filter",
+    assert document["kvm-capabilities"] == {
+        "arm-psci-0.2": 1,
+        "arm-system-suspend": 0,
+        "arm-vm-smccc-filter": 0,
     }
+    assert document["not-recorded"] == {"cpu": NOT_RECORDED["cpu"]}
 
 
 def test_an_old_agent_s_fingerprint_records_neither(tmp_path: Path) -> None:
@@ -302,9 +338,9 @@ def test_the_cpu_is_read_from_sysfs_as_arm64_linux_writes_it(tmp_path: Path) -> 
 QEMU_MAX_MIDR = {"implementer": (24, 0), "variant": (20, 0), "architecture": (16, 0xF),
                  "part-number": (4, ord("Q")), "revision": (0, 0)}  # fmt: skip
 # The SMCCC filter's VM attribute group came in Linux 6.4 (arch/arm64/include/uapi/asm/kvm.h:
-# Debian's 6.1 linux-libc-dev lacks KVM_ARM_VM_SMCCC_CTRL, 6.12's headers have it); the spec
-# does not date it.
-SMCCC_FILTER_SINCE = Release(6, 4)
+# Debian's 6.1 linux-libc-dev lacks KVM_ARM_VM_SMCCC_CTRL, 6.12's headers have it), as
+# spec/smccc-filter.yaml dates it.
+SMCCC_FILTER_SINCE = SPEC.smccc_filter.lifetime.since
 
 
 def midr(fields: dict[str, tuple[int, int]]) -> str:

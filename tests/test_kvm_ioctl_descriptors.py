@@ -1,9 +1,11 @@
 """The kvm adapter touches nothing but the file descriptors it created: every ioctl, mmap and
 close in conformance/kvm_ioctl.py acts on an `fd` attribute, and every `fd` attribute is
 assigned only from opening the KVM device or from a KVM ioctl that creates a descriptor. The
-numbers it declares beside the spec's (the VM attribute ioctl and the SMCCC filter's group) are
-the kernel's, as gcc reads them in real uapi headers, and the capabilities it reports are the
-spec's by name and number."""
+numbers it uses to reach the SMCCC filter (the attribute ioctls, the group and attribute, struct
+kvm_smccc_filter, the hypercall exit and its fields and flags), whether the spec generated them
+or kvm_ioctl declares them (struct kvm_device_attr), are the kernel's, as gcc reads them in
+Linux 6.12's uapi headers (6.4 added the filter, so older headers lack them), and the
+capabilities it reports are the spec's by name and number."""
 
 from __future__ import annotations
 
@@ -65,20 +67,53 @@ def test_every_fd_attribute_comes_from_opening_kvm_or_a_creating_ioctl() -> None
             assert isinstance(value.args[0], ast.Attribute) and value.args[0].attr == "fd"
 
 
-# -- the numbers kvm_ioctl declares itself, held against the spec and the kernel's headers ----
+# -- the numbers kvm_ioctl uses, held against the spec and the kernel's headers -------------
 
 SPEC = load_spec()
-# What kvm_ioctl.py declares beside the spec's generated constants, by the C expression of the
-# kernel's uapi headers that must give the same number (the struct's size and field offsets
-# too: KVM reads the struct at the address it is given).
+FILTER = SPEC.smccc_filter
+GROUP, ATTRIBUTE = kvm_ioctl.VM_ATTRIBUTES["arm-vm-smccc-filter"]
+
+
+def run_field(name: str, member: str) -> dict[str, int]:
+    """A struct kvm_run field kvm_ioctl reads, by offset and size."""
+    offset, size = abi.KVM_RUN_FIELDS[name]
+    return {
+        f"__builtin_offsetof(struct kvm_run, {member})": offset,
+        f"sizeof(((struct kvm_run *)0)->{member})": size,
+    }
+
+
+def filter_fields() -> dict[str, int]:
+    """struct kvm_smccc_filter as kvm_ioctl.smccc_filter lays it out: the spec's fields, by
+    the kernel's member names (nr-functions is nr_functions)."""
+    numbers = {f"sizeof(struct {FILTER.struct_c_name})": abi.SMCCC_FILTER_SIZE}
+    for name, (offset, size) in abi.SMCCC_FILTER_FIELDS.items():
+        member = name.replace("-", "_")
+        numbers[f"__builtin_offsetof(struct {FILTER.struct_c_name}, {member})"] = offset
+        numbers[f"sizeof(((struct {FILTER.struct_c_name} *)0)->{member})"] = size
+    return numbers
+
+
+# What kvm_ioctl.py uses to reach the SMCCC filter and its exits, from the spec's generated
+# constants or declared itself (struct kvm_device_attr), by the C expression of the kernel's
+# uapi headers that must give the same number: the structs' sizes and field offsets too, since
+# KVM reads them at the address it is given. The spec's exit flags are held too: an outcome's
+# `hypercall-flags` is read with them.
 OWN_NUMBERS: dict[str, int] = {
-    "KVM_HAS_DEVICE_ATTR": kvm_ioctl.KVM_HAS_DEVICE_ATTR,
-    "KVM_ARM_VM_SMCCC_CTRL": kvm_ioctl.KVM_ARM_VM_SMCCC_CTRL,
-    "KVM_ARM_VM_SMCCC_FILTER": kvm_ioctl.KVM_ARM_VM_SMCCC_FILTER,
+    "KVM_SET_DEVICE_ATTR": abi.Ioctl.KVM_SET_DEVICE_ATTR,
+    "KVM_HAS_DEVICE_ATTR": abi.Ioctl.KVM_HAS_DEVICE_ATTR,
+    FILTER.group.c_name: GROUP,
+    FILTER.attr.c_name: ATTRIBUTE,
     "sizeof(struct kvm_device_attr)": kvm_ioctl.KVM_DEVICE_ATTR.size,
     "__builtin_offsetof(struct kvm_device_attr, group)": struct.calcsize("<I"),
     "__builtin_offsetof(struct kvm_device_attr, attr)": struct.calcsize("<II"),
     "__builtin_offsetof(struct kvm_device_attr, addr)": struct.calcsize("<IIQ"),
+    "KVM_EXIT_HYPERCALL": abi.ExitReason.HYPERCALL,
+    **run_field("hypercall-nr", "hypercall.nr"),
+    **run_field("hypercall-flags", "hypercall.flags"),
+    **filter_fields(),
+    **{f"KVM_SMCCC_FILTER_{action.name}": action.value for action in abi.SmcccFilterAction},
+    **{flag.c_name: flag.value for flag in FILTER.exit_flags},
     **{
         next(c.c_name for c in SPEC.capabilities if c.name == name): number
         for name, number in kvm_ioctl.HOST_CAPABILITIES.items()
@@ -111,11 +146,22 @@ def test_a_capability_named_or_numbered_otherwise_than_the_spec_is_caught() -> N
     assert vocabulary_problems(swapped) == ["arm-system-suspend: 102 is not the spec's 216"]
 
 
-def test_the_attribute_ioctl_is_composed_as_the_spec_composes_its_ioctls() -> None:
-    """The same _IOC layout as spec/resolve/api.py: KVM_SET_ONE_REG (_IOW, 16 bytes) comes
-    out of kvm_ioctl's composition as the spec's generated number."""
-    set_one_reg = kvm_ioctl._IOC_WRITE << 30 | 16 << 16 | kvm_ioctl.KVMIO << 8 | 0xAC
-    assert set_one_reg == abi.Ioctl.KVM_SET_ONE_REG
+def test_the_spec_names_every_filter_number_kvm_ioctl_uses() -> None:
+    """The filter's actions and exit flags as the spec declares them, all of them: a number
+    the generated module or the spec lost would leave a kernel constant unchecked."""
+    assert (
+        {a.c_name for a in FILTER.actions}
+        == {f"KVM_SMCCC_FILTER_{a.name}" for a in abi.SmcccFilterAction}
+        == {"KVM_SMCCC_FILTER_HANDLE", "KVM_SMCCC_FILTER_DENY", "KVM_SMCCC_FILTER_FWD_TO_USER"}
+    )
+    assert {f.c_name for f in FILTER.exit_flags} == {
+        "KVM_HYPERCALL_EXIT_SMC",
+        "KVM_HYPERCALL_EXIT_16BIT",
+    }
+    assert (FILTER.group.c_name, FILTER.attr.c_name) == (
+        "KVM_ARM_VM_SMCCC_CTRL",
+        "KVM_ARM_VM_SMCCC_FILTER",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +186,20 @@ def test_the_numbers_kvm_ioctl_declares_are_the_kernel_s(kernel_612: dict[str, i
 
 @pytest.mark.tools
 def test_a_wrong_number_is_caught_by_the_kernel_s_headers(kernel_612: dict[str, int]) -> None:
-    """The struct written without its addr field (16 bytes), and the attribute numbered as the
-    group's next one: both differ from what the kernel compiles."""
+    """Realistic slips, each differing from what the kernel compiles: the attribute ioctl
+    composed for a struct without its addr field (16 bytes), the attribute numbered as the
+    group's next one, hypercall.flags placed right after nr (forgetting args[6] and ret), the
+    filter's pad aligned to 4 bytes, and the 16-bit flag taken for bit 2."""
     wrong = dict(OWN_NUMBERS)
-    wrong["KVM_HAS_DEVICE_ATTR"] = kvm_ioctl._IOC_WRITE << 30 | 16 << 16 | 0xAE << 8 | 0xE3
+    wrong["KVM_HAS_DEVICE_ATTR"] = 1 << 30 | 16 << 16 | 0xAE << 8 | 0xE3
     wrong["KVM_ARM_VM_SMCCC_FILTER"] = 1
+    wrong["__builtin_offsetof(struct kvm_run, hypercall.flags)"] = 40
+    wrong["__builtin_offsetof(struct kvm_smccc_filter, pad)"] = 12
+    wrong["KVM_HYPERCALL_EXIT_16BIT"] = 4
     assert differences(wrong, kernel_612) == {
         "KVM_HAS_DEVICE_ATTR": (0x4010AEE3, 0x4018AEE3),
         "KVM_ARM_VM_SMCCC_FILTER": (1, 0),
+        "__builtin_offsetof(struct kvm_run, hypercall.flags)": (40, 96),
+        "__builtin_offsetof(struct kvm_smccc_filter, pad)": (12, 9),
+        "KVM_HYPERCALL_EXIT_16BIT": (4, 2),
     }

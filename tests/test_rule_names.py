@@ -1,6 +1,7 @@
 """The rule language's names are declared once, in spec/rule_names.py, and both evaluators of
 the rules fill exactly them: the conformance oracle and the reference implementation, for an
-access of every register of the spec, on every architecture it has, and of an unknown id.
+access of every register of the spec, on every architecture it has, and of an unknown id. The
+SMCCC filter's names are declared in spec/filter_names.py and held the same way, per operation.
 
 The reference may import nothing of the spec library, so these tests are what tie it to the
 declaration; each comparison is also shown failing on an implementation that gets a name wrong.
@@ -15,6 +16,7 @@ import pytest
 from kvm_fwspec.conformance.oracle import Access, Oracle
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+from kvm_fwspec.spec.filter_names import FILTER_OPS, filter_names
 from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Register, Release
 from kvm_fwspec.spec.rule_language import Type
@@ -140,3 +142,53 @@ def test_the_declaration_is_well_formed() -> None:
             assert name.spelling.endswith(name.family.value), name.spelling
     state = {s.name for s in SPEC.state}
     assert not state & set(spellings), "api.yaml's state declares these names already"
+
+
+# -- the SMCCC filter's names (spec/filter_names.py) -----------------------------------------
+
+FILTER_ACTIONS = tuple(a.name for a in SPEC.smccc_filter.actions)
+FILTER_RELEASE = SPEC.smccc_filter.lifetime.since
+# What each filter op's names are filled for: the filter's own attribute, a PSCI range
+# forwarded to userspace, and a call of PSCI_VERSION, which that range holds.
+HAS_ATTRIBUTE = (SPEC.smccc_filter.group.value, SPEC.smccc_filter.attr.value)
+FORWARD = SPEC.smccc_filter.action("fwd-to-user").value
+PSCI_RANGE = {"base": 0x8400_0000, "nr_functions": 0x20, "action": FORWARD, "pad": 0}
+CALLED = 0x8400_0000
+
+
+def declared_filter_names(op: str) -> dict[str, Type]:
+    """The names spec/filter_names.py gives the filter's rules about `op`, with their types:
+    what both the reference (below) and the oracle must fill."""
+    return filter_names(op, FILTER_ACTIONS)
+
+
+def reference_filter_names(op: str) -> dict[str, object]:
+    """The names the reference fills to decide `op` on a VM of the filter's first release;
+    a call's on a VM whose filter holds PSCI_RANGE."""
+    vm = ReferenceKvm(str(FILTER_RELEASE), HOST.name).create_vm()
+    if op == "has":
+        return dict(vm.has_names(*HAS_ATTRIBUTE))
+    if op == "set":
+        return dict(vm.set_names(**PSCI_RANGE))
+    assert vm.set_smccc_filter(**PSCI_RANGE) is None
+    return dict(vm.call_names(CALLED))
+
+
+@pytest.mark.parametrize("op", FILTER_OPS)
+def test_the_reference_fills_exactly_the_declared_filter_names(op: str) -> None:
+    assert mismatch(reference_filter_names(op), declared_filter_names(op)) == []
+
+
+def test_a_forgotten_filter_name_and_a_wrong_type_show() -> None:
+    """A reference that forgets the range's last id (deciding on base + nr alone), says
+    whether it overlaps with 0 or 1 as C would, and knows no fwd-to-user action."""
+    filled = reference_filter_names("set")
+    del filled["filter.last"]
+    filled["filter.overlaps"] = 0
+    assert mismatch(filled, declared_filter_names("set")) == [
+        "missing filter.last",
+        "filter.overlaps is 0, not bool",
+    ]
+    called = reference_filter_names("call")
+    del called["action.fwd-to-user"]
+    assert mismatch(called, declared_filter_names("call")) == ["missing action.fwd-to-user"]

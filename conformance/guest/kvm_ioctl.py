@@ -4,6 +4,8 @@ Stdlib only (os, fcntl, mmap, struct, signal, array), so it runs in a minimal ar
 Guest calls run three instructions at a guest-physical address unique to the VM:
 
     hvc #0             the call: KVM's PSCI/SMCCC handler answers in x0 (it clobbers x0-x3)
+                       (a call the VM's SMCCC filter forwards is answered by this side,
+                       at KVM_EXIT_HYPERCALL, as a VMM would)
     str x0, [x19]      x19 points at an unbacked address: KVM_RUN exits with KVM_EXIT_MMIO
     b   <hvc>          the next KVM_RUN completes the store and calls again
 
@@ -23,7 +25,7 @@ import struct
 from typing import Any
 
 from kvm_fwspec.codegen.generated import kvm_fw_constants as abi
-from kvm_fwspec.conformance.guest.program import Implementation, execute
+from kvm_fwspec.conformance.guest.program import NOT_SUPPORTED_U64, Implementation, execute
 
 CODE = struct.pack("<III", 0xD4000002, 0xF9000260, 0x17FFFFFE)  # hvc #0; str x0, [x19]; b .-8
 SLOT_SIZE = 0x10000
@@ -39,26 +41,30 @@ HOST_CAPABILITIES = {
     "arm-system-suspend": abi.KVM_CAP_ARM_SYSTEM_SUSPEND,
 }
 # ... and whether a VM has these attributes (KVM_HAS_DEVICE_ATTR on a VM fd), by the kernel's
-# name of the attribute: group and attribute numbers from arch/arm64/include/uapi/asm/kvm.h.
-# The SMCCC filter (KVM_ARM_VM_SMCCC_CTRL / KVM_ARM_VM_SMCCC_FILTER) came in Linux 6.4.
-KVM_ARM_VM_SMCCC_CTRL = 0
-KVM_ARM_VM_SMCCC_FILTER = 0
-VM_ATTRIBUTES = {"arm-vm-smccc-filter": (KVM_ARM_VM_SMCCC_CTRL, KVM_ARM_VM_SMCCC_FILTER)}
+# name of the attribute: (group, attribute), as the spec declares them. The SMCCC filter
+# (KVM_ARM_VM_SMCCC_CTRL / KVM_ARM_VM_SMCCC_FILTER) came in Linux 6.4.
+VM_ATTRIBUTES = {"arm-vm-smccc-filter": abi.SMCCC_FILTER_ATTRIBUTE}
 REPORTED_CAPABILITIES = (*HOST_CAPABILITIES, *VM_ATTRIBUTES)
 """The names of the hello's `kvm-capabilities` a real-KVM agent reports, in that order."""
 
-# struct kvm_device_attr (include/uapi/linux/kvm.h): flags, group, attr, addr.
+# struct kvm_device_attr (include/uapi/linux/kvm.h): flags, group, attr, addr. The spec
+# declares the ioctls that take it, not the struct; tests/test_kvm_ioctl_descriptors.py holds
+# its layout, and every number below taken from the spec, against real uapi headers.
 KVM_DEVICE_ATTR = struct.Struct("<IIQQ")
-# The spec's api.yaml does not declare the attribute ioctls: this one is composed as the
-# kernel's _IOW(KVMIO, 0xe3, struct kvm_device_attr) is, direction (write = 1) in bits 31-30,
-# size in 29-16, type in 15-8, number in 7-0. tests/test_kvm_ioctl_descriptors.py holds it
-# and the attribute numbers above against real uapi headers, through the compiler.
-_IOC_WRITE = 1
-KVMIO = 0xAE
-KVM_HAS_DEVICE_ATTR = _IOC_WRITE << 30 | KVM_DEVICE_ATTR.size << 16 | KVMIO << 8 | 0xE3
 # Before 6.4 arm64's VM ioctl does not take KVM_HAS_DEVICE_ATTR (EINVAL); from 6.4 a group
 # or attribute it lacks is ENXIO. Either way the VM has no such attribute.
-NO_ATTRIBUTE = (errno.EINVAL, errno.ENXIO)
+NO_ATTRIBUTE = (errno.errorcode[errno.EINVAL], errno.errorcode[errno.ENXIO])
+
+
+def smccc_filter(base: int, nr_functions: int, action: int, pad: int) -> bytes:
+    """struct kvm_smccc_filter as KVM reads it, each field little-endian at the spec's offset.
+    `pad` fills the first 8 of the 15 pad bytes (the program's step carries a u64), the
+    other 7 stay zero: KVM refuses any bit set there."""
+    values = {"base": base, "nr-functions": nr_functions, "action": action, "pad": pad}
+    data = bytearray(abi.SMCCC_FILTER_SIZE)
+    for name, (offset, size) in abi.SMCCC_FILTER_FIELDS.items():
+        data[offset : offset + size] = values[name].to_bytes(size, "little")
+    return bytes(data)
 
 
 class RunTimeout(Exception):
@@ -118,7 +124,7 @@ class KvmHost:
     def kvm_capabilities(self) -> dict[str, int]:
         """What the hello's `kvm-capabilities` reports: each of HOST_CAPABILITIES as
         KVM_CHECK_EXTENSION answers it (0 when this KVM lacks it), and 1 or 0 for whether a
-        fresh VM has each of VM_ATTRIBUTES."""
+        fresh VM has each of VM_ATTRIBUTES. An errno other than NO_ATTRIBUTE's is raised."""
         answers = {
             name: fcntl.ioctl(self.fd, abi.Ioctl.KVM_CHECK_EXTENSION, capability)
             for name, capability in HOST_CAPABILITIES.items()
@@ -126,7 +132,13 @@ class KvmHost:
         vm = self.create_vm()
         try:
             for name, (group, attribute) in VM_ATTRIBUTES.items():
-                answers[name] = int(vm.has_attribute(group, attribute))
+                answer = vm.has_attribute(group, attribute)
+                if answer is not None and answer not in NO_ATTRIBUTE:
+                    # Not an answer about the attribute (EFAULT: KVM could not read the struct).
+                    raise OSError(
+                        f"KVM_HAS_DEVICE_ATTR ({group}, {attribute}) failed with {answer}"
+                    )
+                answers[name] = int(answer is None)
         finally:
             vm.close()
         return answers
@@ -147,17 +159,26 @@ class KvmVm:
         self.target = struct.unpack_from("<I", target)[0]
         self.vcpus: list[KvmVcpu] = []
 
-    def has_attribute(self, group: int, attribute: int) -> bool:
-        """KVM_HAS_DEVICE_ATTR on the VM: whether it has the attribute. An errno other than
-        NO_ATTRIBUTE's is not an answer (a struct KVM could not read) and is raised."""
-        attr = bytearray(KVM_DEVICE_ATTR.pack(0, group, attribute, 0))
+    def _device_attr(self, request: int, group: int, attribute: int, address: int) -> str | None:
+        """A device-attribute ioctl on the VM: None, or the errno's name."""
+        attr = bytearray(KVM_DEVICE_ATTR.pack(0, group, attribute, address))
         try:
-            fcntl.ioctl(self.fd, KVM_HAS_DEVICE_ATTR, attr)
+            fcntl.ioctl(self.fd, request, attr)
         except OSError as exc:
-            if exc.errno in NO_ATTRIBUTE:
-                return False
-            raise
-        return True
+            return _errno_name(exc)
+        return None
+
+    def has_attribute(self, group: int, attribute: int) -> str | None:
+        """KVM_HAS_DEVICE_ATTR on the VM: None if it has the attribute, or the errno."""
+        return self._device_attr(abi.Ioctl.KVM_HAS_DEVICE_ATTR, group, attribute, 0)
+
+    def set_smccc_filter(self, base: int, nr_functions: int, action: int, pad: int) -> str | None:
+        """KVM_SET_DEVICE_ATTR of one SMCCC filter range: None, or the errno. KVM copies the
+        struct from `addr`, so it lives in a buffer whose address stays put."""
+        buffer = _Buffer(abi.SMCCC_FILTER_SIZE)
+        buffer.write(smccc_filter(base, nr_functions, action, pad))
+        group, attribute = abi.SMCCC_FILTER_ATTRIBUTE
+        return self._device_attr(abi.Ioctl.KVM_SET_DEVICE_ATTR, group, attribute, buffer.address)
 
     def create_vcpu(self) -> KvmVcpu:
         vcpu = KvmVcpu(self, len(self.vcpus))
@@ -252,25 +273,51 @@ class KvmVcpu:
             raise OSError(f"setting core register {name}{index} failed with {errno_name}")
 
     def run(self) -> str | None:
-        """KVM_RUN once; the guest makes a call with x0 = 0, which every KVM refuses."""
-        outcome = self.call(0, [])
+        """KVM_RUN once; the guest makes a call with x0 = 0, which every KVM refuses (and
+        which, should a filter forward it, is answered NOT_SUPPORTED)."""
+        outcome = self.call(0, [], NOT_SUPPORTED_U64)
         return outcome.get("errno")
 
-    def call(self, function_id: int, args: list[int]) -> dict[str, Any]:
+    def call(self, function_id: int, args: list[int], answer: int) -> dict[str, Any]:
+        """The guest's HVC with x0 = function_id and x1-x3 = args. A call the VM's SMCCC
+        filter forwards ends KVM_RUN with KVM_EXIT_HYPERCALL: this side is then the VMM,
+        writes `answer` to x0 and runs the vcpu on (the PC is already past the HVC), so the
+        guest stores what it got, and the outcome says which call was forwarded and how."""
         if not self.started:
             self._set_core("pc", self.vm.code_base)
             self._set_core("x", self.vm.mmio, 19)
         for index, value in enumerate([function_id, *args, 0, 0, 0][:4]):
             self._set_core("x", value, index)
+        failed = self._run()
+        if failed:
+            return {"errno": failed}
+        self.started = True
+        if self._field("exit-reason") != abi.ExitReason.HYPERCALL:
+            return self._exit()
+        forwarded = {
+            "hypercall": self._field("hypercall-nr"),
+            "hypercall-flags": self._field("hypercall-flags"),
+        }
+        self._set_core("x", answer, 0)
+        failed = self._run()
+        if failed:  # not an answer of the ABI: KVM took the call and then would not go on
+            function = forwarded["hypercall"]
+            raise OSError(f"KVM_RUN after answering forwarded call {function:#x}: {failed}")
+        outcome = self._exit()
+        if "x0" not in outcome:
+            raise RuntimeError(f"the guest did not store x0 after its forwarded call: {outcome}")
+        return {**outcome, **forwarded}
+
+    def _run(self) -> str | None:
+        """KVM_RUN under the watchdog: None, or the errno's name."""
         signal.setitimer(signal.ITIMER_REAL, RUN_TIMEOUT)
         try:
             fcntl.ioctl(self.fd, abi.Ioctl.KVM_RUN)
         except OSError as exc:
-            return {"errno": _errno_name(exc)}
+            return _errno_name(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        self.started = True
-        return self._exit()
+        return None
 
     def _field(self, name: str) -> int:
         offset, size = abi.KVM_RUN_FIELDS[name]

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 Outcome = dict[str, Any]
 MAX_VCPUS = 8  # the suite's programs use two
+NOT_SUPPORTED_U64 = (1 << 64) - 1  # SMCCC's NOT_SUPPORTED (-1) as a register holds it
 
 
 class Vcpu(Protocol):
@@ -19,11 +20,21 @@ class Vcpu(Protocol):
     def set_one_reg(self, reg_id: int, value: int) -> str | None: ...
     def reg_list(self) -> tuple[str | None, list[int]]: ...
     def run(self) -> str | None: ...
-    def call(self, function_id: int, args: list[int]) -> dict[str, Any]: ...
+    def call(self, function_id: int, args: list[int], answer: int) -> dict[str, Any]:
+        """The guest's call; if KVM forwards it to userspace (KVM_EXIT_HYPERCALL), this
+        side answers `answer` in x0 and runs the vcpu on to see what the guest got."""
+        ...
 
 
 class Vm(Protocol):
     def create_vcpu(self) -> Vcpu: ...
+    def set_smccc_filter(self, base: int, nr_functions: int, action: int, pad: int) -> str | None:
+        """KVM_SET_DEVICE_ATTR of one SMCCC filter range on the VM: None, or the errno."""
+        ...
+
+    def has_attribute(self, group: int, attr: int) -> str | None:
+        """KVM_HAS_DEVICE_ATTR on the VM: None if it has the attribute, or the errno."""
+        ...
 
 
 class Implementation(Protocol):
@@ -39,8 +50,23 @@ STEP_FIELDS = {
     "list": ("mask", "match"),
     "run": (),
     "call": ("function",),
+    "smccc-filter": ("base", "nr-functions", "action", "pad"),
+    "has-attr": ("group", "attr"),
 }
+VM_STEPS = ("smccc-filter", "has-attr")  # made on the VM: they name no vcpu
 U32 = (1 << 32) - 1
+U64 = (1 << 64) - 1
+# The largest value of each bounded field of a step; pad is the struct's first 8 pad bytes.
+STEP_BOUNDS = {
+    "function": U32,
+    "base": U32,
+    "nr-functions": U32,
+    "action": 0xFF,
+    "pad": U64,
+    "group": U32,
+    "attr": U64,
+    "answer": U64,
+}
 
 
 class ProgramError(ValueError):
@@ -53,26 +79,34 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
     if op not in STEP_FIELDS:
         raise ProgramError(f"unknown step op {op!r}; steps are {', '.join(STEP_FIELDS)}")
     vcpu = step.get("vcpu")
-    if not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < vcpus:
+    if op not in VM_STEPS and (
+        not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < vcpus
+    ):
         raise ProgramError(
             f"a {op} step names vcpu {vcpu!r}; the program has vcpus 0 to {vcpus - 1}"
         )
     missing = [name for name in STEP_FIELDS[op] if name not in step]
     if missing:
         raise ProgramError(f"a {op} step needs {' and '.join(missing)}")
-    function = step.get("function", 0)
-    if not isinstance(function, int) or isinstance(function, bool) or not 0 <= function <= U32:
-        raise ProgramError(f"function {function!r} is not a 32-bit SMCCC function id")
+    for name, bound in STEP_BOUNDS.items():
+        number = step.get(name, 0)
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= bound:
+            raise ProgramError(f"{name} {number!r} is not a number from 0 to {bound:#x}")
 
 
 def _errno_or(errno: str | None, success: Outcome) -> Outcome:
     return {"errno": errno} if errno else success
 
 
-def _step(vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
+def _step(vm: Vm, vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
     _checked(step, len(vcpus))
-    vcpu = vcpus[step["vcpu"]]
     op = step["op"]
+    if op == "smccc-filter":
+        errno = vm.set_smccc_filter(step["base"], step["nr-functions"], step["action"], step["pad"])
+        return _errno_or(errno, {"ok": True})
+    if op == "has-attr":
+        return _errno_or(vm.has_attribute(step["group"], step["attr"]), {"ok": True})
+    vcpu = vcpus[step["vcpu"]]
     if op == "get":
         errno, value = vcpu.get_one_reg(step["reg"])
         return _errno_or(errno, {"value": value})
@@ -83,7 +117,8 @@ def _step(vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
         return _errno_or(errno, {"ids": [i for i in ids if i & step["mask"] == step["match"]]})
     if op == "run":
         return _errno_or(vcpu.run(), {"ok": True})
-    return dict(vcpu.call(step["function"], list(step.get("args", []))))
+    answer = step.get("answer", NOT_SUPPORTED_U64)
+    return dict(vcpu.call(step["function"], list(step.get("args", [])), answer))
 
 
 def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[Outcome]:
@@ -106,7 +141,7 @@ def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[
                     if errno:
                         raise RuntimeError(f"KVM_ARM_VCPU_INIT failed with {errno}")
             for step in steps:
-                observed.append(_step(vcpus, step))
+                observed.append(_step(vm, vcpus, step))
         finally:
             close = getattr(vm, "close", None)
             if close is not None:

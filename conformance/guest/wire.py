@@ -22,9 +22,22 @@ U64 = 1 << 64
 HEX = re.compile(r"(-?)0x([0-9a-fA-F]{1,16})")
 
 # The numeric fields of a program's steps and of their outcomes, by how each is read.
-STEP_NUMBERS = ("reg", "value", "mask", "match", "function")
+STEP_NUMBERS = (
+    "reg",
+    "value",
+    "mask",
+    "match",
+    "function",
+    "answer",
+    "base",
+    "nr-functions",
+    "action",
+    "pad",
+    "group",
+    "attr",
+)
 STEP_NUMBER_LISTS = ("args",)
-OUTCOME_NUMBERS = ("value",)
+OUTCOME_NUMBERS = ("value", "hypercall", "hypercall-flags")
 OUTCOME_NUMBER_LISTS = ("ids",)
 OUTCOME_SIGNED = ("x0",)
 

@@ -173,7 +173,22 @@ function toSignedHex(n) {
 }
 
 // The fields of a step that carry 64-bit numbers, and how each is written.
-const STEP_NUMBERS = ["reg", "value", "mask", "match", "function"];
+const STEP_NUMBERS = [
+  "reg",
+  "value",
+  "mask",
+  "match",
+  "function",
+  "answer",
+  "base",
+  "nr-functions",
+  "action",
+  "pad",
+  "group",
+  "attr",
+];
+// The fields of an outcome that carry unsigned 64-bit numbers (x0 is signed, ids a list).
+const OUTCOME_NUMBERS = ["value", "hypercall", "hypercall-flags"];
 
 /** A v2 program as v1: the same object with its hex strings turned into BigInts. */
 function programToV1(program, p) {
@@ -201,9 +216,10 @@ function outcomeToV2(outcome) {
   const out = { ...outcome };
   const inU64 = (n) => typeof n === "bigint" && n >= 0n && n <= U64_MAX;
   try {
-    if (has(out, "value")) {
-      if (!inU64(out.value)) throw new Error(`value ${toJson(out.value)}`);
-      out.value = toHex(out.value);
+    for (const key of OUTCOME_NUMBERS) {
+      if (!has(out, key)) continue;
+      if (!inU64(out[key])) throw new Error(`${key} ${toJson(out[key])}`);
+      out[key] = toHex(out[key]);
     }
     if (has(out, "ids")) {
       if (!Array.isArray(out.ids) || !out.ids.every(inU64)) {
