@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvm_fwspec.conformance.filter_oracle import FilterOracle, VmFilter
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracle
 from kvm_fwspec.conformance.profile import Profile
-from kvm_fwspec.spec.model import PsciFunction, Register, Spec
+from kvm_fwspec.spec.model import FilterRule, PsciFunction, Register, SmcccFunction, Spec
 
 U64 = (1 << 64) - 1
+U32 = (1 << 32) - 1
 REQUIRES_GUEST = "guest-calls"
 REQUIRES_PSCI_01 = "psci-0.1-vcpus"
+REQUIRES_FILTER = "smccc-filter"  # programs with smccc-filter and has-attr steps
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,12 @@ class Case:
 class _Simulation:
     """The spec's view of one VM while a program runs: stored values and has-run."""
 
-    def __init__(self, oracle: Oracle, scenario: Scenario) -> None:
+    def __init__(
+        self, oracle: Oracle, scenario: Scenario, filters: FilterOracle | None = None
+    ) -> None:
         self.oracle = oracle
+        self.filters = filters
+        self.vm_filter = VmFilter()
         self.scenario = scenario
         self.stored = oracle.reset_values()
         self.has_run = False
@@ -122,7 +129,53 @@ class _Simulation:
         self.expected.append({"x0": x0} if isinstance(x0, int) else x0)
         self.has_run = True
 
+    def smccc_filter(self, base: int, nr_functions: int, action: int, pad: int = 0) -> FilterRule:
+        assert self.filters is not None
+        rule = self.filters.set(self.vm_filter, self.has_run, base, nr_functions, action, pad)
+        self.steps.append(
+            {"op": "smccc-filter", "base": base, "nr-functions": nr_functions, "action": action}
+            | {"pad": pad}
+        )
+        self.expected.append({"errno": rule.errno.name} if rule.errno else {"ok": True})
+        return rule
+
+    def has_attr(self, group: int, attr: int) -> FilterRule:
+        assert self.filters is not None
+        rule = self.filters.has(group, attr)
+        self.steps.append({"op": "has-attr", "group": group, "attr": attr})
+        self.expected.append({"errno": rule.errno.name} if rule.errno else {"ok": True})
+        return rule
+
+    def filtered_call(
+        self, function_id: int, plain: int | dict[str, Any], answer: int = U64
+    ) -> FilterRule | None:
+        """A guest call as the VM's filter routes it: denied, forwarded to this side (which
+        answers `answer`), or answered by KVM as without a filter (`plain`)."""
+        assert self.filters is not None
+        rule = self.filters.call(self.vm_filter, function_id)
+        step = {"op": "call", "vcpu": 1, "function": function_id, "args": []}
+        if rule is not None and rule.exit is not None:
+            step["answer"] = answer
+            # HVC from A64, as every guest call of the harness is: neither exit flag applies.
+            signed = answer - (1 << 64) if answer >> 63 else answer
+            expected: int | dict[str, Any] = {
+                "x0": signed,
+                "hypercall": function_id,
+                "hypercall-flags": 0,
+            }
+        elif rule is not None and rule.x0 is not None:
+            expected = rule.x0
+        else:
+            expected = plain
+        self.steps.append(step)
+        self.expected.append({"x0": expected} if isinstance(expected, int) else expected)
+        self.has_run = True
+        return rule
+
     def case(self, case_id: str, decision: Decision, requires: tuple[str, ...] = ()) -> Case:
+        return self._case(case_id, decision.rule.id, requires)
+
+    def _case(self, case_id: str, rule_id: str, requires: tuple[str, ...]) -> Case:
         program = {
             "vcpus": 2,
             "features": list(self.scenario.features)
@@ -131,9 +184,14 @@ class _Simulation:
             "steps": [dict(step) for step in self.steps],
         }
         needs = tuple(sorted(set(self.scenario.requires) | set(requires)))
-        return Case(
-            case_id, decision.rule.id, self.scenario.name, needs, program, tuple(self.expected)
-        )
+        return Case(case_id, rule_id, self.scenario.name, needs, program, tuple(self.expected))
+
+    def filter_case(self, variant: str, rule: FilterRule) -> Case:
+        """A case of the SMCCC filter, checking `rule` with the program so far."""
+        requires = {REQUIRES_FILTER}
+        if any(step["op"] in ("call", "run") for step in self.steps):
+            requires.add(REQUIRES_GUEST)
+        return self._case(f"{_dotted(rule.id)}.{variant}", rule.id, tuple(requires))
 
 
 def _dotted(rule_id: str) -> str:
@@ -168,6 +226,7 @@ class CaseBuilder:
         self.size_field = spec.layout("reg-id").field("size")
         self.class_field = spec.layout("reg-id").field("class")
         self.index_field = spec.layout("reg-id").field("index")
+        self.filters = FilterOracle(spec, profile)
         self.function_ids = sorted(
             {fid for f in spec.psci_functions for fid in f.ids.values()}
             | {f.function_id for f in spec.smccc_functions if f.psci_features is not None}
@@ -182,6 +241,8 @@ class CaseBuilder:
         cases += self._unknown_index_cases()
         cases += self._list_cases()
         cases += self._guest_default_cases()
+        if self.profile.arch == "arm64":  # the filter is arm64's; 32-bit hosts went in 5.7
+            cases += self._filter_cases()
         by_id = {c.id: c for c in cases}
         assert len(by_id) == len(cases), "case ids must be unique"
         return sorted(cases, key=lambda c: c.id)
@@ -358,6 +419,140 @@ class CaseBuilder:
                     decision,
                     (REQUIRES_GUEST,),
                 )
+
+    # -- the SMCCC filter: the attribute, each range's checks, and how calls are routed -----
+
+    def _filter_sim(self) -> _Simulation:
+        return _Simulation(self.oracle, SCENARIOS[0], self.filters)
+
+    def _filter_cases(self) -> Iterator[Case]:
+        filters = self.filters
+        group, attr = filters.filter.group.value, filters.filter.attr.value
+        for name, (g, a) in {
+            "filter-attribute": (group, attr),
+            "next-attribute": (group, attr + 1),
+            "next-group": (group + 1, attr),
+        }.items():
+            sim = self._filter_sim()
+            yield sim.filter_case(name, sim.has_attr(g, a))
+        yield from self._filter_range_cases()
+        if filters.exists:
+            yield from self._filter_order_cases()
+            yield from self._filter_call_cases()
+
+    def _function(self, name: str) -> SmcccFunction:
+        return next(f for f in self.spec.smccc_functions if f.name == name)
+
+    def _filter_range_cases(self) -> Iterator[Case]:
+        """One range alone in a new VM, for every kind of range the checks tell apart."""
+        action = self.filters.filter.action
+        deny, forward = action("deny").value, action("fwd-to-user").value
+        psci = self._psci_function("psci-version").ids["smc32"]
+        arch = {r.name: r for r in self.filters.filter.reserved}
+        trng = self._function("trng-version").function_id
+        ranges = {
+            "psci-deny": (psci, 0x20, deny, 0),
+            "psci-forward": (psci, 0x20, forward, 0),
+            "trng-forward": (trng, 4, forward, 0),
+            "pad-first-byte": (psci, 0x20, deny, 1),
+            "pad-eighth-byte": (psci, 0x20, deny, 1 << 56),
+            "empty": (psci, 0, deny, 0),
+            "past-the-end": (U32, 2, deny, 0),
+            "empty-at-zero": (0, 0, deny, 0),
+            "all-but-the-last": (0, U32, deny, 0),
+            "zero-to-the-arch-range": (0, 0x80000001, deny, 0),
+            "action-after-forward": (psci, 0x20, forward + 1, 0),
+            "action-0xff": (psci, 0x20, 0xFF, 0),
+            **{f"{name}-first": (r.first, 1, deny, 0) for name, r in arch.items()},
+            **{f"{name}-last": (r.last, 1, forward, 0) for name, r in arch.items()},
+            **{f"after-{name}": (r.last + 1, 1, deny, 0) for name, r in arch.items()},
+        }
+        for name, (base, count, act, pad) in ranges.items():
+            sim = self._filter_sim()
+            yield sim.filter_case(name, sim.smccc_filter(base, count, act, pad))
+
+    def _filter_order_cases(self) -> Iterator[Case]:
+        """What depends on the VM: a run before the range, and ranges added before it."""
+        action = self.filters.filter.action
+        deny, forward = action("deny").value, action("fwd-to-user").value
+        psci = self._psci_function("psci-version").ids["smc32"]
+        for name, (count, act, pad) in {
+            "after-run": (0x20, deny, 0),
+            "after-run-unknown-action": (0x20, forward + 1, 0),
+            "after-run-pad": (0x20, deny, 1),
+        }.items():
+            sim = self._filter_sim()
+            sim.run()
+            yield sim.filter_case(name, sim.smccc_filter(psci, count, act, pad))
+        for name, (base, count) in {
+            "second-overlapping": (psci + 0x10, 0x20),
+            "second-inside": (psci + 1, 1),
+            "second-adjacent": (psci + 0x20, 0x20),
+            "second-before": (psci - 0x10, 0x10),
+        }.items():
+            sim = self._filter_sim()
+            sim.smccc_filter(psci, 0x20, deny)
+            yield sim.filter_case(name, sim.smccc_filter(base, count, forward))
+
+    def _filter_call_cases(self) -> Iterator[Case]:
+        """Calls in a denied, forwarded or handled range, and outside every range."""
+        action = self.filters.filter.action
+        psci_version = self._psci_function("psci-version").ids["smc32"]
+        system_off = self._psci_function("system-off").ids["smc32"]
+        smccc_version = self._function("smccc-version")
+        trng = self._function("trng-version")
+        latest = self.oracle.psci_latest
+        calls: dict[str, tuple[str, int, int, list[tuple[int, int | dict[str, Any], int]]]] = {
+            # variant: (action, base, count, [(function, KVM's own answer, answer from userspace)])
+            "psci-version-denied": ("deny", psci_version, 0x20, [(psci_version, latest, U64)]),
+            "psci-version-forwarded": (
+                "fwd-to-user",
+                psci_version,
+                0x20,
+                [(psci_version, latest, 0x10002)],
+            ),
+            "system-off-forwarded": (
+                "fwd-to-user",
+                psci_version,
+                0x20,
+                [(system_off, {"exit": "shutdown"}, 0)],
+            ),
+            "psci-version-handled": ("handle", psci_version, 0x20, [(psci_version, latest, U64)]),
+            "outside-the-ranges": (
+                "fwd-to-user",
+                psci_version,
+                0x20,
+                [(smccc_version.function_id, smccc_version.returns or 0, U64)],
+            ),
+            "trng-version-denied": (
+                "deny",
+                trng.function_id,
+                1,
+                [(trng.function_id, trng.returns or 0, U64)],
+            ),
+        }
+        for name, (act, base, count, made) in calls.items():
+            sim = self._filter_sim()
+            sim.smccc_filter(base, count, action(act).value)
+            rule = None
+            for function_id, plain, answer in made:
+                rule = sim.filtered_call(function_id, plain, answer)
+            assert rule is not None
+            yield sim.filter_case(name, rule)
+        yield from self._filter_before_bitmap_case()
+
+    def _filter_before_bitmap_case(self) -> Iterator[Case]:
+        """A call the bitmaps withhold is still forwarded: the filter is consulted first."""
+        std = next((r for r in self.oracle.registers if r.name == "std-bmap"), None)
+        trng = self._function("trng-version")
+        if std is None:
+            return
+        sim = self._filter_sim()
+        sim.set(self.reg_id(std), 0)
+        sim.smccc_filter(trng.function_id, 4, self.filters.filter.action("fwd-to-user").value)
+        rule = sim.filtered_call(trng.function_id, NOT_SUPPORTED, 0x10000)
+        assert rule is not None
+        yield sim.filter_case("trng-version-withheld-by-std-bmap", rule)
 
 
 def build_cases(spec: Spec, profile: Profile) -> list[Case]:
