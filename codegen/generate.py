@@ -164,6 +164,24 @@ def _page(name: str, path: str, template: str, **context: Callable[[Spec], objec
     return Output(name=name, path=path, comment="rst", render=render)
 
 
+def _hypercalls_page() -> Output:
+    """The SMCCC services with what KVM answers for each function, and the SMCCC filter's ABI
+    and decision tables; its rules carry anchors and verdicts as the register pages' do."""
+    return _page(
+        "docs-hypercalls", "docs/reference/hypercalls.rst", "docs_hypercalls.rst.j2",
+        services=pages.hypercall_services,
+        f=lambda s: s.smccc_filter,
+        tables=pages.filter_tables,
+        names=lambda s: pages.filter_names(),
+        outcomes=lambda s: {r.id: pages.filter_rule_outcome(r) for r in s.smccc_filter.rules},
+        not_fixed=lambda s: pages.NOT_FIXED,
+        lifetime_text=lambda s: pages.lifetime_text,
+        flag_bit=lambda s: pages.flag_bit,
+        verdict_kernel=lambda s: str(s.releases[-1]),  # the register pages' profile
+        verdict_host=lambda s: s.host_profiles[0].name,
+    )  # fmt: skip
+
+
 def docs_outputs(spec: Spec) -> list[Output]:
     """The reference pages and the kernel-style page, all from the spec alone."""
     register_pages = [
@@ -181,6 +199,7 @@ def docs_outputs(spec: Spec) -> list[Output]:
               registers=lambda s: s.registers),
         _page("docs-psci-matrix", "docs/reference/psci-matrix.rst", "docs_psci_matrix.rst.j2",
               matrix=pages.psci_matrix),
+        _hypercalls_page(),
         _page("docs-release-matrix", "docs/reference/release-matrix.rst", "docs_release_matrix.rst.j2",
               points=pages.change_points, items=pages.release_items),
         _page("docs-cli-examples", "docs/reference/cli-examples.rst", "docs_cli.rst.j2"),

@@ -11,7 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from kvm_fwspec.spec.model import Field, Lifetime, Register, Release, Rule, Spec
+from kvm_fwspec.spec.filter_names import FILTER_NAMES, FILTER_OPS, FilterName
+from kvm_fwspec.spec.model import (
+    Constant,
+    Field,
+    FilterRule,
+    Lifetime,
+    Register,
+    RegisterBit,
+    Release,
+    Rule,
+    Service,
+    SmcccFunction,
+    Spec,
+)
 
 CELL = 26  # pixels per diagram cell
 
@@ -161,3 +174,155 @@ def release_items(spec: Spec) -> list[tuple[str, Lifetime]]:
         items += [(f"``{v.c_name}``", v.lifetime) for v in register.values]
         items += [(f"``{b.c_name}``", b.lifetime) for b in register.bits]
     return items
+
+
+def lifetime_text(lifetime: Lifetime) -> str:
+    """A lifetime in words: since, until, and the stable lines it was backported to."""
+    text = f"{lifetime.since}"
+    if lifetime.until:
+        text += f" until {lifetime.until}"
+    if lifetime.backports:
+        text += f" (backported to {', '.join(str(b) for b in lifetime.backports)} stable)"
+    return text
+
+
+@dataclass(frozen=True)
+class ServiceGate:
+    """A bitmap register's bit that offers a service to the guest."""
+
+    register: Register
+    bit: RegisterBit
+
+
+@dataclass(frozen=True)
+class FunctionAnswers:
+    """What KVM answers about one SMCCC function, as far as the spec fixes it: the call's x0,
+    SMCCC_ARCH_FEATURES(id) and PSCI_FEATURES(id), as reStructuredText; NOT_FIXED where the
+    spec leaves the answer open."""
+
+    function: SmcccFunction
+    call: str
+    arch_features: str
+    psci_features: str
+
+
+@dataclass(frozen=True)
+class ServiceSection:
+    service: Service
+    gates: tuple[ServiceGate, ...]
+    functions: tuple[FunctionAnswers, ...]
+
+
+NOT_FIXED = "not fixed by the spec"
+NOT_SUPPORTED = "NOT_SUPPORTED (-1)"
+
+
+def _x0(value: int) -> str:
+    """A call's result in hex, as the SMCCC documents versions and bitmaps."""
+    return f"``{value:#x}``"
+
+
+def _status(value: int) -> str:
+    """A FEATURES answer as the SMCCC status code it is: 0 (SUCCESS), -1, or a level's code."""
+    return f"``{value}``"
+
+
+def function_answers(spec: Spec, function: SmcccFunction) -> FunctionAnswers:
+    """The answers the spec gives for `function`, never a value it does not state: an absent
+    `returns` is not fixed; an absent arch-features or psci-features is NOT_SUPPORTED, as
+    spec/schema says and the reference answers; a workaround's ARCH_FEATURES is its level's."""
+    registers = {r.name: r for r in spec.registers}
+    call = NOT_FIXED
+    if function.returns_register is not None:
+        register = registers[function.returns_register]
+        link = f":ref:`{register.c_name} <register-{register.name}>`"
+        call = f"the VM's {link} since {register.lifetime.since}"
+        if function.returns is not None:
+            call += f"; {_x0(function.returns)} before"
+    elif function.returns is not None:
+        call = _x0(function.returns)
+    level = registers.get(function.name)
+    if level is not None and level.kind == "level":
+        answers = "; ".join(
+            f"{v.name} {_status(v.arch_features)}"
+            if v.arch_features is not None
+            else f"{v.name} ({NOT_FIXED})"
+            for v in level.values
+        )
+        arch_features = (
+            f"the host's :ref:`level <register-{level.name}>` since "
+            f"{level.arch_features_since or level.lifetime.since}: {answers}"
+        )
+    elif function.arch_features is not None:
+        arch_features = f"{_status(function.arch_features)} while the service is offered"
+    else:
+        arch_features = NOT_SUPPORTED
+    psci_features = (
+        _status(function.psci_features) if function.psci_features is not None else NOT_SUPPORTED
+    )
+    return FunctionAnswers(function, call, arch_features, psci_features)
+
+
+def hypercall_services(spec: Spec) -> list[ServiceSection]:
+    """Per service, in the spec's order: the bitmap bits that gate it and its functions."""
+    sections = []
+    for service in spec.services:
+        functions = [f for f in spec.smccc_functions if f.service is service]
+        gates = tuple(
+            ServiceGate(register, bit)
+            for register in spec.registers
+            for bit in register.bits
+            if bit.service is service
+        )
+        sections.append(
+            ServiceSection(
+                service=service,
+                gates=gates,
+                functions=tuple(function_answers(spec, f) for f in functions),
+            )
+        )
+    return sections
+
+
+FILTER_OP_TITLES = {
+    "has": "KVM_HAS_DEVICE_ATTR on the VM",
+    "set": "KVM_SET_DEVICE_ATTR of one range",
+    "call": "a guest's call while the VM has a filter",
+}
+
+
+@dataclass(frozen=True)
+class FilterTable:
+    op: str
+    title: str
+    rules: tuple[FilterRule, ...]
+
+
+def filter_tables(spec: Spec) -> list[FilterTable]:
+    """The SMCCC filter's decision tables, one per operation, rules in the spec's order."""
+    return [FilterTable(op, FILTER_OP_TITLES[op], spec.smccc_filter.table(op)) for op in FILTER_OPS]
+
+
+def filter_names() -> tuple[FilterName, ...]:
+    """The names a filter rule's condition may use (spec/filter_names.py)."""
+    return FILTER_NAMES
+
+
+def filter_rule_outcome(rule: FilterRule) -> str:
+    """A filter rule's result in words, for the docs."""
+    if rule.errno:
+        return f"-{rule.errno.name}"
+    if rule.ok:
+        return "0 (success)"
+    if rule.x0 is not None:
+        return f"x0 = {rule.x0}" + (" (NOT_SUPPORTED)" if rule.x0 == -1 else "")
+    if rule.exit is not None:
+        return f"KVM_RUN returns ``{rule.exit.c_name}``"
+    if rule.kvm:
+        return "KVM answers, as without a filter"
+    raise ValueError(f"filter rule {rule.id} has no result")  # the loader refuses such a rule
+
+
+def flag_bit(flag: Constant) -> int:
+    """The bit of a one-bit flag whose value is its mask."""
+    return flag.value.bit_length() - 1
