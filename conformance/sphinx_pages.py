@@ -118,6 +118,61 @@ def migration_matrix(
     return list(spec.releases), cells, verdicts
 
 
+@dataclass(frozen=True)
+class AnswerChange:
+    """Migrations whose only change is in the guest's SMCCC answers, grouped by those changes:
+    between releases on one host profile, or between host profiles on one release."""
+
+    between: str  # "releases" or "hosts"
+    where: str  # the host profile, or the host profiles source -> target
+    changes: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]  # (source, target) releases, or (release, release)
+
+
+def answer_changes(spec: Spec, host: str) -> list[AnswerChange]:
+    """Every release pair on `host` and every pair of host profiles on one release whose
+    restore succeeds and whose guest sees only SMCCC answers change (ARCH_FEATURES of the
+    workarounds, SMCCC_VERSION, TRNG_VERSION, KVM_FEATURES): the verdicts the whole view
+    changed from safe."""
+
+    def side(release: Release, profile: str) -> migration.Side:
+        return migration.side_from_profile(spec, f"{release}:{profile}:psci-0.2")
+
+    groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[str, str]]] = {}
+    for source in spec.releases:
+        for target in spec.releases:
+            before, after = side(source, host), side(target, host)
+            report = migration.check(spec, before, after.profile, after.features)
+            if report.seen_only_in_smccc_answers:
+                key = ("releases", host, tuple(report.changes))
+                groups.setdefault(key, []).append((str(source), str(target)))
+    for release in spec.releases:
+        for a in spec.host_profiles:
+            for b in spec.host_profiles:
+                if a is b:
+                    continue
+                after = side(release, b.name)
+                report = migration.check(spec, side(release, a.name), after.profile, after.features)
+                if report.seen_only_in_smccc_answers:
+                    key = ("hosts", f"{a.name} -> {b.name}", tuple(report.changes))
+                    groups.setdefault(key, []).append((str(release), str(release)))
+    return [AnswerChange(b, w, c, tuple(pairs)) for (b, w, c), pairs in groups.items()]
+
+
+def spans(spec: Spec, releases: set[str]) -> str:
+    """Releases as runs of consecutive ones the spec knows: `5.10-5.16, 6.1`."""
+    order = [str(r) for r in spec.releases]
+    runs: list[list[str]] = []
+    for name in order:
+        if name not in releases:
+            continue
+        if runs and order.index(runs[-1][-1]) == order.index(name) - 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
 class _RstDirective(SphinxDirective):
     """A directive whose output is reStructuredText, parsed in place."""
 
@@ -171,6 +226,28 @@ class MigrationMatrixDirective(_RstDirective):
         return text.splitlines()
 
 
+class AnswerChangesDirective(_RstDirective):
+    """``.. fwspec-answer-changes:: HOST``: the migrations only the guest's SMCCC answers
+    tell apart from safe, each group once with the releases it holds for."""
+
+    required_arguments = 1
+
+    def rst(self) -> list[str]:
+        spec = load_spec()
+        lines = [".. list-table::", "   :header-rows: 1", "", "   * - between", "     - pairs",
+                 "     - what the guest sees change"]  # fmt: skip
+        for group in answer_changes(spec, self.arguments[0]):
+            sources = spans(spec, {s for s, _ in group.pairs})
+            if group.between == "hosts":
+                pairs = f"host ``{group.where}`` on {sources}"
+            else:
+                targets = spans(spec, {t for _, t in group.pairs})
+                pairs = f"{len(group.pairs)}: from {sources} to {targets}"
+            lines += [f"   * - {group.between}", f"     - {pairs}",
+                      "     - " + "; ".join(f"``{c}``" for c in group.changes)]  # fmt: skip
+        return lines
+
+
 class VerdictsRole(SphinxRole):
     """``:fwspec-verdicts:`RULE KERNEL HOST```: the reference's verdicts on a rule's cases."""
 
@@ -189,5 +266,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("fwspec-command", CommandDirective)
     app.add_directive("fwspec-command-help", CommandHelpDirective)
     app.add_directive("fwspec-migration-matrix", MigrationMatrixDirective)
+    app.add_directive("fwspec-answer-changes", AnswerChangesDirective)
     app.add_role("fwspec-verdicts", VerdictsRole())
     return {"parallel_read_safe": True, "parallel_write_safe": True}

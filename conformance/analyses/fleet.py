@@ -265,7 +265,8 @@ def firmware_view(
     host reports (KVM answers a guest's ARCH_FEATURES from the host, whatever was set)."""
     by_id = {o.reg_id: o for o in offers}
     stored = {by_id[i].name: v for i, v in values.items() if i in by_id}
-    view = guest_view(spec, profile, FEATURES, stored)
+    levels = {o.name: o.default for o in by_id.values() if o.kind == "level"}
+    view = guest_view(spec, profile, FEATURES, stored, levels)
     for offer in by_id.values():
         if offer.kind in ("level", "unknown"):
             view[offer.name] = offer.default

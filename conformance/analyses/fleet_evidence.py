@@ -281,8 +281,9 @@ def check_answers(
 
 def witnesses(spec: Spec, key: str) -> set[str]:
     """The guest calls (by guest_calls' names) whose answers show a change of `key` in the
-    plan's guest view: PSCI_VERSION, PSCI_FEATURES(function), `service NAME`, or a workaround
-    register (its level, which SMCCC_ARCH_FEATURES of its function answers)."""
+    plan's guest view: PSCI_VERSION, PSCI_FEATURES(function), `service NAME`, ARCH_FEATURES(NAME)
+    and CALL(NAME) (the call's own answer), or a workaround register (its level, which
+    SMCCC_ARCH_FEATURES of its function answers)."""
     if key == "PSCI_VERSION":
         return {"psci-version"}
     queried = re.fullmatch(r"PSCI_FEATURES\((.+)\)", key)
@@ -306,6 +307,12 @@ def witnesses(spec: Spec, key: str) -> set[str]:
                 if own in gated and service in gated:
                     shown.add(name)
         return shown
+    asked = re.fullmatch(r"ARCH_FEATURES\((.+)\)", key)
+    if asked is not None:
+        return {f"smccc-arch-features({asked[1]})"}
+    called = re.fullmatch(r"CALL\((.+)\)", key)
+    if called is not None:
+        return {called[1]}
     return {f"smccc-arch-features({key})"}
 
 

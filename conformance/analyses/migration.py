@@ -3,7 +3,8 @@
 The answer to the review thread of the PSCI version selection API: restoring each saved
 firmware register on the target is decided by the target's rules (an errno and the rule that
 gives it), and the guest's view of its firmware (PSCI version, PSCI_FEATURES answers, the
-hypercall services it can call) is compared before and after.
+hypercall services it can call, SMCCC_ARCH_FEATURES of the workarounds and of PV time, and
+the answers of SMCCC_VERSION, TRNG_VERSION and KVM_FEATURES) is compared before and after.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from kvm_fwspec.conformance.analyses.dump import FEATURES as FEATURES
 from kvm_fwspec.conformance.analyses.dump import parse_features as parse_features
 from kvm_fwspec.conformance.analyses.dump import parse_psci_value
 from kvm_fwspec.conformance.analyses.dump_file import read_dump
-from kvm_fwspec.conformance.oracle import Access, Oracle
+from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Oracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Register, Spec
@@ -71,6 +72,13 @@ class MigrationReport:
     @property
     def safe(self) -> bool:
         return self.restored and not self.changes
+
+    @property
+    def seen_only_in_smccc_answers(self) -> bool:
+        """Every register restores and the guest's only changes are SMCCC answers: a restore
+        a view of PSCI and services alone would have called safe."""
+        changes = self.changes
+        return self.restored and bool(changes) and all(c.startswith(SMCCC_ANSWERS) for c in changes)
 
     @property
     def verdict(self) -> Verdict:
@@ -293,11 +301,26 @@ def _stored_of(spec: Spec, side: Side) -> dict[str, int]:
     return stored
 
 
+UNDEFINED = "undefined by the spec"
+SMCCC_ANSWERS = ("ARCH_FEATURES(", "CALL(")  # the view's keys of SMCCC calls' own answers
+
+
 def guest_view(
-    spec: Spec, profile: Profile, features: tuple[str, ...], stored: dict[str, int]
+    spec: Spec,
+    profile: Profile,
+    features: tuple[str, ...],
+    stored: dict[str, int],
+    levels: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """What the guest can observe of its firmware: PSCI version, PSCI_FEATURES, services."""
+    """What the guest can observe of its firmware: PSCI_VERSION and PSCI_FEATURES, the
+    services it may call, SMCCC_ARCH_FEATURES of each call whose answer the spec gives (the
+    workarounds at the host's `levels`, by default its profile's), and the answer of each call
+    that returns a fixed value or the VM's own register (SMCCC_VERSION, TRNG_VERSION,
+    KVM_FEATURES). An answer the spec leaves open is UNDEFINED, which differs from any
+    answer: a restore is not called safe on what the spec does not know."""
     oracle = Oracle(spec, profile)
+    if levels is None:
+        levels = {name: value.value for name, value in profile.host.levels.items()}
     view: dict[str, Any] = {}
     version = 0x1
     if features:
@@ -312,7 +335,61 @@ def guest_view(
         view[f"service {service.name}"] = (
             "available" if _service(profile, oracle, service.name, stored) else "absent"
         )
+    view.update(_smccc_answers(spec, profile, oracle, stored, levels))
     return view
+
+
+def _smccc_answers(
+    spec: Spec, profile: Profile, oracle: Oracle, stored: dict[str, int], levels: Mapping[str, int]
+) -> dict[str, Any]:
+    """ARCH_FEATURES(NAME) and CALL(NAME) answers, for every SMCCC function the spec gives one
+    in some release (NOT_SUPPORTED where this release lacks the call or its service is off)."""
+    workarounds = {r.name: r for r in spec.registers if r.kind == "level"}
+    view: dict[str, Any] = {}
+    for function in spec.smccc_functions:
+        offered = profile.has(function.lifetime) and _service(
+            profile, oracle, function.service.name, stored
+        )
+        register = workarounds.get(function.name)
+        if register is not None:
+            view[f"ARCH_FEATURES({function.name})"] = _workaround_answer(
+                profile, register, levels, offered
+            )
+        elif function.arch_features is not None:
+            view[f"ARCH_FEATURES({function.name})"] = (
+                function.arch_features if offered else NOT_SUPPORTED
+            )
+        if function.returns is None and function.returns_register is None:
+            continue
+        if not offered:
+            view[f"CALL({function.name})"] = NOT_SUPPORTED
+        elif function.returns_register in stored:
+            view[f"CALL({function.name})"] = stored[function.returns_register]
+        else:
+            view[f"CALL({function.name})"] = function.returns
+    return view
+
+
+def _workaround_answer(
+    profile: Profile,
+    register: Register,
+    levels: Mapping[str, int],
+    offered: bool,
+) -> int | str:
+    """SMCCC_ARCH_FEATURES of a workaround: its host level's answer, where the spec gives it."""
+    if not offered:
+        return NOT_SUPPORTED
+    if register.arch_features_since is None or profile.release < register.arch_features_since:
+        return UNDEFINED  # KVM answered from the host, but the spec records it only since
+    reported = levels.get(register.name)
+    if reported is None:
+        return UNDEFINED
+    field = next((f for f in register.layout if f.name == "level"), None)
+    number = field.extract(reported) if field is not None else reported
+    level = next((v for v in register.values if v.value == number), None)
+    if level is None or level.arch_features is None:
+        return UNDEFINED
+    return level.arch_features
 
 
 def _service(profile: Profile, oracle: Oracle, service: str, stored: dict[str, int]) -> bool:
@@ -374,7 +451,17 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             )
         else:
             advice.append(f"{verdict.name}: refused by {verdict.rule}")
-    if report.restored and report.changes:
+    if not (report.restored and report.changes):
+        return advice
+    workarounds = {f"ARCH_FEATURES({r.name})" for r in spec.registers if r.kind == "level"}
+    from_host = [c for c in report.changes if c.split(": ", 1)[0] in workarounds]
+    if from_host:
+        advice.append(
+            f"{'; '.join(from_host)}: KVM answers these from the host's own mitigation, so no "
+            "register setting keeps them; migrate between hosts that report the same levels "
+            "(the workaround registers' values)"
+        )
+    if len(from_host) < len(report.changes):
         advice.append(
             "the restore succeeds but the guest's firmware changes; save and restore every register the "
             "target lists, and clear new services in the target's bitmaps before the guest runs"

@@ -25,7 +25,8 @@ SIDES = (
 EPILOG = (
     f"{SIDES} Exit status: {EXIT_CODES['safe']} safe (every register restores, the guest sees "
     f"no change); {EXIT_CODES['changes']} restores, but the guest sees its firmware change "
-    f"(PSCI version, PSCI_FEATURES answers or services); {EXIT_CODES['fails']} a register does "
+    f"(PSCI version, PSCI_FEATURES answers, services, or an SMCCC call's answer such as "
+    f"ARCH_FEATURES of a workaround); {EXIT_CODES['fails']} a register does "
     "not restore; 2 a usage error."
 )
 
