@@ -20,6 +20,7 @@ from kvm_fwspec.conformance.analyses.dump import FEATURES as FEATURES
 from kvm_fwspec.conformance.analyses.dump import parse_features as parse_features
 from kvm_fwspec.conformance.analyses.dump import parse_psci_value
 from kvm_fwspec.conformance.analyses.dump_file import read_dump
+from kvm_fwspec.conformance.analyses.migration_filter import VmmRange, recreate, routed
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Oracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
@@ -56,13 +57,14 @@ class MigrationReport:
     target: Profile
     target_features: tuple[str, ...]
     registers: list[RegisterVerdict] = field(default_factory=list)
+    filter_ranges: list[RegisterVerdict] = field(default_factory=list)  # the VMM's, on the target
     guest_before: dict[str, Any] = field(default_factory=dict)
     guest_after: dict[str, Any] = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
 
     @property
     def restored(self) -> bool:
-        return all(r.restored for r in self.registers)
+        return all(r.restored for r in [*self.registers, *self.filter_ranges])
 
     @property
     def changes(self) -> list[str]:
@@ -108,6 +110,10 @@ class MigrationReport:
                     "why": r.why,
                 }
                 for r in self.registers
+            ],
+            "smccc-filter": [
+                {"range": r.name, "set": r.restored, "errno": r.errno, "rule": r.rule}
+                for r in self.filter_ranges
             ],
             "guest-before": self.guest_before,
             "guest-after": self.guest_after,
@@ -236,8 +242,14 @@ def _listed(oracle: Oracle) -> list[Register]:
 
 
 def check(
-    spec: Spec, source: Side, target: Profile, target_features: tuple[str, ...]
+    spec: Spec,
+    source: Side,
+    target: Profile,
+    target_features: tuple[str, ...],
+    vmm_filter: tuple[VmmRange, ...] = (),
 ) -> MigrationReport:
+    """The migration of `source` to a fresh VM of `target`, whose VMM, if it filters SMCCC
+    calls (`vmm_filter`), sets the same ranges there before the guest runs."""
     report = MigrationReport(source, target, target_features)
     oracle = Oracle(spec, target)
     stored = oracle.reset_values()
@@ -282,10 +294,37 @@ def check(
                 " ".join(decision.rule.doc.split()),
             )
         )
-    report.guest_before = guest_view(
-        spec, source.profile, source.features, dict(_stored_of(spec, source))
+    source_filter, on_source = recreate(spec, source.profile, vmm_filter)
+    refused = [(r, rule) for r, rule in on_source if rule.errno is not None]
+    if refused:
+        r, rule = refused[0]
+        errno = rule.errno.name if rule.errno else ""
+        raise UsageError(
+            f"--filter {r.label.removeprefix('smccc-filter ')}: the source, {source.profile.label}, "
+            f"refuses it ({errno}, {rule.id}), so no VM there has this filter"
+        )
+    target_filter, on_target = recreate(spec, target, vmm_filter)
+    report.filter_ranges = [
+        RegisterVerdict(
+            r.label,
+            0,
+            spec.smccc_filter.action(r.action).value,
+            rule.errno is None,
+            rule.errno.name if rule.errno else None,
+            rule.id,
+            " ".join(rule.doc.split()),
+        )
+        for r, rule in on_target
+    ]
+    report.guest_before = routed(
+        spec,
+        source.profile,
+        source_filter,
+        guest_view(spec, source.profile, source.features, dict(_stored_of(spec, source))),
     )
-    report.guest_after = guest_view(spec, target, target_features, stored)
+    report.guest_after = routed(
+        spec, target, target_filter, guest_view(spec, target, target_features, stored)
+    )
     report.advice = advise(spec, report)
     return report
 
@@ -451,6 +490,15 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             )
         else:
             advice.append(f"{verdict.name}: refused by {verdict.rule}")
+    for refused in report.filter_ranges:
+        if not refused.restored:
+            advice.append(
+                f"{refused.name}: {target.label} refuses it ({refused.errno}, {refused.rule}); "
+                f"the guest's calls there would go to KVM instead of the VMM: migrate to a kernel "
+                f"with the SMCCC filter (since {spec.smccc_filter.lifetime.since})"
+                if refused.rule.endswith("/absent")
+                else f"{refused.name}: {target.label} refuses it ({refused.errno}, {refused.rule})"
+            )
     if not (report.restored and report.changes):
         return advice
     workarounds = {f"ARCH_FEATURES({r.name})" for r in spec.registers if r.kind == "level"}
@@ -484,6 +532,9 @@ def render(report: MigrationReport) -> str:
     for r in report.registers:
         outcome = "restored" if r.restored else f"FAILS with {r.errno or 'no defined result'}"
         lines.append(f"  {r.name:<26} {r.value:#x}: {outcome} ({r.rule or 'no rule'})")
+    for r in report.filter_ranges:
+        outcome = "set again" if r.restored else f"FAILS with {r.errno}"
+        lines.append(f"  {r.name}: {outcome} ({r.rule})")
     lines.append("guest view changes:" + ("" if report.changes else " none"))
     lines += [f"  {change}" for change in report.changes]
     lines += [f"advice: {a}" for a in report.advice]

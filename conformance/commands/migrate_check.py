@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from kvm_fwspec.conformance.analyses import migration
+from kvm_fwspec.conformance.analyses.migration_filter import parse_filter
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--to", dest="target", required=True, metavar="SIDE", help="the target, the same way"
+    )
+    parser.add_argument(
+        "--filter",
+        metavar="RANGES",
+        help="the SMCCC filter the VMM sets on both sides (6.4+), "
+        "FIRST[-LAST]=ACTION,... such as 0x84000000-0x8400001f=fwd-to-user: the VMM answers PSCI",
     )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             f"the source is {source.profile.arch} and the target {target.profile.arch}: a VM "
             "migrates only between hosts of one architecture"
         )
-    report = migration.check(spec, source, target.profile, target.features)
+    vmm_filter = parse_filter(spec, args.filter) if args.filter is not None else ()
+    report = migration.check(spec, source, target.profile, target.features, vmm_filter)
     print(json.dumps(report.to_json(), indent=1) if args.json else migration.render(report))
     return EXIT_CODES[report.verdict]
