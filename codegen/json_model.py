@@ -244,9 +244,11 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "returns": f.returns,
                     "arch-features": f.arch_features,
                     "returns-register": f.returns_register,
+                    "answers": list(f.answers) if f.answers is not None else None,
                 }
                 for f in spec.smccc_functions
             ],
+            "not-supported": list(spec.smccc_not_supported),
         },
         "smccc-filter": _smccc_filter(spec),
         "kvm-interface": {

@@ -22,6 +22,7 @@ U32 = (1 << 32) - 1
 REQUIRES_GUEST = "guest-calls"
 REQUIRES_PSCI_01 = "psci-0.1-vcpus"
 REQUIRES_FILTER = "smccc-filter"  # programs with smccc-filter and has-attr steps
+REQUIRES_RESULTS = "call-results"  # calls whose answer is read in x0 to x3
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,17 @@ class _Simulation:
             self.stored[register.name] = decision.store
         return decision
 
-    def call(self, function_id: int, x0: int | dict[str, Any], args: tuple[int, ...] = ()) -> None:
-        self.steps.append({"op": "call", "vcpu": 1, "function": function_id, "args": list(args)})
+    def call(
+        self,
+        function_id: int,
+        x0: int | dict[str, Any],
+        args: tuple[int, ...] = (),
+        results: int = 1,
+    ) -> None:
+        step = {"op": "call", "vcpu": 1, "function": function_id, "args": list(args)}
+        if results > 1:
+            step["results"] = results
+        self.steps.append(step)
         self.expected.append({"x0": x0} if isinstance(x0, int) else x0)
         self.has_run = True
 
@@ -385,6 +395,7 @@ class CaseBuilder:
     def _guest_default_cases(self) -> Iterator[Case]:
         psci = next((r for r in self.oracle.registers if r.kind == "psci-version"), None)
         for scenario in (SCENARIOS[0], SCENARIOS[1]):
+            yield from self._four_register_cases(scenario)
             if psci is not None:
                 sim = _Simulation(self.oracle, scenario)
                 decision = sim.get(self.reg_id(psci))
@@ -553,6 +564,41 @@ class CaseBuilder:
         rule = sim.filtered_call(trng.function_id, NOT_SUPPORTED, 0x10000)
         assert rule is not None
         yield sim.filter_case("trng-version-withheld-by-std-bmap", rule)
+
+    def _four_register_cases(self, scenario: Scenario) -> Iterator[Case]:
+        """The calls that answer in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four,
+        in a VM with each bitmap at its default: the spec's answer where the bit that gates
+        the call's service is set, the zeros of a refusal where it is not."""
+        for register in self.oracle.registers:
+            if register.kind != "bitmap":
+                continue
+            gated = [
+                (bit, function)
+                for bit in register.bits
+                if bit.service is not None and self.profile.has(bit.lifetime)
+                for function in self.spec.smccc_functions
+                if function.service == bit.service
+                and function.answers is not None
+                and self.profile.has(function.lifetime)
+            ]
+            if not gated:
+                continue
+            sim = _Simulation(self.oracle, scenario)
+            decision = sim.get(self.reg_id(register))
+            if decision is None or decision.value is None:
+                continue
+            for bit, function in gated:
+                words = (
+                    function.answers if decision.value & bit.mask else self.spec.smccc_not_supported
+                )
+                assert words is not None
+                expected = {"x0": words[0]} | {f"x{i}": w & U64 for i, w in enumerate(words) if i}
+                sim.call(function.function_id, expected, results=len(words))
+            yield sim.case(
+                f"{_dotted(decision.rule.id)}.{scenario.name}.guest-answers",
+                decision,
+                (REQUIRES_GUEST, REQUIRES_RESULTS),
+            )
 
 
 def build_cases(spec: Spec, profile: Profile) -> list[Case]:

@@ -8,7 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvm_fwspec.conformance.cases import REQUIRES_FILTER, REQUIRES_GUEST, REQUIRES_PSCI_01
+from kvm_fwspec.conformance.cases import (
+    REQUIRES_FILTER,
+    REQUIRES_GUEST,
+    REQUIRES_PSCI_01,
+    REQUIRES_RESULTS,
+)
 from kvm_fwspec.conformance.guest.agent import Served
 from kvm_fwspec.conformance.guest.kvm_ioctl import (
     HOST_CAPABILITIES,
@@ -36,7 +41,7 @@ def reference_served(options: Mapping[str, str]) -> Served:
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,
         "arch": kvm.arch,
-        "features": [REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER],
+        "features": [REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER, REQUIRES_RESULTS],
         "cpu": None,  # the reference runs on no CPU: a fingerprint records none
     }
     if kvm.arch == "arm64":

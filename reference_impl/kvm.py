@@ -417,11 +417,22 @@ class ReferenceVcpu:
         return selected or self.vm.kvm.psci_latest
 
     def call(
-        self, function_id: int, args: list[int], answer: int = NOT_SUPPORTED_U64
+        self,
+        function_id: int,
+        args: list[int],
+        answer: int = NOT_SUPPORTED_U64,
+        results: int = 1,
     ) -> dict[str, int | str]:
-        """The guest's HVC: x0 as a signed value, a system event exit, or, when the VM's
-        SMCCC filter forwards the call to userspace, the hypercall exit with userspace's
-        `answer` in x0. The filter comes before the feature bitmaps, as in KVM."""
+        """The guest's HVC: x0 as a signed value (with `results` > 1, x1 onwards too), a
+        system event exit, or, when the VM's SMCCC filter forwards the call to userspace, the
+        hypercall exit with userspace's `answer` in x0. The filter comes before the feature
+        bitmaps, as in KVM."""
+        outcome = self._answer(function_id, args, answer)
+        if results > 1 and "x0" in outcome:
+            outcome.update(self._more_results(function_id, args, outcome, results))
+        return outcome
+
+    def _answer(self, function_id: int, args: list[int], answer: int) -> dict[str, int | str]:
         if not self.initialized:
             return {"errno": "ENOEXEC"}
         self.vm.has_run = True
@@ -440,6 +451,26 @@ class ReferenceVcpu:
             if function_id in function["ids"].values():
                 return self._psci(function, version, args)
         return {"x0": NOT_SUPPORTED}
+
+    def _more_results(
+        self, function_id: int, args: list[int], outcome: Mapping[str, Any], results: int
+    ) -> dict[str, int]:
+        """x1 onwards: the spec's four-register answer of the call, the zeros of a refusal, or,
+        for a call forwarded to userspace (which writes only x0), the arguments the guest
+        left in x1 up."""
+        tables = self.vm.kvm.tables
+        if "hypercall" in outcome:
+            words = [*args, 0, 0, 0]
+        elif outcome["x0"] == tables["smccc"]["not-supported"][0]:
+            words = [int(w) for w in tables["smccc"]["not-supported"][1:]]
+        else:
+            function = next(
+                (f for f in tables["smccc"]["functions"] if f["function-id"] == function_id), None
+            )
+            if function is None or function["answers"] is None:
+                raise SpecGap(f"the spec fixes no x1-x3 for the call {function_id:#x}")
+            words = [int(w) for w in function["answers"][1:]]
+        return {f"x{i}": words[i - 1] & U64 for i in range(1, results)}
 
     def _handled(self, function: Mapping[str, Any], version: int) -> bool:
         kvm_side = function["kvm"]

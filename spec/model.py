@@ -391,6 +391,7 @@ class SmcccFunction:
     returns: int | None = None
     arch_features: int | None = None  # SMCCC_ARCH_FEATURES(this id) while its service is on
     returns_register: str | None = None  # x0 is the VM's value of it, where the release has it
+    answers: tuple[int, ...] | None = None  # x0 to x3, for a call answering in four registers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -553,6 +554,7 @@ class Spec:
     psci_constant_groups: tuple[ConstantGroup, ...]
     services: tuple[Service, ...]
     smccc_functions: tuple[SmcccFunction, ...]
+    smccc_not_supported: tuple[int, ...]  # x0 to x3 of a call KVM refuses
     rules: tuple[Rule, ...]
     ioctls: tuple[Ioctl, ...]
     kvm_run: tuple[Offset, ...]

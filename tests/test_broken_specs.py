@@ -127,6 +127,7 @@ SCHEMA_MESSAGES = {
     "maximum": r".+ is greater than the maximum of -?\d+",
     "minLength": r"'.*' (should be non-empty|is too short)",
     "minItems": r"\[.*\] (should be non-empty|is too short)",
+    "maxItems": r"\[.*\] (is too long|has too many items)",
     "uniqueItems": r"\[.*\] has non-unique elements",
     "minProperties": r"\{.*\} (should be non-empty|does not have enough properties)",
     "maxProperties": r"\{.*\} (is expected to be empty|has too many properties)",

@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -319,7 +319,12 @@ class Ioctls(list[tuple[int, int, bytes, Any]]):
 
 
 @pytest.fixture
-def kvm_ioctls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ioctls]:
+def kvm_ioctls(monkeypatch: pytest.MonkeyPatch) -> Ioctls:
+    return recorded_ioctls(monkeypatch)
+
+
+def recorded_ioctls(monkeypatch: pytest.MonkeyPatch) -> Ioctls:
+    """fcntl.ioctl replaced by an Ioctls recorder (the kvm_ioctls fixture, for other files)."""
     calls = Ioctls()
 
     def ioctl(fd: int, request: int, arg: Any = 0, mutate: bool = True) -> int:
@@ -329,7 +334,7 @@ def kvm_ioctls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ioctls]:
         return 0
 
     monkeypatch.setattr(fcntl, "ioctl", ioctl)
-    yield calls
+    return calls
 
 
 def fake_vm(fd: int) -> kvm_ioctl.KvmVm:
@@ -426,13 +431,23 @@ X0 = abi.CORE_REGISTER_BASE + abi.CORE_REGISTER_WORDS["x"][0]
 class ForwardingVcpu:
     """The kernel side of one vcpu, at the ioctl boundary: KVM_RUN exits as `exits` say, in
     turn (`hypercall` forwards the guest's x0 as the function id, with `flags`; `mmio` is the
-    guest's store of x0; `answered` is KVM answering the call itself, then that store), and
-    KVM_SET_ONE_REG writes the registers, read from the address its struct kvm_one_reg
-    gives."""
+    guest's store of x0; `answered` is KVM answering the call itself, in x0 and in the
+    registers `answers` gives, then that store; `shutdown` is PSCI SYSTEM_OFF's system event),
+    KVM_SET_ONE_REG writes the registers, read from the address its struct kvm_one_reg gives,
+    and KVM_GET_ONE_REG writes one there: ENOENT for a register no ioctl has set (every
+    register the guest's call uses is set before it runs), or `get_errno`'s errno."""
 
-    def __init__(self, exits: list[str], flags: int = 0) -> None:
+    def __init__(
+        self,
+        exits: list[str],
+        flags: int = 0,
+        answers: dict[int, int] | None = None,
+        get_errno: int | None = None,
+    ) -> None:
         self.exits = exits
         self.flags = flags
+        self.answers = answers or {}
+        self.get_errno = get_errno
         self.registers: dict[int, int] = {}
         self.run_area = bytearray(4096)
         self.events: list[str] = []
@@ -442,6 +457,14 @@ class ForwardingVcpu:
             reg_id, address = struct.unpack("<QQ", bytes(arg))
             self.registers[reg_id] = int.from_bytes(ctypes.string_at(address, 8), "little")
             self.events.append(f"set {reg_id:#x}={self.registers[reg_id]:#x}")
+        elif request == abi.Ioctl.KVM_GET_ONE_REG:
+            reg_id, address = struct.unpack("<QQ", bytes(arg))
+            self.events.append(f"get {reg_id:#x}")
+            if self.get_errno is not None:
+                raise OSError(self.get_errno, os.strerror(self.get_errno))
+            if reg_id not in self.registers:
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+            ctypes.memmove(address, self.registers[reg_id].to_bytes(8, "little"), 8)
         elif request == abi.Ioctl.KVM_RUN:
             exit_kind = self.exits.pop(0)
             self.events.append(f"run {exit_kind}")
@@ -449,9 +472,12 @@ class ForwardingVcpu:
                 raise OSError(errno.EINVAL, "Invalid argument")
             self.put("exit-reason", 0)
             if exit_kind == "answered":  # KVM's own answer, which the guest then stores
-                self.registers[X0] = KVM_ANSWER
+                self.registers |= {X0: KVM_ANSWER} | self.answers
                 exit_kind = "mmio"
-            if exit_kind == "hypercall":
+            if exit_kind == "shutdown":
+                self.put("exit-reason", abi.ExitReason.SYSTEM_EVENT)
+                self.put("system-event-type", abi.SystemEvent.SHUTDOWN)
+            elif exit_kind == "hypercall":
                 self.put("exit-reason", abi.ExitReason.HYPERCALL)
                 self.put("hypercall-nr", self.registers[X0])
                 self.put("hypercall-flags", self.flags)
@@ -468,6 +494,10 @@ class ForwardingVcpu:
 
 @pytest.fixture
 def watchdog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return unarmed_watchdog(monkeypatch)
+
+
+def unarmed_watchdog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """signal.setitimer recorded, never armed: the tests do not depend on time."""
     armed: list[str] = []
 
@@ -479,7 +509,16 @@ def watchdog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return armed
 
 
-def call(kvm_ioctls: Ioctls, kernel: ForwardingVcpu, answer: int, events: list[str]) -> Any:
+def call(
+    kvm_ioctls: Ioctls,
+    kernel: ForwardingVcpu,
+    answer: int,
+    events: list[str],
+    results: int = 1,
+    args: tuple[int, ...] = (),
+) -> Any:
+    """KvmVcpu.call of PSCI_VERSION on a vcpu whose kernel side is `kernel`."""
+
     def recorded(fd: int, request: int, arg: Any) -> None:
         if request == abi.Ioctl.KVM_RUN:
             events.append("KVM_RUN")
@@ -491,7 +530,7 @@ def call(kvm_ioctls: Ioctls, kernel: ForwardingVcpu, answer: int, events: list[s
     vcpu = object.__new__(kvm_ioctl.KvmVcpu)
     vcpu.vm, vcpu.fd, vcpu.run_area = vm, 6, kernel.run_area  # type: ignore[assignment]
     vcpu.value, vcpu.one_reg, vcpu.started = kvm_ioctl._Buffer(256), bytearray(16), False
-    return vcpu.call(PSCI_VERSION_SMC32, [], answer)
+    return vcpu.call(PSCI_VERSION_SMC32, list(args), answer, results)
 
 
 def test_a_forwarded_call_is_answered_in_x0_and_the_vcpu_runs_on(

@@ -1,12 +1,13 @@
 """The guests' own answers on real KVM against the spec's reference, call by call.
 
 tests/fixtures/real-kvm/fleet-proof.json holds what guests on Debian's 5.10, 6.1, 6.12 and 7.2
-answered to 57 PSCI and SMCCC calls, each in a VM created with its kernel's defaults and with
-the fleet baseline; `kvm-fwspec fleet-proof` records them again on every CI run and holds them
-to the spec the same way. An answer the spec leaves undefined is listed here by name, so
-defining one (issue 16) makes this test ask for the ledger to shrink. The check found
-ARCH_FEATURES(PV_TIME_FEATURES): 0 on real KVM, NOT_SUPPORTED in the spec until then; and
-the vendor KVM_FEATURES call, which the spec left undefined, answers the VM's VENDOR_HYP_BMAP.
+answered to 59 PSCI and SMCCC calls (CALL_UID and TRNG_GET_UUID read in x0 to x3), each in a VM
+created with its kernel's defaults and with the fleet baseline; `kvm-fwspec fleet-proof` records
+them again on every CI run and holds them to the spec the same way. An answer the spec leaves
+undefined is listed here by name, so defining one (issue 16) makes this test ask for the ledger
+to shrink. The check found ARCH_FEATURES(PV_TIME_FEATURES): 0 on real KVM, NOT_SUPPORTED in the
+spec until then; and the vendor KVM_FEATURES call, which the spec left undefined, answers the
+VM's VENDOR_HYP_BMAP.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "real-kvm" / "fleet-proof.json"
 EVIDENCE = json.loads(FIXTURE.read_text())
 SPEC = load_spec()
 # What the spec does not yet define, by call, though real KVM answers it: none now (the
-# vendor KVM_FEATURES call was the last of these 57; issue 16 brings more calls).
+# vendor KVM_FEATURES call was the last; CALL_UID and TRNG_GET_UUID came defined, in x0 to x3).
 UNDEFINED: set[str] = set()
 
 
@@ -31,7 +32,7 @@ def test_every_answer_the_spec_defines_is_real_kvms() -> None:
     check = check_guest_answers(SPEC, EVIDENCE)
     assert check.wrong == []
     assert check.undefined == UNDEFINED
-    assert check.answers == 8 * 57
+    assert check.answers == 8 * 59
 
 
 def test_the_check_catches_the_answer_the_spec_had_wrong() -> None:
@@ -84,3 +85,14 @@ def test_kvm_features_answers_the_vms_vendor_bitmap() -> None:
     assert execute(ReferenceKvm("6.1", "mitigated", "arm64"), program)[1] == {"x0": 0x1}
     before = {"vcpus": 1, "features": ["psci-0.2"], "steps": [call]}
     assert execute(ReferenceKvm("5.15", "mitigated", "arm64"), before) == [{"x0": 0x3}]
+
+
+def test_a_wrong_word_of_a_four_register_answer_is_caught() -> None:
+    """CALL_UID's x2 as a byte-swapped copy of the UID would read: the kept real answer fails
+    the spec's words."""
+    tables = json.loads(json.dumps(ReferenceKvm("7.2", "mitigated", "arm64").tables))
+    uid = next(f for f in tables["smccc"]["functions"] if f["name"] == "vendor-hyp-call-uid")
+    uid["answers"][2] = int.from_bytes(uid["answers"][2].to_bytes(4, "little"), "big")
+    check = check_guest_answers(SPEC, EVIDENCE, tables)
+    assert check.wrong and all("vendor-hyp-call-uid" in line for line in check.wrong)
+    assert len(check.wrong) == 6  # the VMs of 6.1, 6.12 and 7.2, each at defaults and baseline

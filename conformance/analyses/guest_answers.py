@@ -29,8 +29,13 @@ def set_steps(writes: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
 
 
 def call_steps(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The guest's own call of each recorded function, with its arguments, on vcpu 0."""
-    return [{"op": "call", "vcpu": 0, "function": c["function"], "args": c["args"]} for c in calls]
+    """The guest's own call of each recorded function, with its arguments, on vcpu 0 (and
+    the registers it answers in, for a call that answers in more than x0)."""
+    return [
+        {"op": "call", "vcpu": 0, "function": c["function"], "args": c["args"]}
+        | ({"results": c["results"]} if "results" in c else {})
+        for c in calls
+    ]
 
 
 def reference_answers(

@@ -76,7 +76,8 @@ def guest_calls(spec: Spec) -> list[dict[str, Any]]:
     """What the guest asks its firmware, each answer fixed for a given VM: PSCI_VERSION,
     PSCI_FEATURES of every function id the spec names (what migrate-check's guest view holds),
     SMCCC_VERSION, SMCCC_ARCH_FEATURES of every SMCCC function (the workaround levels, PV
-    time), each service's version call, and the vendor discovery calls."""
+    time), each service's version call, the vendor discovery calls, and the calls that answer
+    in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four."""
     psci = {f.name: f.ids["smc32"] for f in spec.psci_functions if "smc32" in f.ids}
     smccc = {f.name: f.function_id for f in spec.smccc_functions}
     queried = sorted(
@@ -99,6 +100,7 @@ def guest_calls(spec: Spec) -> list[dict[str, Any]]:
     ]
     calls += [
         {"name": f.name, "function": f.function_id, "args": []}
+        | ({"results": len(f.answers)} if f.answers is not None else {})
         for f in spec.smccc_functions
         if f.service.name != "arch" and (f.returns is not None or f.name in VENDOR_DISCOVERY)
     ]

@@ -9,6 +9,9 @@ Guest calls run three instructions at a guest-physical address unique to the VM:
     str x0, [x19]      x19 points at an unbacked address: KVM_RUN exits with KVM_EXIT_MMIO
     b   <hvc>          the next KVM_RUN completes the store and calls again
 
+x0 arrives as the MMIO exit's data; a call that answers in more registers (CALL_UID,
+TRNG_GET_UUID) has x1-x3 read with KVM_GET_ONE_REG at that exit, which the store leaves alone.
+
 x19 is callee-saved, so it survives the call; the MMIO address, also unique to the VM, proves
 which program ran (under TCG a fresh VM at a reused address can run an earlier VM's code).
 """
@@ -278,11 +281,16 @@ class KvmVcpu:
         outcome = self.call(0, [], NOT_SUPPORTED_U64)
         return outcome.get("errno")
 
-    def call(self, function_id: int, args: list[int], answer: int) -> dict[str, Any]:
+    def call(
+        self, function_id: int, args: list[int], answer: int, results: int = 1
+    ) -> dict[str, Any]:
         """The guest's HVC with x0 = function_id and x1-x3 = args. A call the VM's SMCCC
         filter forwards ends KVM_RUN with KVM_EXIT_HYPERCALL: this side is then the VMM,
         writes `answer` to x0 and runs the vcpu on (the PC is already past the HVC), so the
-        guest stores what it got, and the outcome says which call was forwarded and how."""
+        guest stores what it got, and the outcome says which call was forwarded and how.
+        With `results` above 1, the outcome of a call that returns to the guest also has
+        x1 to x{results - 1} as the guest then holds them (after a forwarded call: what the
+        guest passed, since this side answers only x0)."""
         if not self.started:
             self._set_core("pc", self.vm.code_base)
             self._set_core("x", self.vm.mmio, 19)
@@ -293,7 +301,7 @@ class KvmVcpu:
             return {"errno": failed}
         self.started = True
         if self._field("exit-reason") != abi.ExitReason.HYPERCALL:
-            return self._exit()
+            return self._with_results(self._exit(), results)
         forwarded = {
             "hypercall": self._field("hypercall-nr"),
             "hypercall-flags": self._field("hypercall-flags"),
@@ -306,7 +314,20 @@ class KvmVcpu:
         outcome = self._exit()
         if "x0" not in outcome:
             raise RuntimeError(f"the guest did not store x0 after its forwarded call: {outcome}")
-        return {**outcome, **forwarded}
+        return {**self._with_results(outcome, results), **forwarded}
+
+    def _with_results(self, outcome: dict[str, Any], results: int) -> dict[str, Any]:
+        """`outcome` and, if the guest got the call's answer (it stored x0), its x1 to
+        x{results - 1}, read now: the vcpu is stopped at the store, past the HVC."""
+        if "x0" not in outcome:
+            return outcome
+        read = dict(outcome)
+        for index in range(1, results):
+            failed, value = self.get_one_reg(self._core("x", index))
+            if failed:
+                raise OSError(f"reading x{index} after the call failed with {failed}")
+            read[f"x{index}"] = value
+        return read
 
     def _run(self) -> str | None:
         """KVM_RUN under the watchdog: None, or the errno's name."""

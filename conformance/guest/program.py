@@ -20,9 +20,13 @@ class Vcpu(Protocol):
     def set_one_reg(self, reg_id: int, value: int) -> str | None: ...
     def reg_list(self) -> tuple[str | None, list[int]]: ...
     def run(self) -> str | None: ...
-    def call(self, function_id: int, args: list[int], answer: int) -> dict[str, Any]:
+    def call(
+        self, function_id: int, args: list[int], answer: int, results: int = 1
+    ) -> dict[str, Any]:
         """The guest's call; if KVM forwards it to userspace (KVM_EXIT_HYPERCALL), this
-        side answers `answer` in x0 and runs the vcpu on to see what the guest got."""
+        side answers `answer` in x0 and runs the vcpu on to see what the guest got. A call
+        that returns to the guest reports x0 and, for `results` above 1, also "x1" up to
+        "x{results - 1}" as unsigned numbers (CALL_UID and TRNG_GET_UUID answer in x0-x3)."""
         ...
 
 
@@ -67,6 +71,7 @@ STEP_BOUNDS = {
     "attr": U64,
     "answer": U64,
 }
+MAX_RESULTS = 4  # SMCCC returns in x0-x3 (SMC32/HVC32 and SMC64/HVC64 alike)
 
 
 class ProgramError(ValueError):
@@ -92,6 +97,9 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
         number = step.get(name, 0)
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= bound:
             raise ProgramError(f"{name} {number!r} is not a number from 0 to {bound:#x}")
+    results = step.get("results", 1)  # a plain JSON integer in both protocol versions
+    if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
+        raise ProgramError(f"results {results!r} is not a number from 1 to {MAX_RESULTS}")
 
 
 def _errno_or(errno: str | None, success: Outcome) -> Outcome:
@@ -118,7 +126,8 @@ def _step(vm: Vm, vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
     if op == "run":
         return _errno_or(vcpu.run(), {"ok": True})
     answer = step.get("answer", NOT_SUPPORTED_U64)
-    return dict(vcpu.call(step["function"], list(step.get("args", [])), answer))
+    results = step.get("results", 1)
+    return dict(vcpu.call(step["function"], list(step.get("args", [])), answer, results))
 
 
 def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[Outcome]:

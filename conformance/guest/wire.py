@@ -3,9 +3,10 @@
 `kvm-fwspec-agent/1` sends register ids, values, masks, function ids, arguments and x0 as JSON
 integers; `kvm-fwspec-agent/2` sends them as hex strings ("0x6030000000140000", x0 as "-0x1"),
 because JavaScript's numbers and jq hold integers exactly only up to 2**53 and firmware
-register ids start at 0x6030000000000000. Both sides translate at the edge, so the executor,
-the suite and its results keep Python integers whatever the wire carried. Stdlib only: the
-agent runs inside a minimal guest. docs/agent-protocol.md is the reference for every field.
+register ids start at 0x6030000000000000 (a call's x1-x3, when its step asks for them, travel
+as the unsigned numbers do). Both sides translate at the edge, so the executor, the suite and
+its results keep Python integers whatever the wire carried. Stdlib only: the agent runs inside
+a minimal guest. docs/agent-protocol.md is the reference for every field.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ STEP_NUMBERS = (
     "attr",
 )
 STEP_NUMBER_LISTS = ("args",)
-OUTCOME_NUMBERS = ("value", "hypercall", "hypercall-flags")
+# x1-x3: the rest of a call's answer when its step asks for `results` above 1, read unsigned
+# (a UUID's words, not an error code). A step's `results` itself stays a JSON integer.
+OUTCOME_NUMBERS = ("value", "hypercall", "hypercall-flags", "x1", "x2", "x3")
 OUTCOME_NUMBER_LISTS = ("ids",)
 OUTCOME_SIGNED = ("x0",)
 

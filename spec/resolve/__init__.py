@@ -44,7 +44,11 @@ from kvm_fwspec.spec.resolve.registers import (
     resolve_resets,
 )
 from kvm_fwspec.spec.resolve.rules import resolve_rules
-from kvm_fwspec.spec.resolve.smccc import resolve_services, resolve_smccc_functions
+from kvm_fwspec.spec.resolve.smccc import (
+    resolve_not_supported,
+    resolve_services,
+    resolve_smccc_functions,
+)
 from kvm_fwspec.spec.resolve.smccc_filter import resolve_smccc_filter
 from kvm_fwspec.spec.resolve.vmm import resolve_vmm_rules
 from kvm_fwspec.spec.rule_names import Vocabulary
@@ -119,6 +123,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         psci_constant_groups=psci_constant_groups,
         services=tuple(services.values()),
         smccc_functions=smccc_functions,
+        smccc_not_supported=resolve_not_supported(ctx),
         rules=rules,
         ioctls=ioctls,
         kvm_run=kvm_run,

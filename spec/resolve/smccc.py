@@ -13,6 +13,11 @@ from kvm_fwspec.spec.model import Layout, PsciFunction, Register, Service, Smccc
 from kvm_fwspec.spec.resolve.context import Context
 
 
+def resolve_not_supported(ctx: Context) -> tuple[int, ...]:
+    """x0 to x3 of a call KVM refuses."""
+    return tuple(ctx.data("smccc")["not-supported"]["answers"])
+
+
 def resolve_services(ctx: Context) -> dict[str, Service]:
     """The services by name."""
     raws = ctx.data("smccc")["services"]
@@ -63,6 +68,15 @@ def resolve_smccc_functions(
                 "smccc", (*path, "number"), f"function id {fid:#010x} collides with {taken[fid]}"
             )
         taken[fid] = raw["name"]
+        answers = raw.get("answers")
+        if answers is not None and "returns" not in raw:
+            ctx.error("smccc", (*path, "answers"), "answers need returns, their x0")
+        elif answers is not None and answers[0] != raw["returns"]:
+            ctx.error(
+                "smccc",
+                (*path, "answers"),
+                f"x0 of the answers is {answers[0]:#x}, not the call's returns ({raw['returns']:#x})",
+            )
         result.append(
             SmcccFunction(
                 name=raw["name"],
@@ -78,6 +92,7 @@ def resolve_smccc_functions(
                 returns=raw.get("returns"),
                 arch_features=raw.get("arch-features"),
                 returns_register=raw.get("returns-register"),
+                answers=tuple(answers) if answers is not None else None,
             )
         )
     ctx.unique("smccc", ("functions",), raws, "name", "SMCCC function")

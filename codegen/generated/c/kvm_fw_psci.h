@@ -6,7 +6,7 @@
  * source: spec/api.yaml sha256:1e87efb2ac9da069cb5f904e0519c5dc098dd9f772f62b67e75f9000a2246ee5
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
  * source: spec/psci.yaml sha256:2fd8285c04494f54f8b2aaa12650167fc53933150ca6c77ad507c6b8577a9baa
- * source: spec/smccc.yaml sha256:13515f0265f6a698c29b0ebff3a84e7aacde0a9ad7a77e49373cc9e3c7241838
+ * source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
  * source: spec/smccc-filter.yaml sha256:bee7245af6e2cdd42da62be43f8a9a294b96e1bc42a7baa0109b7e18eb3cee51
  * source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
  * source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
