@@ -213,6 +213,15 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                         "needs-capability": f.kvm.needs_capability.name
                         if f.kvm.needs_capability
                         else None,
+                        "calls": [
+                            {
+                                "args": list(c.args),
+                                "x0": c.x0,
+                                "exit": c.exit.name if c.exit else None,
+                                "flags": c.flags,
+                            }
+                            for c in f.kvm.calls
+                        ],
                     },
                 }
                 for f in spec.psci_functions
@@ -262,6 +271,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             "system-events": [
                 {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.system_events
             ],
+            "system-event-flags": [_constant(c) for c in spec.system_event_flags],
             "core-registers": [
                 {"name": c.name, "first-word": c.first_word, "count": c.count}
                 for c in spec.core_registers

@@ -406,6 +406,7 @@ class CaseBuilder:
                         decision,
                         (REQUIRES_GUEST,),
                     )
+                    yield from self._psci_exit_cases(scenario, psci)
             for register in self.oracle.registers:
                 if register.kind != "level" or register.arch_features_since is None:
                     continue
@@ -564,6 +565,33 @@ class CaseBuilder:
         rule = sim.filtered_call(trng.function_id, NOT_SUPPORTED, 0x10000)
         assert rule is not None
         yield sim.filter_case("trng-version-withheld-by-std-bmap", rule)
+
+    def _psci_exit_cases(self, scenario: Scenario, psci: Register) -> Iterator[Case]:
+        """Each PSCI call whose outcome the spec gives (SYSTEM_OFF, SYSTEM_RESET and their
+        PSCI 1.1 and 1.3 successors, by argument) at the default PSCI version, one program
+        each: a system event ends what the guest can do."""
+        for function in self.spec.psci_functions:
+            kvm = function.kvm
+            for index, call in enumerate(kvm.calls if kvm else ()):
+                sim = _Simulation(self.oracle, scenario)
+                decision = sim.get(self.reg_id(psci))
+                if decision is None or decision.value is None:
+                    return
+                if not self.oracle.psci_handled(function, decision.value):
+                    break
+                outcome: int | dict[str, Any]
+                if call.exit is not None:
+                    flags = {"flags": call.flags} if call.flags else {}
+                    outcome = {"exit": call.exit.name} | flags
+                else:
+                    assert call.x0 is not None
+                    outcome = call.x0
+                sim.call(function.ids["smc32"], outcome, call.args)
+                yield sim.case(
+                    f"{_dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}-{index}",
+                    decision,
+                    (REQUIRES_GUEST,),
+                )
 
     def _four_register_cases(self, scenario: Scenario) -> Iterator[Case]:
         """The calls that answer in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four,

@@ -323,13 +323,27 @@ class HeaderErratum:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PsciCall:
+    """What KVM does with a PSCI call made with `args`: answers x0, or exits to userspace
+    with a system event of type `exit` and `flags` (their mask)."""
+
+    args: tuple[int, ...]
+    doc: str
+    x0: int | None = None
+    exit: Constant | None = None
+    flags: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class KvmPsciHandling:
-    """How KVM answers a PSCI function: from which selected version, and its FEATURES result."""
+    """How KVM answers a PSCI function: from which selected version, its FEATURES result, and
+    what some calls of it do."""
 
     from_version: PsciVersion
     lifetime: Lifetime
     features: int
     needs_capability: Capability | None = None
+    calls: tuple[PsciCall, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -560,6 +574,7 @@ class Spec:
     kvm_run: tuple[Offset, ...]
     exit_reasons: tuple[Constant, ...]
     system_events: tuple[Constant, ...]
+    system_event_flags: tuple[Constant, ...]
     core_registers: tuple[CoreRegisters, ...]
     vmm_rules: tuple[VmmRule, ...]
     smccc_filter: SmcccFilter

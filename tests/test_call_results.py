@@ -30,6 +30,7 @@ from kvm_fwspec.conformance.guest.wire import (
     encode_program,
 )
 from kvm_fwspec.conformance.reference_agent import reference_served
+from kvm_fwspec.spec.loader import load_spec
 from tests.test_filter_steps import (
     KVM_ANSWER,
     PSCI_VERSION_SMC32,
@@ -341,6 +342,29 @@ def test_a_call_that_does_not_return_to_the_guest_reads_no_register(
     kernel = ForwardingVcpu(["shutdown"])
     assert kvm_call(kvm_ioctls, kernel, 0, watchdog, results=4) == {"exit": "shutdown"}
     assert not any(e.startswith("get") for e in kernel.events)
+
+
+def test_a_system_event_s_flags_are_reported_when_set(
+    kvm_ioctls: Ioctls, watchdog: list[str]
+) -> None:
+    """PSCI SYSTEM_RESET2 exits with a RESET event flagged KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2
+    (run->system_event.flags); SYSTEM_RESET's has none, and its outcome stays as it was."""
+    flagged = ForwardingVcpu(["reset"], flags=abi_flag("psci-reset2"))
+    assert kvm_call(kvm_ioctls, flagged, 0, watchdog) == {"exit": "reset", "flags": 1}
+    plain = ForwardingVcpu(["reset"], flags=0)
+    assert kvm_call(kvm_ioctls, plain, 0, watchdog) == {"exit": "reset"}
+
+
+def abi_flag(name: str) -> int:
+    return next(f.value for f in load_spec().system_event_flags if f.name == name)
+
+
+def test_the_flags_of_an_exit_travel_in_hex_on_version_2() -> None:
+    outcome = {"exit": "shutdown", "flags": 1}
+    assert encode_outcome(outcome, PROTOCOL_V2) == {"exit": "shutdown", "flags": "0x1"}
+    assert decode_outcome({"exit": "shutdown", "flags": "0x1"}, PROTOCOL_V2) == outcome
+    with pytest.raises(WireError, match="flags"):
+        decode_outcome({"exit": "shutdown", "flags": 1}, PROTOCOL_V2)
 
 
 # -- the Node agent relays `results` and x1-x3 -------------------------------------------

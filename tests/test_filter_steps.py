@@ -474,9 +474,10 @@ class ForwardingVcpu:
             if exit_kind == "answered":  # KVM's own answer, which the guest then stores
                 self.registers |= {X0: KVM_ANSWER} | self.answers
                 exit_kind = "mmio"
-            if exit_kind == "shutdown":
+            if exit_kind in ("shutdown", "reset"):  # PSCI SYSTEM_OFF, or a RESET with `flags`
                 self.put("exit-reason", abi.ExitReason.SYSTEM_EVENT)
-                self.put("system-event-type", abi.SystemEvent.SHUTDOWN)
+                self.put("system-event-type", abi.SystemEvent[exit_kind.upper()])
+                self.put("system-event-flags", self.flags if exit_kind == "reset" else 0)
             elif exit_kind == "hypercall":
                 self.put("exit-reason", abi.ExitReason.HYPERCALL)
                 self.put("hypercall-nr", self.registers[X0])

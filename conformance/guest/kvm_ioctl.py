@@ -356,8 +356,12 @@ class KvmVcpu:
             return {"x0": x0 - (1 << 64) if x0 >> 63 else x0}
         if reason == abi.ExitReason.SYSTEM_EVENT:
             event = self._field("system-event-type")
-            names = {int(abi.SystemEvent.SHUTDOWN): "shutdown", int(abi.SystemEvent.RESET): "reset"}
-            return {"exit": names.get(event, f"system-event-{event}")}
+            names = {int(e): e.name.lower() for e in abi.SystemEvent}  # the spec's event names
+            outcome: dict[str, Any] = {"exit": names.get(event, f"system-event-{event}")}
+            flags = self._field("system-event-flags")  # SYSTEM_RESET2's and SYSTEM_OFF2's
+            if flags:
+                outcome["flags"] = flags
+            return outcome
         raise RuntimeError(f"unexpected KVM_RUN exit reason {reason}")
 
 

@@ -40,7 +40,7 @@ STEP_NUMBERS = (
 STEP_NUMBER_LISTS = ("args",)
 # x1-x3: the rest of a call's answer when its step asks for `results` above 1, read unsigned
 # (a UUID's words, not an error code). A step's `results` itself stays a JSON integer.
-OUTCOME_NUMBERS = ("value", "hypercall", "hypercall-flags", "x1", "x2", "x3")
+OUTCOME_NUMBERS = ("value", "hypercall", "hypercall-flags", "x1", "x2", "x3", "flags")
 OUTCOME_NUMBER_LISTS = ("ids",)
 OUTCOME_SIGNED = ("x0",)
 

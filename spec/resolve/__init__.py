@@ -24,6 +24,7 @@ from kvm_fwspec.spec.resolve.api import (
     resolve_ioctls,
     resolve_kvm_run,
     resolve_state,
+    resolve_system_event_flags,
     resolve_system_events,
     resolve_vcpu_features,
 )
@@ -31,6 +32,7 @@ from kvm_fwspec.spec.resolve.context import Context
 from kvm_fwspec.spec.resolve.encoding import resolve_layouts
 from kvm_fwspec.spec.resolve.kernels import resolve_architectures, resolve_releases
 from kvm_fwspec.spec.resolve.psci import (
+    SystemEvents,
     resolve_constant_groups,
     resolve_kvm_psci_01,
     resolve_psci_functions,
@@ -73,6 +75,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     kvm_run = resolve_kvm_run(ctx)
     exit_reasons = resolve_exit_reasons(ctx)
     system_events = resolve_system_events(ctx)
+    system_event_flags = resolve_system_event_flags(ctx)
     core_registers = resolve_core_registers(ctx)
     services = resolve_services(ctx)
     ctx.stop_on_problems()
@@ -81,7 +84,8 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     host_profiles = resolve_host_profiles(ctx, registers)
     psci_versions = resolve_psci_versions(ctx)
     psci_latest = resolve_psci_latest(ctx, psci_versions)
-    psci_functions = resolve_psci_functions(ctx, smccc_id, psci_versions, capabilities)
+    events = SystemEvents(system_events, system_event_flags)
+    psci_functions = resolve_psci_functions(ctx, smccc_id, psci_versions, capabilities, events)
     kvm_psci_01_base, kvm_psci_01_c_base, kvm_psci_01_functions = resolve_kvm_psci_01(ctx)
     psci_return_codes = resolve_return_codes(ctx)
     psci_constant_groups = resolve_constant_groups(ctx)
@@ -129,6 +133,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         kvm_run=kvm_run,
         exit_reasons=exit_reasons,
         system_events=system_events,
+        system_event_flags=system_event_flags,
         core_registers=core_registers,
         vmm_rules=vmm_rules,
         smccc_filter=smccc_filter,

@@ -138,6 +138,15 @@ def resolve_system_events(ctx: Context) -> tuple[Constant, ...]:
     return _constants(ctx, "system-events")
 
 
+def resolve_system_event_flags(ctx: Context) -> tuple[Constant, ...]:
+    """Each event type has its own flags, so two flags may share a value, never a name."""
+    _unique_names(ctx, "system-event-flags")
+    return tuple(
+        Constant(name=c["name"], c_name=c["c-name"], value=c["value"], doc=c["doc"])
+        for c in ctx.data("api")["system-event-flags"]
+    )
+
+
 def _constants(ctx: Context, key: str) -> tuple[Constant, ...]:
     raws = ctx.data("api")[key]
     ctx.unique("api", (key,), raws, "value", key.rstrip("s"))

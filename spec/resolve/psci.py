@@ -9,6 +9,8 @@ pre-standard PSCI 0.1 function ids and the return codes and constants complete t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kvm_fwspec.spec.model import (
     Capability,
     Constant,
@@ -19,6 +21,7 @@ from kvm_fwspec.spec.model import (
     LatestPsci,
     Layout,
     Lifetime,
+    PsciCall,
     PsciFunction,
     PsciVersion,
     Release,
@@ -94,6 +97,7 @@ def resolve_psci_functions(
     smccc: Layout,
     versions: tuple[PsciVersion, ...],
     capabilities: tuple[Capability, ...],
+    events: SystemEvents,
 ) -> tuple[PsciFunction, ...]:
     raws = ctx.data("psci")["functions"]
     result = []
@@ -122,7 +126,7 @@ def resolve_psci_functions(
                     (*path, "header-errata", j, "fixed", "since"),
                     "a header erratum must be fixed after the function's header-since",
                 )
-        kvm = _kvm_handling(ctx, (*path, "kvm"), raw.get("kvm"), versions, capabilities)
+        kvm = _kvm_handling(ctx, (*path, "kvm"), raw.get("kvm"), versions, capabilities, events)
         if version is not None:
             result.append(
                 PsciFunction(
@@ -163,9 +167,10 @@ def _kvm_handling(
     raw: Raw | None,
     versions: tuple[PsciVersion, ...],
     capabilities: tuple[Capability, ...],
+    events: SystemEvents,
 ) -> KvmPsciHandling | None:
     """How KVM answers a function: from a version that exists by then, perhaps only with a
-    capability the spec defines."""
+    capability the spec defines, and what some of its calls do."""
     if raw is None:
         return None
     from_version = _psci_version(ctx, (*path, "from"), raw["from"], versions)
@@ -192,6 +197,35 @@ def _kvm_handling(
         lifetime=lifetime,
         features=raw["features"],
         needs_capability=capability,
+        calls=tuple(
+            _call(ctx, (*path, "calls", i), c, events) for i, c in enumerate(raw.get("calls", []))
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SystemEvents:
+    """api.yaml's system event types and flags, which a PSCI call's exit names."""
+
+    types: tuple[Constant, ...]
+    flags: tuple[Constant, ...]
+
+
+def _call(ctx: Context, path: JsonPath, raw: Raw, events: SystemEvents) -> PsciCall:
+    exit_type = None
+    if "exit" in raw:
+        exit_type = next((e for e in events.types if e.name == raw["exit"]), None)
+        if exit_type is None:
+            ctx.error("psci", (*path, "exit"), f"no system event '{raw['exit']}' in api.yaml")
+    flags = 0
+    for j, name in enumerate(raw.get("flags", [])):
+        flag = next((f for f in events.flags if f.name == name), None)
+        if flag is None:
+            ctx.error("psci", (*path, "flags", j), f"no system event flag '{name}' in api.yaml")
+        else:
+            flags |= flag.value
+    return PsciCall(
+        args=tuple(raw["args"]), doc=raw["doc"], x0=raw.get("x0"), exit=exit_type, flags=flags
     )
 
 

@@ -2,9 +2,9 @@
 // Regenerate with: kvm-fwspec generate
 // source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 // source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-// source: spec/api.yaml sha256:1e87efb2ac9da069cb5f904e0519c5dc098dd9f772f62b67e75f9000a2246ee5
+// source: spec/api.yaml sha256:e0de8766de1ae449fa0e4c9f8149f7284722cfde7c548f13f01ed8adab1a2da9
 // source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
-// source: spec/psci.yaml sha256:2fd8285c04494f54f8b2aaa12650167fc53933150ca6c77ad507c6b8577a9baa
+// source: spec/psci.yaml sha256:2376d9e9f2d89ebe89dade3f9b87f4c9d38bd2f44f094c14ff8bf3639e074b3e
 // source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
 // source: spec/smccc-filter.yaml sha256:bee7245af6e2cdd42da62be43f8a9a294b96e1bc42a7baa0109b7e18eb3cee51
 // source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace

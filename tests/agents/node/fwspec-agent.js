@@ -190,7 +190,7 @@ const STEP_NUMBERS = [
 // The fields of an outcome that carry unsigned 64-bit numbers (x0 is signed, ids a list;
 // x1-x3 are the rest of a call's answer when its step asks for "results" above 1). A step's
 // "results" is a plain JSON integer in both versions, like "vcpu", so it is not converted.
-const OUTCOME_NUMBERS = ["value", "hypercall", "hypercall-flags", "x1", "x2", "x3"];
+const OUTCOME_NUMBERS = ["value", "hypercall", "hypercall-flags", "x1", "x2", "x3", "flags"];
 
 /** A v2 program as v1: the same object with its hex strings turned into BigInts. */
 function programToV1(program, p) {
