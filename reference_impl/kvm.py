@@ -154,30 +154,32 @@ class ReferenceKvm:
         class_value = self.fields["class"].extract(reg_id)
         register = self.register_for(reg_id)
         classes = {v["name"]: v["value"] for v in self.fields["class"].values}
-        for rule in self.rules:
-            if rule["op"] != op:
-                continue
-            if rule["class"] is not None and classes[rule["class"]] != class_value:
-                continue
-            if rule["class"] is None and (register is None or rule["register"] != register["name"]):
-                continue
-            if rule["when"] is not None and not evaluate(rule["when"]["tree"], names):
-                continue
-            decided: dict[str, Any] = rule
-            return decided
-        raise SpecGap(f"no rule decides {op} of {reg_id:#018x} in {self.release}")
+
+        def about(rule: Mapping[str, Any]) -> bool:
+            if rule["class"] is not None:
+                return bool(classes[rule["class"]] == class_value)
+            return register is not None and rule["register"] == register["name"]
+
+        table = [r for r in self.rules if r["op"] == op and about(r)]
+        return _first_holding(
+            table, names, f"no rule decides {op} of {reg_id:#018x} in {self.release}"
+        )
 
     def decide_filter(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
         """The SMCCC filter's rule for `op` (has, set or call): the first of this release
         whose `when` holds, as for the registers."""
-        for rule in self.filter_rules:
-            if rule["op"] != op:
-                continue
-            if rule["when"] is not None and not evaluate(rule["when"]["tree"], names):
-                continue
-            decided: dict[str, Any] = rule
-            return decided
-        raise SpecGap(f"no SMCCC filter rule decides {op} in {self.release}")
+        table = [r for r in self.filter_rules if r["op"] == op]
+        return _first_holding(table, names, f"no SMCCC filter rule decides {op} in {self.release}")
+
+
+def _first_holding(
+    table: list[dict[str, Any]], names: Mapping[str, Value], gap: str
+) -> dict[str, Any]:
+    """The first rule of a decision table whose `when` holds for `names`; none is a SpecGap."""
+    for rule in table:
+        if rule["when"] is None or evaluate(rule["when"]["tree"], names):
+            return rule
+    raise SpecGap(gap)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,15 @@ def describe_rule(rule: Rule) -> list[str]:
         outcome = f"undefined: {rule.undefined}"
     else:
         outcome = "accepted, nothing stored"
+    return _rule_lines(rule, f"{rule.op} on {target}, {', '.join(rule.architectures)}", outcome)
+
+
+def _rule_lines(rule: Rule | FilterRule, applies: str, outcome: str) -> list[str]:
+    """A rule of any decision table: what it applies to and when, its outcome, why, where from."""
     until = f" until {rule.lifetime.until}" if rule.lifetime.until else ""
     return [
         f"rule: {rule.id}",
-        f"  {rule.op} on {target}, {', '.join(rule.architectures)}, since {rule.lifetime.since}{until}",
+        f"  {applies}, since {rule.lifetime.since}{until}",
         f"  when: {rule.when_text or '(always: the default)'}",
         f"  then: {outcome}",
         f"  why: {' '.join(rule.doc.split())}",
@@ -56,15 +61,7 @@ def describe_filter_rule(rule: FilterRule) -> list[str]:
         "set": "KVM_SET_DEVICE_ATTR of one SMCCC filter range",
         "call": "a guest's call while the VM has an SMCCC filter",
     }[rule.op]
-    until = f" until {rule.lifetime.until}" if rule.lifetime.until else ""
-    return [
-        f"rule: {rule.id}",
-        f"  {table}, arm64, since {rule.lifetime.since}{until}",
-        f"  when: {rule.when_text or '(always: the default)'}",
-        f"  then: {outcome}",
-        f"  why: {' '.join(rule.doc.split())}",
-        f"  source: {rule.source.file}" + (f" ({rule.source.note})" if rule.source.note else ""),
-    ]
+    return _rule_lines(rule, f"{table}, arm64", outcome)
 
 
 def describe_host_profile(spec: Spec, host: HostProfile) -> list[str]:
