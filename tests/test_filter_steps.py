@@ -574,3 +574,20 @@ def test_a_vcpu_that_does_not_go_on_after_the_answer_is_an_error(
 ) -> None:
     with pytest.raises((RuntimeError, OSError), match=error):
         call(kvm_ioctls, ForwardingVcpu(exits), 0, watchdog)
+
+
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        ({"op": "has-attr", "vcpu": 0, "group": 0, "attr": 0},
+         "a has-attr step is made on the VM and names no vcpu"),
+        ({"op": "call", "vcpu": 0, "function": 0x84000000, "args": [1, 2, 3, 4]},
+         "args [1, 2, 3, 4] is not a list of at most 3 numbers (x1 to x3)"),
+    ],
+)  # fmt: skip
+def test_a_vm_step_with_a_vcpu_or_a_call_with_four_args_is_refused(
+    step: dict[str, Any], error: str
+) -> None:
+    """The agent used to carry these out, ignoring the vcpu or the fourth argument."""
+    program = {"vcpus": 1, "features": ["psci-0.2"], "steps": [step]}
+    assert execute(ReferenceKvm("6.12", "mitigated"), program) == [{"error": error}]

@@ -73,7 +73,7 @@ def test_a_denied_range_is_not_supported_on_both_sides() -> None:
          "kvm-fwspec: --filter 0x84000000-0x8400001f=forward: no action 'forward'; actions are "
          "handle, deny, fwd-to-user\n"),
         ("6.12", "0x8400001f-0x84000000=deny",
-         "kvm-fwspec: --filter 0x8400001f-0x84000000=deny: not a range of 32-bit function ids\n"),
+         "kvm-fwspec: --filter 0x8400001f-0x84000000=deny: its last id is below its first\n"),
         ("6.12", "psci=deny",
          "kvm-fwspec: --filter psci=deny: write FIRST[-LAST]=ACTION,..., e.g. "
          "0x84000000-0x8400001f=fwd-to-user\n"),
@@ -92,5 +92,29 @@ def test_parse_filter_takes_several_ranges_and_single_ids() -> None:
         (0x84000000, 0x8400001F, "fwd-to-user"),
         (0xC6000040, 0xC6000040, "deny"),
     ]
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="function ids are 32-bit, up to 0xffffffff"):
         parse_filter(SPEC, "0x100000000=deny")
+
+
+def test_filter_given_twice_adds_its_ranges_and_a_bad_one_is_never_dropped() -> None:
+    """An operator writing one --filter per range gets all of them judged, never only the
+    last: a garbage first one is refused, not silently replaced."""
+    both = migrate_check(
+        "--from", "6.12", "--to", "6.1", "--filter", "0xc4000000=deny", "--filter", PSCI_TO_VMM
+    )
+    assert both.returncode == 1
+    assert both.stdout.count("FAILS with EINVAL (smccc-filter/set/absent)") == 2
+    assert both.stdout.splitlines()[-1] == (
+        "verdict: NOT SAFE: THE VMM'S SMCCC FILTER CANNOT BE SET AGAIN"
+    )
+    garbage = migrate_check("--from", "6.12", "--to", "7.2", "--filter", "garbage",
+                            "--filter", "0x84000000=deny")  # fmt: skip
+    assert (garbage.returncode, garbage.stderr) == (
+        2, "kvm-fwspec: --filter garbage: write FIRST[-LAST]=ACTION,..., e.g. "
+        "0x84000000-0x8400001f=fwd-to-user\n",
+    )  # fmt: skip
+
+
+def test_the_advice_for_a_denied_range_is_not_about_the_vmm() -> None:
+    report = run("6.12", "6.1", "0x84000000=deny")
+    assert any("would be answered by KVM as without a filter" in a for a in report.advice)

@@ -340,7 +340,7 @@ def _stored_of(spec: Spec, side: Side) -> dict[str, int]:
     return stored
 
 
-UNDEFINED = "undefined by the spec"
+UNDEFINED = "not recorded by the spec"
 SMCCC_ANSWERS = ("ARCH_FEATURES(", "CALL(")  # the view's keys of SMCCC calls' own answers
 
 
@@ -492,24 +492,38 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             advice.append(f"{verdict.name}: refused by {verdict.rule}")
     for refused in report.filter_ranges:
         if not refused.restored:
+            instead = (
+                "go to KVM instead of the VMM"
+                if refused.value == spec.smccc_filter.action("fwd-to-user").value
+                else "be answered by KVM as without a filter"
+            )
             advice.append(
                 f"{refused.name}: {target.label} refuses it ({refused.errno}, {refused.rule}); "
-                f"the guest's calls there would go to KVM instead of the VMM: migrate to a kernel "
-                f"with the SMCCC filter (since {spec.smccc_filter.lifetime.since})"
+                f"the guest's calls in it would {instead}: migrate to a kernel with the SMCCC "
+                f"filter (since {spec.smccc_filter.lifetime.since})"
                 if refused.rule.endswith("/absent")
                 else f"{refused.name}: {target.label} refuses it ({refused.errno}, {refused.rule})"
             )
     if not (report.restored and report.changes):
         return advice
+    unknown = [c for c in report.changes if UNDEFINED in c]
+    if unknown:
+        sides = f"{source.label} or {target.label}"
+        advice.append(
+            f"{'; '.join(unknown)}: the spec does not record this answer on {sides}, so what "
+            "the guest sees there is not known and the migration is not called safe"
+        )
     workarounds = {f"ARCH_FEATURES({r.name})" for r in spec.registers if r.kind == "level"}
-    from_host = [c for c in report.changes if c.split(": ", 1)[0] in workarounds]
+    from_host = [
+        c for c in report.changes if c.split(": ", 1)[0] in workarounds and UNDEFINED not in c
+    ]
     if from_host:
         advice.append(
             f"{'; '.join(from_host)}: KVM answers these from the host's own mitigation, so no "
             "register setting keeps them; migrate between hosts that report the same levels "
             "(the workaround registers' values)"
         )
-    if len(from_host) < len(report.changes):
+    if len(from_host) + len(unknown) < len(report.changes):
         advice.append(
             "the restore succeeds but the guest's firmware changes; save and restore every register the "
             "target lists, and clear new services in the target's bitmaps before the guest runs"
@@ -538,5 +552,8 @@ def render(report: MigrationReport) -> str:
     lines.append("guest view changes:" + ("" if report.changes else " none"))
     lines += [f"  {change}" for change in report.changes]
     lines += [f"advice: {a}" for a in report.advice]
-    lines.append(f"verdict: {VERDICT_LINES[report.verdict]}")
+    verdict = VERDICT_LINES[report.verdict]
+    if report.verdict == "fails" and all(r.restored for r in report.registers):
+        verdict = "NOT SAFE: THE VMM'S SMCCC FILTER CANNOT BE SET AGAIN"
+    lines.append(f"verdict: {verdict}")
     return "\n".join(lines)

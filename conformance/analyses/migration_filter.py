@@ -49,8 +49,10 @@ def parse_filter(spec: Spec, text: str) -> tuple[VmmRange, ...]:
             raise UsageError(f"--filter {part.strip() or '(empty)'}: write {SYNTAX}")
         first = int(match[1], 0)
         last = int(match[2], 0) if match[2] else first
-        if not first <= last <= U32:
-            raise UsageError(f"--filter {part.strip()}: not a range of 32-bit function ids")
+        if last < first:
+            raise UsageError(f"--filter {part.strip()}: its last id is below its first")
+        if last > U32:
+            raise UsageError(f"--filter {part.strip()}: function ids are 32-bit, up to 0xffffffff")
         if match[3] not in actions:
             raise UsageError(
                 f"--filter {part.strip()}: no action '{match[3]}'; actions are {', '.join(actions)}"

@@ -47,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--filter",
         metavar="RANGES",
+        action="append",
         help="the SMCCC filter the VMM sets on both sides (6.4+), "
-        "FIRST[-LAST]=ACTION,... such as 0x84000000-0x8400001f=fwd-to-user: the VMM answers PSCI",
+        "FIRST[-LAST]=ACTION,... such as 0x84000000-0x8400001f=fwd-to-user: the VMM answers PSCI; "
+        "given again, its ranges follow the earlier ones",
     )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             f"the source is {source.profile.arch} and the target {target.profile.arch}: a VM "
             "migrates only between hosts of one architecture"
         )
-    vmm_filter = parse_filter(spec, args.filter) if args.filter is not None else ()
+    vmm_filter = tuple(r for text in args.filter or () for r in parse_filter(spec, text))
     report = migration.check(spec, source, target.profile, target.features, vmm_filter)
     print(json.dumps(report.to_json(), indent=1) if args.json else migration.render(report))
     return EXIT_CODES[report.verdict]

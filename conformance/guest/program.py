@@ -58,6 +58,7 @@ STEP_FIELDS = {
     "has-attr": ("group", "attr"),
 }
 VM_STEPS = ("smccc-filter", "has-attr")  # made on the VM: they name no vcpu
+MAX_ARGS = 3  # a call's arguments go in x1 to x3
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 # The largest value of each bounded field of a step; pad is the struct's first 8 pad bytes.
@@ -84,6 +85,8 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
     if op not in STEP_FIELDS:
         raise ProgramError(f"unknown step op {op!r}; steps are {', '.join(STEP_FIELDS)}")
     vcpu = step.get("vcpu")
+    if op in VM_STEPS and "vcpu" in step:
+        raise ProgramError(f"a {op} step is made on the VM and names no vcpu")
     if op not in VM_STEPS and (
         not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < vcpus
     ):
@@ -97,6 +100,9 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
         number = step.get(name, 0)
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= bound:
             raise ProgramError(f"{name} {number!r} is not a number from 0 to {bound:#x}")
+    args = step.get("args", [])
+    if not isinstance(args, list) or len(args) > MAX_ARGS:
+        raise ProgramError(f"args {args!r} is not a list of at most {MAX_ARGS} numbers (x1 to x3)")
     results = step.get("results", 1)  # a plain JSON integer in both protocol versions
     if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
         raise ProgramError(f"results {results!r} is not a number from 1 to {MAX_RESULTS}")

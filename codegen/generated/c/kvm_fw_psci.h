@@ -7,7 +7,7 @@
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
  * source: spec/psci.yaml sha256:2376d9e9f2d89ebe89dade3f9b87f4c9d38bd2f44f094c14ff8bf3639e074b3e
  * source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
- * source: spec/smccc-filter.yaml sha256:bee7245af6e2cdd42da62be43f8a9a294b96e1bc42a7baa0109b7e18eb3cee51
+ * source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
  * source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
  * source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
  * kvm-fwspec-generated: c-psci
