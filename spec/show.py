@@ -7,7 +7,7 @@ import difflib
 
 from kvm_fwspec.spec.decode import describe_register
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import FilterRule, HostProfile, Rule, Spec
+from kvm_fwspec.spec.model import Constant, FilterRule, HostProfile, Rule, Spec
 
 
 def describe_rule(rule: Rule) -> list[str]:
@@ -64,6 +64,29 @@ def describe_filter_rule(rule: FilterRule) -> list[str]:
     return _rule_lines(rule, f"{table}, arm64", outcome)
 
 
+def filter_constants(spec: Spec) -> list[tuple[str, Constant]]:
+    """The SMCCC filter's named numbers, each with what it is: the attribute's group and
+    attribute, the actions, the hypercall exit and its flags."""
+    f = spec.smccc_filter
+    return [
+        ("the VM attribute group of the SMCCC filter", f.group),
+        ("the SMCCC filter's VM attribute", f.attr),
+        *(("an SMCCC filter action", a) for a in f.actions),
+        ("the exit reason of a call the SMCCC filter forwards", f.exit_reason),
+        *(("a flag of KVM_EXIT_HYPERCALL", flag) for flag in f.exit_flags),
+    ]
+
+
+def describe_filter_constant(spec: Spec, wanted: str) -> list[str]:
+    """The filter's numbers named `wanted`, by spec name or C name (any case)."""
+    return [
+        f"{what} (since {spec.smccc_filter.lifetime.since}): {c.c_name} ({c.name}) = {c.value}: "
+        f"{' '.join(c.doc.split())}"
+        for what, c in filter_constants(spec)
+        if wanted == c.name or wanted.upper() == c.c_name
+    ]
+
+
 def describe_host_profile(spec: Spec, host: HostProfile) -> list[str]:
     """A host profile: what it is, and the level each workaround register reports on it, in
     the order `levels:A/B/C` (the spelling --host and migrate-check sides also take) lists
@@ -112,6 +135,7 @@ def show(spec: Spec, name: str) -> list[str]:
     for filter_rule in spec.smccc_filter.rules:
         if wanted == filter_rule.id:
             lines += describe_filter_rule(filter_rule)
+    lines += describe_filter_constant(spec, wanted)
     for function in spec.psci_functions:
         if wanted == function.name or upper in function.c_names.values():
             ids = ", ".join(f"{conv} {fid:#010x}" for conv, fid in sorted(function.ids.items()))
@@ -143,6 +167,7 @@ def names(spec: Spec) -> list[str]:
         found |= {b.name for b in register.bits} | {b.c_name for b in register.bits}
     found |= {rule.id for rule in spec.rules}
     found |= {rule.id for rule in spec.smccc_filter.rules}
+    found |= {n for _, c in filter_constants(spec) for n in (c.name, c.c_name)}
     found |= {host.name for host in spec.host_profiles}
     for function in spec.psci_functions:
         found |= {function.name, *function.c_names.values()}

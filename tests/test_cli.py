@@ -93,6 +93,17 @@ def test_show_an_smccc_filter_rule_and_suggest_it_for_a_typo() -> None:
     assert "did you mean smccc-filter/call/forward," in typo.stderr
 
 
+def test_show_names_the_smccc_filter_s_abi_by_its_kernel_names() -> None:
+    action = kvm_fwspec("show", "kvm_smccc_filter_fwd_to_user")
+    assert action.stdout.startswith(
+        "an SMCCC filter action (since 6.4): KVM_SMCCC_FILTER_FWD_TO_USER (fwd-to-user) = 2: "
+    )
+    exit_reason = kvm_fwspec("show", "KVM_EXIT_HYPERCALL")
+    assert "KVM_EXIT_HYPERCALL (hypercall) = 3" in exit_reason.stdout
+    typo = kvm_fwspec("show", "KVM_ARM_VM_SMCCC_FILTR")
+    assert "did you mean KVM_ARM_VM_SMCCC_FILTER" in typo.stderr
+
+
 def test_show_unknown_name_is_a_usage_error() -> None:
     result = kvm_fwspec("show", "no-such-thing")
     assert result.returncode == 2
