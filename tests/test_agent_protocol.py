@@ -331,7 +331,7 @@ BROKEN_STEPS = {
     ),
     "function-beyond-32-bits": (
         {"op": "call", "vcpu": 0, "function": 0x1FFFFFFFF},
-        "function 8589934591 is not a number from 0 to 0xffffffff",
+        "function 0x1ffffffff is not a number from 0 to 0xffffffff",
     ),
 }
 

@@ -125,8 +125,8 @@ def uid_call(**fields: Any) -> dict[str, Any]:
     [
         (0, "results 0 is not a number from 1 to 4"),  # counting from x1, x0 not asked for
         (5, "results 5 is not a number from 1 to 4"),  # x4: SMCCC answers in x0-x3 only
-        (True, "results True is not a number from 1 to 4"),
-        ("0x4", "results '0x4' is not a number from 1 to 4"),  # hex, as version 2's numbers
+        (True, "results true is not a number from 1 to 4"),
+        ("0x4", 'results "0x4" is not a number from 1 to 4'),  # hex, as version 2's numbers
         (4.0, "results 4.0 is not a number from 1 to 4"),
     ],
     ids=["zero", "five", "bool", "hex-string", "float"],
@@ -219,7 +219,7 @@ def test_results_written_in_hex_on_version_2_is_the_step_s_error() -> None:
     program = decode_program(wire, PROTOCOL_V2)
     assert program["steps"][0]["results"] == "0x4"
     observed, _ = run_calls(*program["steps"])
-    assert observed == [{"error": "results '0x4' is not a number from 1 to 4"}]
+    assert observed == [{"error": 'results "0x4" is not a number from 1 to 4'}]
 
 
 # -- the results schema records `results` ------------------------------------------------

@@ -53,19 +53,19 @@ FORWARD |= {"action": int(abi.SmcccFilterAction.FWD_TO_USER), "pad": 0}
 BROKEN_STEPS: dict[str, tuple[dict[str, Any], str]] = {
     "action-beyond-a-byte": (
         FORWARD | {"action": 0x102},
-        "action 258 is not a number from 0 to 0xff",
+        "action 0x102 is not a number from 0 to 0xff",
     ),
     "answer-written-signed": (  # NOT_SUPPORTED as the guest reads it, not as x0 holds it
         {"op": "call", "vcpu": 0, "function": PSCI_VERSION_SMC32, "answer": -1},
-        "answer -1 is not a number from 0 to 0xffffffffffffffff",
+        "answer -0x1 is not a number from 0 to 0xffffffffffffffff",
     ),
     "base-beyond-32-bits": (
         FORWARD | {"base": 0xC4000000_00000000},
-        "base 14123288431433875456 is not a number from 0 to 0xffffffff",
+        "base 0xc400000000000000 is not a number from 0 to 0xffffffff",
     ),
     "call-without-vcpu": (
         {"op": "call", "function": PSCI_VERSION_SMC32},
-        "a call step names vcpu None; the program has vcpus 0 to 1",
+        "a call step needs vcpu, one of 0 to 1",
     ),
     "has-attr-without-attr": ({"op": "has-attr", "group": GROUP}, "a has-attr step needs attr"),
     "smccc-filter-without-pad": (

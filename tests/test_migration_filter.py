@@ -28,7 +28,7 @@ def test_the_guest_of_a_vmm_that_answers_psci_sees_the_vmm_not_kvm() -> None:
     assert report.guest_before["PSCI_VERSION"] == FORWARDED
     assert report.guest_before["PSCI_FEATURES(cpu-on)"] == FORWARDED
     assert report.guest_before["CALL(smccc-version)"] == 0x10001  # outside the range: KVM's
-    assert [(r.name, r.restored, r.rule) for r in report.filter_ranges] == [
+    assert [(f.range.label, f.restored, f.rule) for f in report.filter_ranges] == [
         (f"smccc-filter {PSCI_TO_VMM}", True, "smccc-filter/set/accepted")
     ]
     assert report.safe
@@ -49,8 +49,8 @@ def test_a_target_without_the_filter_cannot_take_the_vm() -> None:
         migrate_check("--from", "6.12", "--to", "6.1", "--filter", PSCI_TO_VMM, "--json").stdout
     )
     assert as_json["smccc-filter"] == [
-        {"range": f"smccc-filter {PSCI_TO_VMM}", "set": False, "errno": "EINVAL",
-         "rule": "smccc-filter/set/absent"}
+        {"first": 0x84000000, "last": 0x8400001F, "action": "fwd-to-user", "set": False,
+         "errno": "EINVAL", "rule": "smccc-filter/set/absent"}
     ]  # fmt: skip
 
 

@@ -51,20 +51,33 @@ class RegisterVerdict:
     why: str
 
 
+@dataclass(frozen=True)
+class FilterVerdict:
+    """One range of the VMM's SMCCC filter, set again on the target, and the rule that decided."""
+
+    range: VmmRange
+    restored: bool
+    errno: str | None
+    rule: str
+    why: str
+
+
 @dataclass
 class MigrationReport:
     source: Side
     target: Profile
     target_features: tuple[str, ...]
     registers: list[RegisterVerdict] = field(default_factory=list)
-    filter_ranges: list[RegisterVerdict] = field(default_factory=list)  # the VMM's, on the target
+    filter_ranges: list[FilterVerdict] = field(default_factory=list)  # the VMM's, on the target
     guest_before: dict[str, Any] = field(default_factory=dict)
     guest_after: dict[str, Any] = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
 
     @property
     def restored(self) -> bool:
-        return all(r.restored for r in [*self.registers, *self.filter_ranges])
+        return all(r.restored for r in self.registers) and all(
+            f.restored for f in self.filter_ranges
+        )
 
     @property
     def changes(self) -> list[str]:
@@ -112,7 +125,14 @@ class MigrationReport:
                 for r in self.registers
             ],
             "smccc-filter": [
-                {"range": r.name, "set": r.restored, "errno": r.errno, "rule": r.rule}
+                {
+                    "first": r.range.first,
+                    "last": r.range.last,
+                    "action": r.range.action,
+                    "set": r.restored,
+                    "errno": r.errno,
+                    "rule": r.rule,
+                }
                 for r in self.filter_ranges
             ],
             "guest-before": self.guest_before,
@@ -305,10 +325,8 @@ def check(
         )
     target_filter, on_target = recreate(spec, target, vmm_filter)
     report.filter_ranges = [
-        RegisterVerdict(
-            r.label,
-            0,
-            spec.smccc_filter.action(r.action).value,
+        FilterVerdict(
+            r,
             rule.errno is None,
             rule.errno.name if rule.errno else None,
             rule.id,
@@ -494,15 +512,16 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
         if not refused.restored:
             instead = (
                 "go to KVM instead of the VMM"
-                if refused.value == spec.smccc_filter.action("fwd-to-user").value
+                if refused.range.action == "fwd-to-user"
                 else "be answered by KVM as without a filter"
             )
+            name = refused.range.label
             advice.append(
-                f"{refused.name}: {target.label} refuses it ({refused.errno}, {refused.rule}); "
+                f"{name}: {target.label} refuses it ({refused.errno}, {refused.rule}); "
                 f"the guest's calls in it would {instead}: migrate to a kernel with the SMCCC "
                 f"filter (since {spec.smccc_filter.lifetime.since})"
                 if refused.rule.endswith("/absent")
-                else f"{refused.name}: {target.label} refuses it ({refused.errno}, {refused.rule})"
+                else f"{name}: {target.label} refuses it ({refused.errno}, {refused.rule})"
             )
     if not (report.restored and report.changes):
         return advice
@@ -546,9 +565,9 @@ def render(report: MigrationReport) -> str:
     for r in report.registers:
         outcome = "restored" if r.restored else f"FAILS with {r.errno or 'no defined result'}"
         lines.append(f"  {r.name:<26} {r.value:#x}: {outcome} ({r.rule or 'no rule'})")
-    for r in report.filter_ranges:
-        outcome = "set again" if r.restored else f"FAILS with {r.errno}"
-        lines.append(f"  {r.name}: {outcome} ({r.rule})")
+    for f in report.filter_ranges:
+        outcome = "set again" if f.restored else f"FAILS with {f.errno}"
+        lines.append(f"  {f.range.label}: {outcome} ({f.rule})")
     lines.append("guest view changes:" + ("" if report.changes else " none"))
     lines += [f"  {change}" for change in report.changes]
     lines += [f"advice: {a}" for a in report.advice]

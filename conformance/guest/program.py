@@ -6,6 +6,7 @@ each step's outcome is a small JSON object. Stdlib only, so it can run inside a 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -87,11 +88,13 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
     vcpu = step.get("vcpu")
     if op in VM_STEPS and "vcpu" in step:
         raise ProgramError(f"a {op} step is made on the VM and names no vcpu")
+    if op not in VM_STEPS and "vcpu" not in step:
+        raise ProgramError(f"a {op} step needs vcpu, one of 0 to {vcpus - 1}")
     if op not in VM_STEPS and (
         not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < vcpus
     ):
         raise ProgramError(
-            f"a {op} step names vcpu {vcpu!r}; the program has vcpus 0 to {vcpus - 1}"
+            f"a {op} step names vcpu {json.dumps(vcpu)}; the program has vcpus 0 to {vcpus - 1}"
         )
     missing = [name for name in STEP_FIELDS[op] if name not in step]
     if missing:
@@ -99,13 +102,24 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
     for name, bound in STEP_BOUNDS.items():
         number = step.get(name, 0)
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= bound:
-            raise ProgramError(f"{name} {number!r} is not a number from 0 to {bound:#x}")
+            raise ProgramError(f"{name} {_shown(number)} is not a number from 0 to {bound:#x}")
     args = step.get("args", [])
     if not isinstance(args, list) or len(args) > MAX_ARGS:
-        raise ProgramError(f"args {args!r} is not a list of at most {MAX_ARGS} numbers (x1 to x3)")
+        raise ProgramError(
+            f"args {_shown(args)} is not a list of at most {MAX_ARGS} numbers (x1 to x3)"
+        )
     results = step.get("results", 1)  # a plain JSON integer in both protocol versions
     if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
-        raise ProgramError(f"results {results!r} is not a number from 1 to {MAX_RESULTS}")
+        raise ProgramError(f"results {json.dumps(results)} is not a number from 1 to {MAX_RESULTS}")
+
+
+def _shown(value: Any) -> str:
+    """A step's number field as the program wrote it, for errors read by implementers of the
+    protocol in any language: a number in hex, as version 2 writes it; anything else in JSON
+    (`true`, `null`, `"0x4"`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return hex(value)
+    return json.dumps(value)
 
 
 def _errno_or(errno: str | None, success: Outcome) -> Outcome:
