@@ -4,7 +4,7 @@
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
 # source: spec/api.yaml sha256:e0de8766de1ae449fa0e4c9f8149f7284722cfde7c548f13f01ed8adab1a2da9
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
-# source: spec/psci.yaml sha256:2376d9e9f2d89ebe89dade3f9b87f4c9d38bd2f44f094c14ff8bf3639e074b3e
+# source: spec/psci.yaml sha256:ef8069c5632b867e3675aff0f49d5d04bb75023fc7ef5ccff52b6bec4fbd8c96
 # source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
 # source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
@@ -933,12 +933,14 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                          'c-names': {'smc32': 'PSCI_0_2_FN_MIGRATE_INFO_TYPE'},
                          'header-since': None,
                          'header-errata': [],
-                         'source': None,
+                         'source': {'file': 'arch/arm64/kvm/psci.c',
+                                    'note': 'kvm_psci_0_2_call: val = PSCI_0_2_TOS_MP.',
+                                    'confirmed-on': ['5.10.223', '6.1.192', '6.12.118', '7.2.13']},
                          'kvm': {'from': '0.2',
                                  'since': '4.16',
                                  'features': 0,
                                  'needs-capability': None,
-                                 'calls': []}},
+                                 'calls': [{'args': [], 'x0': 2, 'exit': None, 'flags': 0}]}},
                         {'name': 'migrate-info-up-cpu',
                          'number': 7,
                          'psci': '0.2',

@@ -535,7 +535,7 @@ def test_a_consistent_file_of_a_failed_run_says_it_failed(tmp_path: Path) -> Non
     assert certified.returncode == 1, certified.stderr
     result = run_verify(str(tmp_path / "r" / "results.json"))
     assert result.returncode == 0, result.stderr
-    assert "consistent: DOES NOT CONFORM (461 pass, 154 fail, 0 not-applicable, 0 error)" in (
+    assert "consistent: DOES NOT CONFORM (463 pass, 154 fail, 0 not-applicable, 0 error)" in (
         result.stdout
     )
 
