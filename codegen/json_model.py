@@ -235,10 +235,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 }
                 for f in spec.kvm_psci_01_functions
             ],
-            "return-codes": [
-                {"name": c.name, "c-name": c.c_name, "value": c.value}
-                for c in spec.psci_return_codes
-            ],
+            "return-codes": [_constant(c) for c in spec.psci_return_codes],
         },
         "smccc": {
             "services": [{"name": s.name, "doc": s.doc} for s in spec.services],
@@ -265,12 +262,8 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                 {"name": i.name, "c-name": i.c_name, "number": i.number} for i in spec.ioctls
             ],
             "kvm-run": [{"name": f.name, "offset": f.offset, "size": f.size} for f in spec.kvm_run],
-            "exit-reasons": [
-                {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.exit_reasons
-            ],
-            "system-events": [
-                {"name": c.name, "c-name": c.c_name, "value": c.value} for c in spec.system_events
-            ],
+            "exit-reasons": [_constant(c) for c in spec.exit_reasons],
+            "system-events": [_constant(c) for c in spec.system_events],
             "system-event-flags": [_constant(c) for c in spec.system_event_flags],
             "core-registers": [
                 {"name": c.name, "first-word": c.first_word, "count": c.count}
