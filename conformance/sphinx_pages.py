@@ -135,13 +135,16 @@ def answer_changes(spec: Spec, host: str) -> list[AnswerChange]:
     workarounds, SMCCC_VERSION, TRNG_VERSION, KVM_FEATURES): the verdicts the whole view
     changed from safe."""
 
-    def side(release: Release, profile: str) -> migration.Side:
-        return migration.side_from_profile(spec, f"{release}:{profile}:psci-0.2")
-
+    names = {host, *(h.name for h in spec.host_profiles)}
+    sides = {
+        (release, name): migration.side_from_profile(spec, f"{release}:{name}:psci-0.2")
+        for release in spec.releases
+        for name in names
+    }
     groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[str, str]]] = {}
     for source in spec.releases:
         for target in spec.releases:
-            before, after = side(source, host), side(target, host)
+            before, after = sides[source, host], sides[target, host]
             report = migration.check(spec, before, after.profile, after.features)
             if report.seen_only_in_smccc_answers:
                 key = ("releases", host, tuple(report.changes))
@@ -151,8 +154,8 @@ def answer_changes(spec: Spec, host: str) -> list[AnswerChange]:
             for b in spec.host_profiles:
                 if a is b:
                     continue
-                after = side(release, b.name)
-                report = migration.check(spec, side(release, a.name), after.profile, after.features)
+                before, after = sides[release, a.name], sides[release, b.name]
+                report = migration.check(spec, before, after.profile, after.features)
                 if report.seen_only_in_smccc_answers:
                     key = ("hosts", f"{a.name} -> {b.name}", tuple(report.changes))
                     groups.setdefault(key, []).append((str(release), str(release)))
