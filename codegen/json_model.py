@@ -87,6 +87,40 @@ def _smccc_filter(spec: Spec) -> dict[str, Any]:
     }
 
 
+def _vcpu_power(spec: Spec) -> dict[str, Any]:
+    p = spec.vcpu_power
+    return {
+        "off-feature": {"name": p.off_feature, "state": p.off_state.name},
+        "mpidr": {
+            "hwid-mask": p.hwid_mask,
+            "c-name": p.hwid_mask_c_name,
+            "level-bits": p.level_bits,
+            "levels": p.levels,
+            "affinity": [
+                {"name": f.name, "shift": f.shift, "id-shift": f.id_shift, "id-bits": f.id_bits}
+                for f in p.affinity
+            ],
+        },
+        "rules": [
+            {
+                "id": r.id,
+                "doc": r.doc,
+                "op": r.op,
+                **_lifetime(r.lifetime),
+                "when": _expr(r.when_text, r.when),
+                "result": {
+                    "x0": r.x0,
+                    "caller": r.caller.name if r.caller else None,
+                    "target": r.target.name if r.target else None,
+                    "every-vcpu": r.every_vcpu.name if r.every_vcpu else None,
+                },
+                "source": _source(r.source),
+            }
+            for r in p.rules
+        ],
+    }
+
+
 def model_to_json(spec: Spec) -> dict[str, Any]:
     """Every part of the model a kvm_fwspec.conformance harness or generator in another language needs."""
     return {
@@ -257,6 +291,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             "not-supported": list(spec.smccc_not_supported),
         },
         "smccc-filter": _smccc_filter(spec),
+        "vcpu-power": _vcpu_power(spec),
         "kvm-interface": {
             "ioctls": [
                 {"name": i.name, "c-name": i.c_name, "number": i.number} for i in spec.ioctls
@@ -265,6 +300,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             "exit-reasons": [_constant(c) for c in spec.exit_reasons],
             "system-events": [_constant(c) for c in spec.system_events],
             "system-event-flags": [_constant(c) for c in spec.system_event_flags],
+            "mp-states": [_constant(c) for c in spec.mp_states],
             "core-registers": [
                 {"name": c.name, "first-word": c.first_word, "count": c.count}
                 for c in spec.core_registers

@@ -9,20 +9,39 @@ checked step; its id starts with that rule's id, so ids are stable and sort by r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from kvm_fwspec.conformance.case import (
+    REQUIRES_FILTER,
+    REQUIRES_GUEST,
+    REQUIRES_POWER,
+    REQUIRES_PSCI_01,
+    REQUIRES_RESULTS,
+    Case,
+    dotted,
+)
 from kvm_fwspec.conformance.filter_oracle import FilterOracle, VmFilter
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracle
+from kvm_fwspec.conformance.power_cases import power_cases
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.model import FilterRule, PsciFunction, Register, SmcccFunction, Spec
 
+__all__ = [
+    "REQUIRES_FILTER",
+    "REQUIRES_GUEST",
+    "REQUIRES_POWER",
+    "REQUIRES_PSCI_01",
+    "REQUIRES_RESULTS",
+    "SCENARIOS",
+    "Case",
+    "CaseBuilder",
+    "Scenario",
+    "build_cases",
+]
+
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
-REQUIRES_GUEST = "guest-calls"
-REQUIRES_PSCI_01 = "psci-0.1-vcpus"
-REQUIRES_FILTER = "smccc-filter"  # programs with smccc-filter and has-attr steps
-REQUIRES_RESULTS = "call-results"  # calls whose answer is read in x0 to x3
 
 
 @dataclass(frozen=True)
@@ -45,23 +64,6 @@ SCENARIOS = (
     Scenario("no-psci-0.2.after-run", (), True),
 )
 UNINITIALISED = Scenario("uninitialised", None, False)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One program, its expected outcomes and the rule its checked step exercises."""
-
-    id: str
-    rule: str
-    scenario: str
-    requires: tuple[str, ...]
-    program: dict[str, Any] = field(compare=False)
-    expected: tuple[dict[str, Any], ...] = field(compare=False)
-
-    @property
-    def group(self) -> str:
-        """The pytest item that carries this case: one rule in one VM scenario."""
-        return f"{self.rule.replace('/', '.')}[{self.scenario}]"
 
 
 class _Simulation:
@@ -206,11 +208,7 @@ class _Simulation:
         requires = {REQUIRES_FILTER}
         if any(step["op"] in ("call", "run") for step in self.steps):
             requires.add(REQUIRES_GUEST)
-        return self._case(f"{_dotted(rule.id)}.{variant}", rule.id, tuple(requires))
-
-
-def _dotted(rule_id: str) -> str:
-    return rule_id.replace("/", ".")
+        return self._case(f"{dotted(rule.id)}.{variant}", rule.id, tuple(requires))
 
 
 def candidate_values(oracle: Oracle, register: Register) -> list[int]:
@@ -256,8 +254,11 @@ class CaseBuilder:
         cases += self._unknown_index_cases()
         cases += self._list_cases()
         cases += self._guest_default_cases()
-        if self.profile.arch == "arm64":  # the filter is arm64's; 32-bit hosts went in 5.7
+        # The filter is arm64's, and so is the MPIDR layout the power cases address vcpus
+        # by (32-bit hosts, which went in 5.7, put 4 vcpus in a cluster, not 16).
+        if self.profile.arch == "arm64":
             cases += self._filter_cases()
+            cases += power_cases(self.spec, self.profile)
         by_id = {c.id: c for c in cases}
         assert len(by_id) == len(cases), "case ids must be unique"
         return sorted(cases, key=lambda c: c.id)
@@ -272,7 +273,7 @@ class CaseBuilder:
                 decision = sim.get(reg_id)
                 if decision is not None:
                     yield sim.case(
-                        f"{_dotted(decision.rule.id)}.{register.name}.{scenario.name}", decision
+                        f"{dotted(decision.rule.id)}.{register.name}.{scenario.name}", decision
                     )
                 for value in candidate_values(self.oracle, register):
                     yield from self._set_cases(register, scenario, value)
@@ -283,7 +284,7 @@ class CaseBuilder:
         decision = sim.set(reg_id, value)
         if decision is None:
             return
-        variant = f"{_dotted(decision.rule.id)}.{register.name}.{value:#x}.{scenario.name}"
+        variant = f"{dotted(decision.rule.id)}.{register.name}.{value:#x}.{scenario.name}"
         if scenario.features is not None:
             sim.get(reg_id)  # read back through the other vcpu: the value is VM-wide
         yield sim.case(variant, decision)
@@ -345,7 +346,7 @@ class CaseBuilder:
                     decision = sim.get(reg_id) if op == "get" else sim.set(reg_id, 0)
                     if decision is not None:
                         yield sim.case(
-                            f"{_dotted(decision.rule.id)}.{register.name}.{size.name}", decision
+                            f"{dotted(decision.rule.id)}.{register.name}.{size.name}", decision
                         )
 
     def _unknown_index_cases(self) -> Iterator[Case]:
@@ -365,7 +366,7 @@ class CaseBuilder:
                         decision = sim.get(reg_id) if op == "get" else sim.set(reg_id, 0)
                         if decision is not None:
                             name = f"{reg_class.name}-index-{index:#x}.{scenario.name}"
-                            yield sim.case(f"{_dotted(decision.rule.id)}.{name}", decision)
+                            yield sim.case(f"{dotted(decision.rule.id)}.{name}", decision)
 
     def _list_cases(self) -> Iterator[Case]:
         classes = sorted({r.register_class for r in self.oracle.registers}, key=lambda c: c.value)
@@ -393,7 +394,7 @@ class CaseBuilder:
                     }
                 )
                 sim.expected.append({"ids": listed})
-                yield sim.case(f"{_dotted(decision.rule.id)}.{scenario.name}", decision)
+                yield sim.case(f"{dotted(decision.rule.id)}.{scenario.name}", decision)
 
     # -- the guest's view before any SET ---------------------------------------------------
 
@@ -407,7 +408,7 @@ class CaseBuilder:
                 if decision is not None and decision.value is not None:
                     self._psci_calls(sim, decision.value)
                     yield sim.case(
-                        f"{_dotted(decision.rule.id)}.{scenario.name}.guest",
+                        f"{dotted(decision.rule.id)}.{scenario.name}.guest",
                         decision,
                         (REQUIRES_GUEST,),
                     )
@@ -432,7 +433,7 @@ class CaseBuilder:
                 )
                 sim.call(arch_features.function_id, answer, (wa_function.function_id,))
                 yield sim.case(
-                    f"{_dotted(decision.rule.id)}.{scenario.name}.guest",
+                    f"{dotted(decision.rule.id)}.{scenario.name}.guest",
                     decision,
                     (REQUIRES_GUEST,),
                 )
@@ -599,7 +600,7 @@ class CaseBuilder:
                     outcome = call.x0
                 sim.call(function.ids["smc32"], outcome, call.args)
                 yield sim.case(
-                    f"{_dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}-{index}",
+                    f"{dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}-{index}",
                     decision,
                     (REQUIRES_GUEST,),
                 )
@@ -634,7 +635,7 @@ class CaseBuilder:
                 expected = {"x0": words[0]} | {f"x{i}": w & U64 for i, w in enumerate(words) if i}
                 sim.call(function.function_id, expected, results=len(words))
             yield sim.case(
-                f"{_dotted(decision.rule.id)}.{scenario.name}.guest-answers",
+                f"{dotted(decision.rule.id)}.{scenario.name}.guest-answers",
                 decision,
                 (REQUIRES_GUEST, REQUIRES_RESULTS),
             )

@@ -11,6 +11,7 @@ from typing import Any
 from kvm_fwspec.conformance.cases import (
     REQUIRES_FILTER,
     REQUIRES_GUEST,
+    REQUIRES_POWER,
     REQUIRES_PSCI_01,
     REQUIRES_RESULTS,
 )
@@ -41,7 +42,13 @@ def reference_served(options: Mapping[str, str]) -> Served:
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,
         "arch": kvm.arch,
-        "features": [REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER, REQUIRES_RESULTS],
+        "features": [
+            REQUIRES_GUEST,
+            REQUIRES_PSCI_01,
+            REQUIRES_FILTER,
+            REQUIRES_RESULTS,
+            REQUIRES_POWER,
+        ],
         "cpu": None,  # the reference runs on no CPU: a fingerprint records none
     }
     if kvm.arch == "arm64":

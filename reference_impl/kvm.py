@@ -3,7 +3,9 @@
 Every GET, SET and REG_LIST is decided by walking the generated decision tables; guest calls
 are answered from the PSCI and SMCCC tables. The SMCCC filter (KVM_HAS_DEVICE_ATTR and
 KVM_SET_DEVICE_ATTR on the VM, and which of KVM, a denial or userspace answers a call) walks
-the filter's tables the same way. No register has a branch of its own here.
+the filter's tables the same way, and which vcpus are on (CPU_ON, CPU_OFF, AFFINITY_INFO,
+KVM_RUN of a stopped vcpu, the system events) walks the power tables. No register has a
+branch of its own here.
 `Quirks` exist only to seed plausible kernel bugs for the suite to catch.
 """
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvm_fwspec.reference_impl.evaluate import U64, Value, evaluate, evaluate_int
+from kvm_fwspec.reference_impl.power import Mpidr, affinity_info_names, cpu_on_names, narrowed
 from kvm_fwspec.reference_impl.tables import MODEL
 
 NOT_SUPPORTED = -1
@@ -104,6 +107,9 @@ class ReferenceKvm:
         self.smccc_filter: Mapping[str, Any] = tables["smccc-filter"]
         self.filter_rules = [r for r in self.smccc_filter["rules"] if self.covers(r)]
         self.filter_actions = {a["name"]: int(a["value"]) for a in self.smccc_filter["actions"]}
+        self.power: Mapping[str, Any] = tables["vcpu-power"]
+        self.power_rules = [r for r in self.power["rules"] if self.covers(r)]
+        self.mpidr = Mpidr(self.power["mpidr"])
 
     def covers(self, entry: Mapping[str, Any]) -> bool:
         return _covers(entry, self.release, self.stable)
@@ -171,6 +177,11 @@ class ReferenceKvm:
         table = [r for r in self.filter_rules if r["op"] == op]
         return _first_holding(table, names, f"no SMCCC filter rule decides {op} in {self.release}")
 
+    def decide_power(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
+        """The vcpu power rule for `op` (run, cpu-on, cpu-off, affinity-info, system-event)."""
+        table = [r for r in self.power_rules if r["op"] == op]
+        return _first_holding(table, names, f"no vcpu power rule decides {op} in {self.release}")
+
 
 def _first_holding(
     table: list[dict[str, Any]], names: Mapping[str, Value], gap: str
@@ -217,10 +228,16 @@ class ReferenceVm:
 
     def create_vcpu(self) -> ReferenceVcpu:
         vcpu = ReferenceVcpu(
-            self, copy.deepcopy(self.stored) if self.kvm.quirks.per_vcpu_storage else self.stored
+            self,
+            copy.deepcopy(self.stored) if self.kvm.quirks.per_vcpu_storage else self.stored,
+            index=len(self.vcpus),
         )
         self.vcpus.append(vcpu)
         return vcpu
+
+    def vcpus_on(self) -> dict[int, bool]:
+        """Each vcpu's MPIDR affinity, and whether it is on: what PSCI addresses."""
+        return {self.kvm.mpidr.affinity(v.index): v.mp_state_name != "stopped" for v in self.vcpus}
 
     # -- the SMCCC filter ------------------------------------------------------------------
 
@@ -328,13 +345,24 @@ class ReferenceVcpu:
 
     vm: ReferenceVm
     stored: dict[str, int]
+    index: int = 0  # KVM_CREATE_VCPU's id, from which KVM composes the vcpu's MPIDR
     initialized: bool = False
     features: frozenset[str] = frozenset()
+    mp_state_name: str = "runnable"
+    # A CPU_ON started this vcpu: KVM resets it to the call's entry point when it next enters
+    # the guest, where the agent's code is not.
+    reset_pending: bool = False
 
     def init(self, features: list[str]) -> str | None:
         self.initialized = True
         self.features = frozenset(features)
+        off = self.vm.kvm.power["off-feature"]
+        if off["name"] in self.features:
+            self.mp_state_name = str(off["state"])
         return None
+
+    def mp_state(self) -> tuple[str | None, str | None]:
+        return None, self.mp_state_name
 
     def _state(self, value: int | None = None) -> dict[str, Value]:
         state: dict[str, Value] = {
@@ -402,11 +430,17 @@ class ReferenceVcpu:
                 ids.append(reg_id)
         return None, ids
 
-    def run(self) -> str | None:
+    def run(self) -> dict[str, Any]:
         if not self.initialized:
-            return "ENOEXEC"
+            return {"errno": "ENOEXEC"}
         self.vm.has_run = not self.vm.kvm.quirks.run_does_not_count
-        return None
+        return self._stopped() or {"ok": True}
+
+    def _stopped(self) -> dict[str, Any] | None:
+        """The outcome of KVM_RUN when the power tables keep this vcpu out of the guest."""
+        rule = self.vm.kvm.decide_power("run", self.power_names("run", []))
+        caller = rule["result"]["caller"]
+        return {"mp-state": caller} if caller != "runnable" else None
 
     # -- the guest's view ------------------------------------------------------------------
 
@@ -438,6 +472,21 @@ class ReferenceVcpu:
         if not self.initialized:
             return {"errno": "ENOEXEC"}
         self.vm.has_run = True
+        stopped = self._stopped()
+        if stopped:
+            return stopped
+        if self.reset_pending:
+            raise SpecGap(
+                "a vcpu CPU_ON started runs from the call's entry point, not the agent's code"
+            )
+        outcome = self._guest_call(function_id, args, answer)
+        if "exit" in outcome:  # a system event: the power tables say what becomes of every vcpu
+            every = self.vm.kvm.decide_power("system-event", {})["result"]["every-vcpu"]
+            for vcpu in self.vm.vcpus if every else ():
+                vcpu.mp_state_name = str(every)
+        return outcome
+
+    def _guest_call(self, function_id: int, args: list[int], answer: int) -> dict[str, Any]:
         filtered = self.vm.filter_call(function_id, answer)
         if filtered is not None:
             return filtered
@@ -447,12 +496,45 @@ class ReferenceVcpu:
             if function["function-id"] == function_id and kvm.covers(function):
                 return {"x0": self._smccc(function, args)}
         version = self.psci_version()
-        if version == 0x1:
-            return {"x0": NOT_SUPPORTED}  # a PSCI 0.1 vcpu knows only KVM's own ids
+        if version == 0x1:  # a PSCI 0.1 vcpu knows only KVM's own ids
+            for function in psci["kvm-psci-0.1"]:
+                if function["function-id"] == function_id and function["handled"]:
+                    return self._power(function["name"], args, smc32=False)
+            return {"x0": NOT_SUPPORTED}
         for function in psci["functions"]:
             if function_id in function["ids"].values():
-                return self._psci(function, version, args)
+                return self._psci(function, version, args, function_id)
         return {"x0": NOT_SUPPORTED}
+
+    def power_names(self, op: str, words: list[int]) -> dict[str, Value]:
+        """A value for each name a power rule about `op` may use, for this vcpu's call with
+        x1 to x3 = `words` as KVM reads them: exactly those spec/power_names.py declares
+        (tests/test_rule_names.py checks)."""
+        kvm, vm = self.vm.kvm, self.vm
+        if op == "run":
+            return {"vcpu.on": self.mp_state_name != "stopped"}
+        if op == "cpu-on":
+            psci_02 = "psci-0.2" in self.features
+            return cpu_on_names(kvm.mpidr, words[0], psci_02, vm.vcpus_on())
+        if op == "affinity-info":
+            return affinity_info_names(kvm.mpidr, words[0], words[1], vm.vcpus_on())
+        return {}
+
+    def _power(self, op: str, args: list[int], smc32: bool) -> dict[str, Any]:
+        """CPU_ON, CPU_OFF or AFFINITY_INFO, decided by the power tables over the VM's vcpus."""
+        kvm, vm = self.vm.kvm, self.vm
+        words = narrowed(args, smc32)
+        result = kvm.decide_power(op, self.power_names(op, words))["result"]
+        if result["target"] is not None:
+            wanted = words[0] & kvm.mpidr.hwid_mask
+            target = next(v for v in vm.vcpus if kvm.mpidr.affinity(v.index) == wanted)
+            target.mp_state_name = str(result["target"])
+            target.reset_pending = True
+        if result["caller"] is not None:
+            self.mp_state_name = str(result["caller"])
+            if result["caller"] == "stopped":  # the call does not return to the guest
+                return {"mp-state": self.mp_state_name}
+        return {"x0": int(result["x0"])}
 
     def _more_results(
         self, function_id: int, args: list[int], outcome: Mapping[str, Any], results: int
@@ -486,10 +568,12 @@ class ReferenceVcpu:
         return version >= from_version and self.vm.kvm.covers(kvm_side)
 
     def _psci(
-        self, function: Mapping[str, Any], version: int, args: list[int]
-    ) -> dict[str, int | str]:
+        self, function: Mapping[str, Any], version: int, args: list[int], function_id: int
+    ) -> dict[str, Any]:
         if not self._handled(function, version):
             return {"x0": NOT_SUPPORTED}
+        if any(r["op"] == function["name"] for r in self.vm.kvm.power_rules):
+            return self._power(function["name"], args, function_id == function["ids"]["smc32"])
         if function["name"] == "psci-version":
             return {"x0": version}
         if function["name"] == "psci-features":

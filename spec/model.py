@@ -473,6 +473,68 @@ class FilterRule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AffinityField:
+    """One affinity field of the MPIDR KVM gives a vcpu: bits of the vcpu's id, shifted."""
+
+    name: str
+    shift: int
+    id_shift: int
+    id_bits: int
+    doc: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerRule:
+    """One row of the vcpu power tables (spec/psci.yaml's `power`): KVM_RUN of a vcpu, a
+    CPU_ON, CPU_OFF or AFFINITY_INFO call, or a system event. The result gives x0 and the
+    states (api.yaml's mp-states) the call leaves its caller, its target or every vcpu in."""
+
+    id: str
+    doc: str
+    op: Literal["run", "cpu-on", "cpu-off", "affinity-info", "system-event"]
+    when: Expr | None
+    when_text: str | None
+    x0: int | None
+    caller: Constant | None
+    target: Constant | None
+    every_vcpu: Constant | None
+    lifetime: Lifetime
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True)
+class VcpuPower:
+    """Which vcpus are on: how KVM names a vcpu by MPIDR, and the power decision tables."""
+
+    doc: str
+    source: Source
+    off_feature: str  # the vcpu feature that starts a vcpu in off_state
+    off_state: Constant
+    mpidr_doc: str
+    hwid_mask: int
+    hwid_mask_c_name: str
+    level_bits: int
+    levels: int
+    affinity: tuple[AffinityField, ...]
+    rules: tuple[PowerRule, ...]
+
+    def mpidr_affinity(self, vcpu_id: int) -> int:
+        """The affinity fields of the MPIDR KVM gives the vcpu created with `vcpu_id`."""
+        return sum(
+            ((vcpu_id >> f.id_shift) & ((1 << f.id_bits) - 1)) << f.shift for f in self.affinity
+        )
+
+    def level_mask(self, level: int) -> int:
+        """The affinity bits AFFINITY_INFO compares at `level`: none from `levels` on."""
+        if level >= self.levels:
+            return 0
+        return self.hwid_mask & ~((1 << level * self.level_bits) - 1)
+
+    def table(self, op: str) -> tuple[PowerRule, ...]:
+        return tuple(r for r in self.rules if r.op == op)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SmcccFilter:
     """The SMCCC filter's ABI: the VM attribute, its struct, actions, the ranges KVM keeps,
     the exit of a forwarded call, and the decision tables."""
@@ -575,9 +637,11 @@ class Spec:
     exit_reasons: tuple[Constant, ...]
     system_events: tuple[Constant, ...]
     system_event_flags: tuple[Constant, ...]
+    mp_states: tuple[Constant, ...]  # KVM_GET_MP_STATE's answers: whether a vcpu is powered off
     core_registers: tuple[CoreRegisters, ...]
     vmm_rules: tuple[VmmRule, ...]
     smccc_filter: SmcccFilter
+    vcpu_power: VcpuPower
 
     def layout(self, name: str) -> Layout:
         return next(lay for lay in self.layouts if lay.name == name)

@@ -7,7 +7,7 @@ import difflib
 
 from kvm_fwspec.spec.decode import describe_register
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import Constant, FilterRule, HostProfile, Rule, Spec
+from kvm_fwspec.spec.model import Constant, FilterRule, HostProfile, PowerRule, Rule, Spec
 
 
 def describe_rule(rule: Rule) -> list[str]:
@@ -31,7 +31,7 @@ def describe_rule(rule: Rule) -> list[str]:
     return _rule_lines(rule, f"{rule.op} on {target}, {', '.join(rule.architectures)}", outcome)
 
 
-def _rule_lines(rule: Rule | FilterRule, applies: str, outcome: str) -> list[str]:
+def _rule_lines(rule: Rule | FilterRule | PowerRule, applies: str, outcome: str) -> list[str]:
     """A rule of any decision table: what it applies to and when, its outcome, why, where from."""
     until = f" until {rule.lifetime.until}" if rule.lifetime.until else ""
     return [
@@ -62,6 +62,24 @@ def describe_filter_rule(rule: FilterRule) -> list[str]:
         "call": "a guest's call while the VM has an SMCCC filter",
     }[rule.op]
     return _rule_lines(rule, f"{table}, arm64", outcome)
+
+
+def describe_power_rule(rule: PowerRule) -> list[str]:
+    """A vcpu power rule: the call or run it decides, its condition and what it leaves."""
+    parts = [f"the guest's x0 is {rule.x0}"] if rule.x0 is not None else []
+    for who, state in (("the caller", rule.caller), ("the target", rule.target)):
+        if state is not None:
+            parts.append(f"{who} is {state.c_name} ({state.name})")
+    if rule.every_vcpu is not None:
+        parts.append(f"every vcpu is {rule.every_vcpu.c_name} ({rule.every_vcpu.name})")
+    table = {
+        "run": "KVM_RUN of a vcpu",
+        "cpu-on": "a guest's PSCI CPU_ON",
+        "cpu-off": "a guest's PSCI CPU_OFF",
+        "affinity-info": "a guest's PSCI AFFINITY_INFO",
+        "system-event": "a guest's call that exits with a system event",
+    }[rule.op]
+    return _rule_lines(rule, f"{table}, arm64", "; ".join(parts))
 
 
 def filter_constants(spec: Spec) -> list[tuple[str, Constant]]:
@@ -135,6 +153,9 @@ def show(spec: Spec, name: str) -> list[str]:
     for filter_rule in spec.smccc_filter.rules:
         if wanted == filter_rule.id:
             lines += describe_filter_rule(filter_rule)
+    for power_rule in spec.vcpu_power.rules:
+        if wanted == power_rule.id:
+            lines += describe_power_rule(power_rule)
     lines += describe_filter_constant(spec, wanted)
     for function in spec.psci_functions:
         if wanted == function.name or upper in function.c_names.values():
@@ -167,6 +188,7 @@ def names(spec: Spec) -> list[str]:
         found |= {b.name for b in register.bits} | {b.c_name for b in register.bits}
     found |= {rule.id for rule in spec.rules}
     found |= {rule.id for rule in spec.smccc_filter.rules}
+    found |= {rule.id for rule in spec.vcpu_power.rules}
     found |= {n for _, c in filter_constants(spec) for n in (c.name, c.c_name)}
     found |= {host.name for host in spec.host_profiles}
     for function in spec.psci_functions:

@@ -62,6 +62,18 @@ def _reset(register: str, value: int) -> Callable[[str, str], ReferenceKvm]:
     return _edited(edit)
 
 
+def _power_rule(tables: dict[str, Any], rule_id: str) -> dict[str, Any]:
+    return next(r for r in tables["vcpu-power"]["rules"] if r["id"] == rule_id)
+
+
+def _drop_power(rule_id: str) -> Callable[[str, str], ReferenceKvm]:
+    return _edited(lambda t: t["vcpu-power"]["rules"].remove(_power_rule(t, rule_id)))
+
+
+def _power_result(rule_id: str, **result: Any) -> Callable[[str, str], ReferenceKvm]:
+    return _edited(lambda t: _power_rule(t, rule_id)["result"].update(result))
+
+
 HAS_RUN = {"name": "vm.has-run"}
 
 MUTANTS = [
@@ -229,5 +241,37 @@ MUTANTS = [
         "mitigated",
         "smccc-filter/set/after-run",
         _quirk(filter_after_run_allowed=True),
+    ),
+    Mutant(
+        "psci-0.1-cpu-on-already-on",
+        "a PSCI 0.1 guest's CPU_ON of a running vcpu answered ALREADY_ON, which 0.1 lacks",
+        "6.12",
+        "mitigated",
+        "psci-power/cpu-on/already-on-psci-0.1",
+        _drop_power("psci-power/cpu-on/already-on-psci-0.1"),
+    ),
+    Mutant(
+        "cpu-off-returns",
+        "CPU_OFF answered SUCCESS with the caller left running",
+        "6.12",
+        "mitigated",
+        "psci-power/cpu-off/stops-caller",
+        _power_result("psci-power/cpu-off/stops-caller", x0=0, caller=None),
+    ),
+    Mutant(
+        "affinity-info-ignores-reserved-bits",
+        "AFFINITY_INFO masking a target's reserved bits away, as before 5.15",
+        "6.12",
+        "mitigated",
+        "psci-power/affinity-info/reserved-affinity-bits",
+        _drop_power("psci-power/affinity-info/reserved-affinity-bits"),
+    ),
+    Mutant(
+        "system-off-stops-only-its-caller",
+        "a system event leaving the other vcpus running",
+        "6.12",
+        "mitigated",
+        "psci-power/system-event/stops-every-vcpu",
+        _power_result("psci-power/system-event/stops-every-vcpu", **{"every-vcpu": None}),
     ),
 ]

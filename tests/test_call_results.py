@@ -78,8 +78,11 @@ class FakeVcpu:
     def reg_list(self) -> tuple[str | None, list[int]]:
         return None, []
 
-    def run(self) -> str | None:
-        return None
+    def run(self) -> dict[str, Any]:
+        return {"ok": True}
+
+    def mp_state(self) -> tuple[str | None, str | None]:
+        return None, "runnable"
 
     def call(
         self, function_id: int, args: list[int], answer: int, results: int = 1

@@ -9,48 +9,23 @@ forwarded to the agent's own userspace handler whose answer the guest then read.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvm_fwspec.conformance.cases import build_cases
-from kvm_fwspec.conformance.profile import resolve_profile
-from kvm_fwspec.conformance.verdicts import program_in_hex
 from kvm_fwspec.spec.loader import default_spec_dir, load_spec
 from kvm_fwspec.spec.model import Spec
+from tests.real_kvm_record import judge as judge_record
+from tests.real_kvm_record import load_record
 
-FIXTURE = Path(__file__).parent / "fixtures" / "real-kvm" / "smccc-filter.json"
-RECORD = json.loads(FIXTURE.read_text())
+RECORD = load_record("smccc-filter.json")
 SPEC = load_spec()
 
 
 def judge(spec: Spec, run: dict[str, Any]) -> list[str]:
-    """Each way the recorded run departs from the spec's filter cases for its kernel and host.
-    Cases are matched by program: a case's id names the rule that decides it, which a change
-    of the spec may change."""
-    profile = resolve_profile(spec, run["kernel"], run["host-profile"])
-    cases = {
-        json.dumps(program_in_hex(c.program), sort_keys=True): c
-        for c in build_cases(spec, profile)
-        if c.rule.startswith("smccc-filter/")
-    }
-    recorded = {json.dumps(c["program"], sort_keys=True): c for c in run["cases"]}
-    problems = [
-        f"{run['line']}: {cases[program].id}: not run on real KVM"
-        for program in sorted(cases.keys() - recorded.keys())
-    ]
-    for program, real in recorded.items():
-        case = cases.get(program)
-        if case is None:
-            problems.append(f"{run['line']}: {real['id']}: the spec's suite has no such program")
-        elif list(case.expected) != real["observed"]:
-            problems.append(
-                f"{run['line']}: {case.id}: spec {list(case.expected)}, real KVM {real['observed']}"
-            )
-    return sorted(problems)
+    return judge_record(spec, run, "smccc-filter/")
 
 
 @pytest.mark.parametrize("run", RECORD["runs"], ids=[r["line"] for r in RECORD["runs"]])

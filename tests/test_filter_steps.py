@@ -236,7 +236,7 @@ def test_the_results_schema_takes_a_filter_case() -> None:
     assert schema_errors(recorded_case(FILTER_WIRE)) == []
 
 
-OPS = "['get', 'set', 'list', 'run', 'call', 'smccc-filter', 'has-attr']"
+OPS = "['get', 'set', 'list', 'run', 'mp-state', 'call', 'smccc-filter', 'has-attr']"
 MALFORMED_STEPS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "base-as-integer": (
         FILTER_WIRE[1] | {"base": PSCI_VERSION_SMC32},
@@ -502,7 +502,7 @@ def unarmed_watchdog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """signal.setitimer recorded, never armed: the tests do not depend on time."""
     armed: list[str] = []
 
-    def setitimer(which: int, seconds: float) -> tuple[float, float]:
+    def setitimer(which: int, seconds: float, interval: float = 0.0) -> tuple[float, float]:
         armed.append("arm" if seconds else "disarm")
         return (0.0, 0.0)
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 import pytest
 
 from kvm_fwspec.conformance.oracle import Access, Oracle
-from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.conformance.power_oracle import PowerCall, PowerOracle
+from kvm_fwspec.conformance.profile import Profile, resolve_profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.filter_names import FILTER_OPS, filter_names
 from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Register, Release
+from kvm_fwspec.spec.power_names import POWER_OPS, power_names
 from kvm_fwspec.spec.rule_language import Type
 from kvm_fwspec.spec.rule_names import OPS, RULE_NAMES, Vocabulary
 
@@ -192,3 +194,48 @@ def test_a_forgotten_filter_name_and_a_wrong_type_show() -> None:
     called = reference_filter_names("call")
     del called["action.fwd-to-user"]
     assert mismatch(called, declared_filter_names("call")) == ["missing action.fwd-to-user"]
+
+
+# -- the vcpu power names (spec/power_names.py) -----------------------------------------------
+
+# Each op's names are filled for vcpu 0 of a two-vcpu VM whose vcpu 1 is powered off, asking
+# about vcpu 1 at affinity level 0.
+POWER_WORDS = [1, 0, 0]
+
+
+def reference_power_names(op: str) -> dict[str, object]:
+    vm = ReferenceKvm(str(SPEC.releases[-1]), HOST.name).create_vm()
+    caller, target = vm.create_vcpu(), vm.create_vcpu()
+    caller.init(["psci-0.2"])
+    target.init(["psci-0.2", SPEC.vcpu_power.off_feature])
+    return dict(caller.power_names(op, POWER_WORDS))
+
+
+def oracle_power_names(op: str) -> dict[str, object]:
+    oracle = PowerOracle(SPEC, resolve_profile(SPEC, str(SPEC.releases[-1]), HOST.name))
+    vm = oracle.initial(2, (1,))
+    call = PowerCall(op, tuple(POWER_WORDS), smc32=False)
+    names = {
+        "run": lambda: oracle.run_names(vm, 0),
+        "cpu-on": lambda: oracle.cpu_on_names(vm, call, True),
+        "affinity-info": lambda: oracle.affinity_info_names(vm, call),
+    }
+    return dict(names[op]()) if op in names else {}
+
+
+@pytest.mark.parametrize("op", POWER_OPS)
+def test_the_reference_and_the_oracle_fill_exactly_the_declared_power_names(op: str) -> None:
+    assert mismatch(reference_power_names(op), power_names(op)) == []
+    assert mismatch(oracle_power_names(op), power_names(op)) == []
+    assert reference_power_names(op) == oracle_power_names(op)
+
+
+def test_a_forgotten_power_name_and_a_wrong_type_show() -> None:
+    """A reference that decides CPU_ON without knowing whether the target is on, and counts
+    AFFINITY_INFO's matching vcpus as a yes or no."""
+    filled = reference_power_names("cpu-on")
+    del filled["target.on"]
+    assert mismatch(filled, power_names("cpu-on")) == ["missing target.on"]
+    counted = reference_power_names("affinity-info")
+    counted["matching-on"] = True
+    assert mismatch(counted, power_names("affinity-info")) == ["matching-on is True, not int"]

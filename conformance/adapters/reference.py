@@ -9,6 +9,7 @@ from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
 from kvm_fwspec.conformance.cases import (
     REQUIRES_FILTER,
     REQUIRES_GUEST,
+    REQUIRES_POWER,
     REQUIRES_PSCI_01,
     REQUIRES_RESULTS,
 )
@@ -20,7 +21,9 @@ from kvm_fwspec.spec.errors import UsageError
 OPTIONS = ("without",)
 
 
-FEATURES = frozenset({REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER, REQUIRES_RESULTS})
+FEATURES = frozenset(
+    {REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER, REQUIRES_RESULTS, REQUIRES_POWER}
+)
 
 
 class ReferenceAdapter:

@@ -14,6 +14,10 @@ TRNG_GET_UUID) has x1-x3 read with KVM_GET_ONE_REG at that exit, which the store
 
 x19 is callee-saved, so it survives the call; the MMIO address, also unique to the VM, proves
 which program ran (under TCG a fresh VM at a reused address can run an earlier VM's code).
+
+A vcpu that is powered off (KVM_ARM_VCPU_POWER_OFF, PSCI CPU_OFF) does not exit: KVM_RUN
+sleeps until another vcpu's CPU_ON or a signal. An interval timer's signal brings it back
+with EINTR, and KVM_GET_MP_STATE then tells a stopped vcpu from one still on its way.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import mmap
 import os
 import signal
 import struct
+import time
 from typing import Any
 
 from kvm_fwspec.codegen.generated import kvm_fw_constants as abi
@@ -34,7 +39,8 @@ CODE = struct.pack("<III", 0xD4000002, 0xF9000260, 0x17FFFFFE)  # hvc #0; str x0
 SLOT_SIZE = 0x10000
 CODE_BASE = 0x4000_0000
 MMIO_BASE = 0x1000_0000
-RUN_TIMEOUT = 5.0
+RUN_TIMEOUT = 5.0  # seconds a KVM_RUN may take before the agent calls it stuck
+TICK = 0.05  # seconds between the signals that bring a sleeping KVM_RUN back to this side
 
 
 # What a fingerprint records of the host's KVM beyond its registers: KVM_CHECK_EXTENSION of
@@ -74,8 +80,12 @@ class RunTimeout(Exception):
     """KVM_RUN did not return within the watchdog's bound."""
 
 
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise RunTimeout(f"KVM_RUN did not return within {RUN_TIMEOUT} s")
+class Stopped(Exception):
+    """KVM_RUN sleeps because the vcpu is powered off (KVM_MP_STATE_STOPPED)."""
+
+
+def _on_tick(signum: int, frame: Any) -> None:
+    """Nothing: the signal only interrupts KVM_RUN, which then fails with EINTR."""
 
 
 def _errno_name(exc: OSError) -> str:
@@ -108,7 +118,7 @@ class KvmHost:
         self.fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
         self.run_size = fcntl.ioctl(self.fd, abi.Ioctl.KVM_GET_VCPU_MMAP_SIZE)
         self.serial = 0
-        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.signal(signal.SIGALRM, _on_tick)
 
     def create_vm(self) -> KvmVm:
         self.serial += 1
@@ -210,8 +220,9 @@ class KvmVcpu:
         os.close(self.fd)
 
     def init(self, features: list[str]) -> str | None:
-        """KVM_ARM_VCPU_INIT with the spec's named features, then KVM_ARM_VCPU_FINALIZE for
-        each that needs it (SVE): until then KVM refuses to list or touch the registers."""
+        """KVM_ARM_VCPU_INIT with the spec's named features (`power-off` among them, for a
+        vcpu that starts powered off), then KVM_ARM_VCPU_FINALIZE for each that needs it
+        (SVE): until then KVM refuses to list or touch the registers."""
         unknown = sorted(set(features) - set(abi.VCPU_FEATURES))
         if unknown:
             raise ValueError(f"unknown vcpu features {unknown}")
@@ -275,11 +286,24 @@ class KvmVcpu:
         if errno_name:
             raise OSError(f"setting core register {name}{index} failed with {errno_name}")
 
-    def run(self) -> str | None:
+    def mp_state(self) -> tuple[str | None, str | None]:
+        """KVM_GET_MP_STATE: (None, the state's name in the spec), or (the errno, None)."""
+        state = bytearray(4)
+        try:
+            fcntl.ioctl(self.fd, abi.Ioctl.KVM_GET_MP_STATE, state)
+        except OSError as exc:
+            return _errno_name(exc), None
+        value = struct.unpack("<I", state)[0]
+        names = {int(s): s.name.lower() for s in abi.MpState}
+        return None, names.get(value, f"mp-state-{value}")
+
+    def run(self) -> dict[str, Any]:
         """KVM_RUN once; the guest makes a call with x0 = 0, which every KVM refuses (and
         which, should a filter forward it, is answered NOT_SUPPORTED)."""
         outcome = self.call(0, [], NOT_SUPPORTED_U64)
-        return outcome.get("errno")
+        return {key: outcome[key] for key in ("errno", "mp-state") if key in outcome} or {
+            "ok": True
+        }
 
     def call(
         self, function_id: int, args: list[int], answer: int, results: int = 1
@@ -296,7 +320,10 @@ class KvmVcpu:
             self._set_core("x", self.vm.mmio, 19)
         for index, value in enumerate([function_id, *args, 0, 0, 0][:4]):
             self._set_core("x", value, index)
-        failed = self._run()
+        try:
+            failed = self._run()
+        except Stopped:
+            return {"mp-state": "stopped"}
         if failed:
             return {"errno": failed}
         self.started = True
@@ -330,15 +357,34 @@ class KvmVcpu:
         return read
 
     def _run(self) -> str | None:
-        """KVM_RUN under the watchdog: None, or the errno's name."""
-        signal.setitimer(signal.ITIMER_REAL, RUN_TIMEOUT)
+        """KVM_RUN until KVM exits to this side: None, or the errno's name; Stopped if the
+        vcpu is powered off. Every TICK a signal interrupts a KVM_RUN that sleeps: a stopped
+        vcpu is then reported, any other is run on (it resumes where it was), until
+        RUN_TIMEOUT. How often the signal comes changes how soon, never what, is reported."""
+        deadline = time.monotonic() + RUN_TIMEOUT
+        signal.setitimer(signal.ITIMER_REAL, TICK, TICK)
         try:
-            fcntl.ioctl(self.fd, abi.Ioctl.KVM_RUN)
+            while not self._entered():
+                failed, state = self.mp_state()
+                if failed:
+                    raise RuntimeError(f"KVM_GET_MP_STATE after KVM_RUN failed with {failed}")
+                if state == abi.MpState.STOPPED.name.lower():
+                    raise Stopped()
+                if time.monotonic() > deadline:
+                    raise RunTimeout(f"KVM_RUN did not return within {RUN_TIMEOUT} s")
         except OSError as exc:
             return _errno_name(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         return None
+
+    def _entered(self) -> bool:
+        """One KVM_RUN: True once it returns, False if a signal interrupted it (EINTR)."""
+        try:
+            fcntl.ioctl(self.fd, abi.Ioctl.KVM_RUN)
+        except InterruptedError:
+            return False
+        return True
 
     def _field(self, name: str) -> int:
         offset, size = abi.KVM_RUN_FIELDS[name]

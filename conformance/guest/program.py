@@ -20,14 +20,23 @@ class Vcpu(Protocol):
     def get_one_reg(self, reg_id: int) -> tuple[str | None, int | None]: ...
     def set_one_reg(self, reg_id: int, value: int) -> str | None: ...
     def reg_list(self) -> tuple[str | None, list[int]]: ...
-    def run(self) -> str | None: ...
+    def run(self) -> Outcome:
+        """KVM_RUN once: {"ok": true}, {"errno": ...}, or {"mp-state": "stopped"} for a vcpu
+        that is powered off (KVM_RUN sleeps instead of entering the guest)."""
+        ...
+
+    def mp_state(self) -> tuple[str | None, str | None]:
+        """KVM_GET_MP_STATE: (None, the state's name in the spec), or (the errno, None)."""
+        ...
+
     def call(
         self, function_id: int, args: list[int], answer: int, results: int = 1
     ) -> dict[str, Any]:
         """The guest's call; if KVM forwards it to userspace (KVM_EXIT_HYPERCALL), this
         side answers `answer` in x0 and runs the vcpu on to see what the guest got. A call
         that returns to the guest reports x0 and, for `results` above 1, also "x1" up to
-        "x{results - 1}" as unsigned numbers (CALL_UID and TRNG_GET_UUID answer in x0-x3)."""
+        "x{results - 1}" as unsigned numbers (CALL_UID and TRNG_GET_UUID answer in x0-x3).
+        A call that powers the vcpu off (PSCI CPU_OFF) reports {"mp-state": "stopped"}."""
         ...
 
 
@@ -54,6 +63,7 @@ STEP_FIELDS = {
     "set": ("reg", "value"),
     "list": ("mask", "match"),
     "run": (),
+    "mp-state": (),
     "call": ("function",),
     "smccc-filter": ("base", "nr-functions", "action", "pad"),
     "has-attr": ("group", "attr"),
@@ -74,6 +84,7 @@ STEP_BOUNDS = {
     "answer": U64,
 }
 MAX_RESULTS = 4  # SMCCC returns in x0-x3 (SMC32/HVC32 and SMC64/HVC64 alike)
+POWER_OFF = "power-off"  # the vcpu feature a program's `powered-off` vcpus are initialised with
 
 
 class ProgramError(ValueError):
@@ -144,10 +155,27 @@ def _step(vm: Vm, vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
         errno, ids = vcpu.reg_list()
         return _errno_or(errno, {"ids": [i for i in ids if i & step["mask"] == step["match"]]})
     if op == "run":
-        return _errno_or(vcpu.run(), {"ok": True})
+        return dict(vcpu.run())
+    if op == "mp-state":
+        errno, state = vcpu.mp_state()
+        return _errno_or(errno, {"mp-state": state})
     answer = step.get("answer", NOT_SUPPORTED_U64)
     results = step.get("results", 1)
     return dict(vcpu.call(step["function"], list(step.get("args", [])), answer, results))
+
+
+def _powered_off(program: Mapping[str, Any], vcpus: int) -> set[int]:
+    """The vcpus the program starts powered off (its optional `powered-off`), checked."""
+    indexes = program.get("powered-off", [])
+    if not isinstance(indexes, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vcpus for i in indexes
+    ):
+        raise ProgramError(
+            f"powered-off {json.dumps(indexes)} is not a list of the program's vcpus, 0 to {vcpus - 1}"
+        )
+    if indexes and program["features"] is None:
+        raise ProgramError("powered-off needs features: an uninitialised vcpu has no power state")
+    return set(indexes)
 
 
 def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[Outcome]:
@@ -161,12 +189,14 @@ def execute(implementation: Implementation, program: Mapping[str, Any]) -> list[
             # million-input fuzz run once asked the reference for 10**20 vcpus and ran out
             # of memory).
             raise ValueError(f"a program has 1 to {MAX_VCPUS} vcpus, not {count!r}")
+        powered_off = _powered_off(program, count)
         vm = implementation.create_vm()
         try:
             vcpus = [vm.create_vcpu() for _ in range(count)]
             if program["features"] is not None:
-                for vcpu in vcpus:
-                    errno = vcpu.init(list(program["features"]))
+                for index, vcpu in enumerate(vcpus):
+                    off = [POWER_OFF] if index in powered_off else []
+                    errno = vcpu.init([*program["features"], *off])
                     if errno:
                         raise RuntimeError(f"KVM_ARM_VCPU_INIT failed with {errno}")
             for step in steps:

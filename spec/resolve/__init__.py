@@ -23,6 +23,7 @@ from kvm_fwspec.spec.resolve.api import (
     resolve_exit_reasons,
     resolve_ioctls,
     resolve_kvm_run,
+    resolve_mp_states,
     resolve_state,
     resolve_system_event_flags,
     resolve_system_events,
@@ -40,6 +41,7 @@ from kvm_fwspec.spec.resolve.psci import (
     resolve_psci_versions,
     resolve_return_codes,
 )
+from kvm_fwspec.spec.resolve.psci_power import resolve_vcpu_power
 from kvm_fwspec.spec.resolve.registers import (
     resolve_host_profiles,
     resolve_registers,
@@ -76,6 +78,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     exit_reasons = resolve_exit_reasons(ctx)
     system_events = resolve_system_events(ctx)
     system_event_flags = resolve_system_event_flags(ctx)
+    mp_states = resolve_mp_states(ctx)
     core_registers = resolve_core_registers(ctx)
     services = resolve_services(ctx)
     ctx.stop_on_problems()
@@ -91,6 +94,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     psci_constant_groups = resolve_constant_groups(ctx)
     smccc_functions = resolve_smccc_functions(ctx, smccc_id, services, psci_functions, registers)
     smccc_filter = resolve_smccc_filter(ctx, smccc_id, errnos, exit_reasons, releases)
+    vcpu_power = resolve_vcpu_power(ctx, mp_states, vcpu_features, releases)
     ctx.stop_on_problems()
     assert smccc_filter is not None  # its only None comes with a problem, and stopped above
 
@@ -134,7 +138,9 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         exit_reasons=exit_reasons,
         system_events=system_events,
         system_event_flags=system_event_flags,
+        mp_states=mp_states,
         core_registers=core_registers,
         vmm_rules=vmm_rules,
         smccc_filter=smccc_filter,
+        vcpu_power=vcpu_power,
     )

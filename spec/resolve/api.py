@@ -138,6 +138,10 @@ def resolve_system_events(ctx: Context) -> tuple[Constant, ...]:
     return _constants(ctx, "system-events")
 
 
+def resolve_mp_states(ctx: Context) -> tuple[Constant, ...]:
+    return _constants(ctx, "mp-states")
+
+
 def resolve_system_event_flags(ctx: Context) -> tuple[Constant, ...]:
     """Each event type has its own flags, so two flags may share a value, never a name."""
     _unique_names(ctx, "system-event-flags")

@@ -1,0 +1,95 @@
+"""The names the vcpu power rules may use (spec/psci.yaml's `power`), per operation.
+
+CPU_ON, CPU_OFF and AFFINITY_INFO are decided over several vcpus of one VM, so their tables
+have a vocabulary of their own: the call's target and level as KVM reads them, and what the
+VM's vcpus are. The conformance oracle and the reference fill exactly these names;
+tests/test_rule_names.py holds both to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvm_fwspec.spec.rule_language import Scope, Type
+
+POWER_OPS = ("run", "cpu-on", "cpu-off", "affinity-info", "system-event")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerName:
+    """A name in scope for the power rules of `ops`."""
+
+    spelling: str
+    type: Type
+    ops: tuple[str, ...]
+    doc: str
+
+
+POWER_NAMES: tuple[PowerName, ...] = (
+    PowerName(
+        spelling="vcpu.on",
+        type=Type.BOOL,
+        ops=("run",),
+        doc="The vcpu about to enter the guest is not stopped.",
+    ),
+    PowerName(
+        spelling="call.target",
+        type=Type.INT,
+        ops=("cpu-on", "affinity-info"),
+        doc="x1, the target affinity; its low 32 bits when the call is a standard PSCI "
+        "function's SMC32 id (KVM narrows x1 to x3 of those: kvm_psci_narrow_to_32bit).",
+    ),
+    PowerName(
+        spelling="call.level",
+        type=Type.INT,
+        ops=("affinity-info",),
+        doc="x2, AFFINITY_INFO's lowest affinity level, narrowed as call.target is.",
+    ),
+    PowerName(
+        spelling="hwid-mask",
+        type=Type.INT,
+        ops=("cpu-on", "affinity-info"),
+        doc="MPIDR_HWID_BITMASK: the affinity fields of an MPIDR.",
+    ),
+    PowerName(
+        spelling="caller.psci-0.2",
+        type=Type.BOOL,
+        ops=("cpu-on",),
+        doc="The calling vcpu has the psci-0.2 feature (any PSCI from 0.2 on).",
+    ),
+    PowerName(
+        spelling="target.exists",
+        type=Type.BOOL,
+        ops=("cpu-on",),
+        doc="Some vcpu's MPIDR affinity equals call.target under hwid-mask.",
+    ),
+    PowerName(
+        spelling="target.on",
+        type=Type.BOOL,
+        ops=("cpu-on",),
+        doc="That vcpu is not stopped (false where there is none).",
+    ),
+    PowerName(
+        spelling="matching",
+        type=Type.INT,
+        ops=("affinity-info",),
+        doc="How many vcpus match call.target at call.level: their MPIDR affinity equals the "
+        "target in the bits of hwid-mask from call.level times level-bits up (none for a "
+        "level from levels on).",
+    ),
+    PowerName(
+        spelling="matching-on",
+        type=Type.INT,
+        ops=("affinity-info",),
+        doc="How many of the vcpus that match are not stopped.",
+    ),
+)
+
+
+def power_names(op: str) -> dict[str, Type]:
+    """Each name a power rule about `op` may use, with its type."""
+    return {name.spelling: name.type for name in POWER_NAMES if op in name.ops}
+
+
+def power_scope(op: str) -> Scope:
+    return Scope(power_names(op), {})
