@@ -182,6 +182,22 @@ def _hypercalls_page() -> Output:
     )  # fmt: skip
 
 
+def _psci_page() -> Output:
+    """What KVM does with each PSCI function by selected version, and which vcpus are on: the
+    MPIDR naming and the power decision tables, whose rules carry anchors and verdicts."""
+    return _page(
+        "docs-psci-matrix", "docs/reference/psci-matrix.rst", "docs_psci_matrix.rst.j2",
+        matrix=pages.psci_matrix,
+        p=lambda s: s.vcpu_power,
+        tables=pages.power_tables,
+        names=lambda s: pages.power_names(),
+        outcomes=lambda s: {r.id: pages.power_rule_outcome(r) for r in s.vcpu_power.rules},
+        affinity_bits=lambda s: pages.mpidr_affinity_bits,
+        verdict_kernel=lambda s: str(s.releases[-1]),
+        verdict_host=lambda s: s.host_profiles[0].name,
+    )  # fmt: skip
+
+
 def docs_outputs(spec: Spec) -> list[Output]:
     """The reference pages and the kernel-style page, all from the spec alone."""
     register_pages = [
@@ -197,8 +213,7 @@ def docs_outputs(spec: Spec) -> list[Output]:
         *register_pages,
         _page("docs-reference-index", "docs/reference/index.rst", "docs_reference_index.rst.j2",
               registers=lambda s: s.registers),
-        _page("docs-psci-matrix", "docs/reference/psci-matrix.rst", "docs_psci_matrix.rst.j2",
-              matrix=pages.psci_matrix),
+        _psci_page(),
         _hypercalls_page(),
         _page("docs-release-matrix", "docs/reference/release-matrix.rst", "docs_release_matrix.rst.j2",
               points=pages.change_points, items=pages.release_items),

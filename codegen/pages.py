@@ -13,10 +13,12 @@ from html import escape
 
 from kvm_fwspec.spec.filter_names import FILTER_NAMES, FILTER_OPS, FilterName
 from kvm_fwspec.spec.model import (
+    AffinityField,
     Constant,
     Field,
     FilterRule,
     Lifetime,
+    PowerRule,
     Register,
     RegisterBit,
     Release,
@@ -25,6 +27,7 @@ from kvm_fwspec.spec.model import (
     SmcccFunction,
     Spec,
 )
+from kvm_fwspec.spec.power_names import POWER_NAMES, POWER_OPS, PowerName
 
 CELL = 26  # pixels per diagram cell
 
@@ -292,15 +295,19 @@ FILTER_OP_TITLES = {
 
 
 @dataclass(frozen=True)
-class FilterTable:
+class DecisionTable:
+    """One operation's rules, in the spec's order, for the docs' decision-table macro."""
+
     op: str
     title: str
-    rules: tuple[FilterRule, ...]
+    rules: tuple[FilterRule, ...] | tuple[PowerRule, ...]
 
 
-def filter_tables(spec: Spec) -> list[FilterTable]:
+def filter_tables(spec: Spec) -> list[DecisionTable]:
     """The SMCCC filter's decision tables, one per operation, rules in the spec's order."""
-    return [FilterTable(op, FILTER_OP_TITLES[op], spec.smccc_filter.table(op)) for op in FILTER_OPS]
+    return [
+        DecisionTable(op, FILTER_OP_TITLES[op], spec.smccc_filter.table(op)) for op in FILTER_OPS
+    ]
 
 
 def filter_names() -> tuple[FilterName, ...]:
@@ -321,6 +328,45 @@ def filter_rule_outcome(rule: FilterRule) -> str:
     if rule.kvm:
         return "KVM answers, as without a filter"
     raise ValueError(f"filter rule {rule.id} has no result")  # the loader refuses such a rule
+
+
+POWER_OP_TITLES = {
+    "run": "KVM_RUN of a vcpu",
+    "cpu-on": "a guest's CPU_ON",
+    "cpu-off": "a guest's CPU_OFF",
+    "affinity-info": "a guest's AFFINITY_INFO",
+    "system-event": "a guest's call that exits with a system event",
+}
+
+
+def power_tables(spec: Spec) -> list[DecisionTable]:
+    """The vcpu power decision tables, one per operation, rules in the spec's order."""
+    return [DecisionTable(op, POWER_OP_TITLES[op], spec.vcpu_power.table(op)) for op in POWER_OPS]
+
+
+def power_names() -> tuple[PowerName, ...]:
+    """The names a power rule's condition may use (spec/power_names.py)."""
+    return POWER_NAMES
+
+
+def power_rule_outcome(rule: PowerRule) -> str:
+    """A power rule's result in words, for the docs: x0, and the states it leaves."""
+    parts = [f"x0 = {rule.x0}"] if rule.x0 is not None else []
+    for who, state in (
+        ("caller", rule.caller),
+        ("target", rule.target),
+        ("every vcpu", rule.every_vcpu),
+    ):
+        if state is not None:
+            parts.append(f"{who} ``{state.c_name}``")
+    return "; ".join(parts)
+
+
+def mpidr_affinity_bits(field: AffinityField) -> str:
+    """An affinity field's MPIDR bits and the vcpu id bits it holds, high to low."""
+    high = field.shift + field.id_bits - 1
+    id_high = field.id_shift + field.id_bits - 1
+    return f"MPIDR bits {high} to {field.shift}: vcpu id bits {id_high} to {field.id_shift}"
 
 
 def flag_bit(flag: Constant) -> int:

@@ -510,6 +510,7 @@ class VcpuPower:
     source: Source
     off_feature: str  # the vcpu feature that starts a vcpu in off_state
     off_state: Constant
+    off_feature_doc: str
     mpidr_doc: str
     hwid_mask: int
     hwid_mask_c_name: str

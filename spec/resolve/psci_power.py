@@ -67,6 +67,7 @@ def resolve_vcpu_power(
         off_feature=off["name"],
         off_state=_state(ctx, (*PATH, "off-feature", "state"), off["state"], mp_states)
         or mp_states[0],
+        off_feature_doc=off["doc"],
         mpidr_doc=mpidr["doc"],
         hwid_mask=mpidr["hwid-mask"],
         hwid_mask_c_name=mpidr["c-name"],
