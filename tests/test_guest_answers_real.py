@@ -32,7 +32,7 @@ def test_every_answer_the_spec_defines_is_real_kvms() -> None:
     check = check_guest_answers(SPEC, EVIDENCE)
     assert check.wrong == []
     assert check.undefined == UNDEFINED
-    assert check.answers == 8 * 59
+    assert check.answers == 8 * 60
 
 
 def test_the_check_catches_the_answer_the_spec_had_wrong() -> None:
@@ -96,3 +96,26 @@ def test_a_wrong_word_of_a_four_register_answer_is_caught() -> None:
     check = check_guest_answers(SPEC, EVIDENCE, tables)
     assert check.wrong and all("vendor-hyp-call-uid" in line for line in check.wrong)
     assert len(check.wrong) == 6  # the VMs of 6.1, 6.12 and 7.2, each at defaults and baseline
+
+
+def test_the_whole_mpidr_target_is_answered_as_each_release_records() -> None:
+    """AFFINITY_INFO of the guest's own vcpu named by its whole MPIDR_EL1: real 5.10 answered
+    ON, 6.1 and later INVALID_PARAMETERS; the spec dating the check from 4.16 fails 5.10's."""
+    name = "affinity-info(0x80000000)"
+    index = next(i for i, c in enumerate(EVIDENCE["calls"]) if c["name"] == name)
+    seen = {s["label"].split(":")[0]: s["answers"][index]["x0"] for s in EVIDENCE["saves"]}
+    assert seen == {
+        "debian-5.10.y": 0,
+        "debian-6.1.y": -2,
+        "debian-6.12.y": -2,
+        "debian-7.2.y": -2,
+    }
+    tables = json.loads(json.dumps(ReferenceKvm("7.2", "mitigated", "arm64").tables))
+    check = next(
+        r
+        for r in tables["vcpu-power"]["rules"]
+        if r["id"] == "psci-power/affinity-info/reserved-affinity-bits"
+    )
+    check["since"] = "4.16"
+    wrong = check_guest_answers(SPEC, EVIDENCE, tables).wrong
+    assert len(wrong) == 2 and all("5.10.y:" in w and name in w for w in wrong)

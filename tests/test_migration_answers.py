@@ -114,3 +114,28 @@ def test_fleet_proof_holds_a_predicted_answer_change_to_the_guest_s_own_call() -
             f"the plan has the guest see {'; '.join(cell.changes)}; its answers did not change"
         ]
         assert witnesses(SPEC, change.split(": ", 1)[0]) == {witness}
+
+
+def test_a_move_across_5_15_changes_how_a_whole_mpidr_target_is_answered() -> None:
+    """AFFINITY_INFO of the guest's own vcpu named by its MPIDR_EL1, RES1 bit 31 set: ON where
+    KVM masks the bit away (5.10, as real 5.10 answered), INVALID_PARAMETERS from 5.15. Real
+    guests have made this mistake; after the move their CPU_ON fails, which no register can
+    prevent, and the advice says what to do instead."""
+    report = run("5.10.y:mitigated", "6.1.y:mitigated")
+    assert "AFFINITY_INFO(0x80000000): 0 -> -2" in report.changes
+    assert any(
+        a.startswith("AFFINITY_INFO(0x80000000): 0 -> -2: KVM refuses a PSCI target")
+        and "since 5.15" in a
+        and "the guest must mask its MPIDR" in a
+        for a in report.advice
+    )
+    assert "AFFINITY_INFO(0x80000000)" not in " ".join(
+        run("6.1.y:mitigated", "7.2:mitigated").changes
+    )
+    assert witnesses(SPEC, "AFFINITY_INFO(0x80000000)") == {"affinity-info(0x80000000)"}
+
+
+def test_a_psci_0_1_guest_has_no_affinity_info_to_change() -> None:
+    before = migration.guest_view(SPEC, resolve_profile(SPEC, "5.10", "mitigated"), (), {})
+    after = migration.guest_view(SPEC, resolve_profile(SPEC, "6.1", "mitigated"), (), {})
+    assert before["AFFINITY_INFO(0x80000000)"] == after["AFFINITY_INFO(0x80000000)"] == -1

@@ -24,6 +24,7 @@ from kvm_fwspec.conformance.analyses.fleet import (
     values_for,
 )
 from kvm_fwspec.conformance.analyses.fleet_hosts import host_of
+from kvm_fwspec.conformance.analyses.migration import AFFINITY_KEY, MPIDR_RES1
 from kvm_fwspec.spec.model import Spec
 
 FORMAT = "kvm-fwspec-fleet-proof/1"
@@ -32,6 +33,9 @@ CONFIGURATIONS = ("defaults", "baseline")
 # the guest's own evidence of the kvm-* services. PTP (the host's clock) and the TRNG's random
 # words answer differently on every call, so are never made.
 VENDOR_DISCOVERY = ("vendor-hyp-kvm-features",)
+# The guest call that witnesses migrate-check's AFFINITY_KEY: AFFINITY_INFO of its own vcpu,
+# named by its whole MPIDR_EL1.
+OWN_AFFINITY = f"affinity-info({MPIDR_RES1:#x})"
 
 
 def configuration(pool: Pool, baseline: Baseline | None, kind: str) -> list[tuple[int, int]]:
@@ -313,6 +317,8 @@ def witnesses(spec: Spec, key: str) -> set[str]:
     called = re.fullmatch(r"CALL\((.+)\)", key)
     if called is not None:
         return {called[1]}
+    if key == AFFINITY_KEY:
+        return {OWN_AFFINITY}
     return {f"smccc-arch-features({key})"}
 
 

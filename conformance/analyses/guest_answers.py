@@ -52,9 +52,12 @@ def reference_answers(
         r.name: {v.value: v.name for v in r.values} for r in spec.registers if r.kind == "level"
     }
     host = {name: names[name][value] for name, value in fingerprint["host-levels"].items()}
-    kvm = ReferenceKvm(str(kernel.release), host, fingerprint["arch"], stable=kernel.stable)
-    if tables is not None:
-        kvm.tables = tables
+    release, arch = str(kernel.release), fingerprint["arch"]
+    kvm = (
+        ReferenceKvm(release, host, arch, stable=kernel.stable)
+        if tables is None
+        else ReferenceKvm(release, host, arch, tables=tables, stable=kernel.stable)
+    )  # the tables are read whole at construction
     steps = set_steps((c["reg"], c["value"]) for c in save["created"]) + call_steps(calls)
     observed = execute(kvm, {"vcpus": 1, "features": ["psci-0.2"], "steps": steps})
     return observed[len(save["created"]) :]

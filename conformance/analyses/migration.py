@@ -22,6 +22,7 @@ from kvm_fwspec.conformance.analyses.dump import parse_psci_value
 from kvm_fwspec.conformance.analyses.dump_file import read_dump
 from kvm_fwspec.conformance.analyses.migration_filter import VmmRange, recreate, routed
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Oracle
+from kvm_fwspec.conformance.power_oracle import PowerCall, PowerOracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Register, Spec
@@ -359,7 +360,12 @@ def _stored_of(spec: Spec, side: Side) -> dict[str, int]:
 
 
 UNDEFINED = "not recorded by the spec"
-SMCCC_ANSWERS = ("ARCH_FEATURES(", "CALL(")  # the view's keys of SMCCC calls' own answers
+# MPIDR_EL1's RES1 bit, which a guest reads set in its own MPIDR_EL1 and which lies outside
+# MPIDR_HWID_BITMASK: the target of AFFINITY_INFO in the guest view.
+MPIDR_RES1 = 1 << 31
+AFFINITY_KEY = f"AFFINITY_INFO({MPIDR_RES1:#x})"
+# The view's keys of the calls' own answers, beside PSCI_VERSION, PSCI_FEATURES and services.
+SMCCC_ANSWERS = ("ARCH_FEATURES(", "CALL(", AFFINITY_KEY)
 
 
 def guest_view(
@@ -374,7 +380,9 @@ def guest_view(
     workarounds at the host's `levels`, by default its profile's), and the answer of each call
     that returns a fixed value or the VM's own register (SMCCC_VERSION, TRNG_VERSION,
     KVM_FEATURES). An answer the spec leaves open is UNDEFINED, which differs from any
-    answer: a restore is not called safe on what the spec does not know."""
+    answer: a restore is not called safe on what the spec does not know. AFFINITY_INFO of the
+    guest's vcpu 0 named by its whole MPIDR_EL1, the RES1 bit 31 set (AFFINITY_KEY), shows
+    whether KVM masks a PSCI target's reserved bits or refuses them."""
     oracle = Oracle(spec, profile)
     if levels is None:
         levels = {name: value.value for name, value in profile.host.levels.items()}
@@ -386,6 +394,8 @@ def guest_view(
     for function in spec.psci_functions:
         fid = next(iter(function.ids.values()))
         view[f"PSCI_FEATURES({function.name})"] = oracle.psci_features(fid, version)
+    if profile.arch == "arm64":  # the MPIDR layout the power tables name vcpus by
+        view[AFFINITY_KEY] = _own_affinity(spec, profile, oracle, version)
     for service in spec.services:
         if service.name == "arch":
             continue
@@ -394,6 +404,18 @@ def guest_view(
         )
     view.update(_smccc_answers(spec, profile, oracle, stored, levels))
     return view
+
+
+def _own_affinity(spec: Spec, profile: Profile, oracle: Oracle, version: int) -> int:
+    """What AFFINITY_INFO(MPIDR_RES1 | vcpu 0's affinity, level 0) answers vcpu 0 itself."""
+    function = next(f for f in spec.psci_functions if f.name == "affinity-info")
+    if not oracle.psci_handled(function, version):
+        return NOT_SUPPORTED
+    power = PowerOracle(spec, profile)
+    target = MPIDR_RES1 | spec.vcpu_power.mpidr_affinity(0)
+    rule = power.call(power.initial(1, ()), 0, PowerCall("affinity-info", (target, 0), smc32=True))
+    assert rule.x0 is not None  # every affinity-info rule answers in x0
+    return rule.x0
 
 
 def _smccc_answers(
@@ -542,7 +564,20 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             "register setting keeps them; migrate between hosts that report the same levels "
             "(the workaround registers' values)"
         )
-    if len(from_host) + len(unknown) < len(report.changes):
+    masked = [c for c in report.changes if c.startswith(AFFINITY_KEY)]
+    if masked:
+        check = next(
+            r
+            for r in spec.vcpu_power.rules
+            if r.id == "psci-power/affinity-info/reserved-affinity-bits"
+        )
+        advice.append(
+            f"{'; '.join(masked)}: KVM refuses a PSCI target with bits outside MPIDR_HWID_BITMASK "
+            f"since {check.lifetime.since} ({check.id}), so a guest that passes its MPIDR_EL1 whole "
+            "(RES1 bit 31 set) to CPU_ON or AFFINITY_INFO works on one side only; no register "
+            "setting changes that: the guest must mask its MPIDR to the affinity fields"
+        )
+    if len(from_host) + len(unknown) + len(masked) < len(report.changes):
         advice.append(
             "the restore succeeds but the guest's firmware changes; save and restore every register the "
             "target lists, and clear new services in the target's bitmaps before the guest runs"

@@ -39,6 +39,7 @@ from kvm_fwspec.conformance.analyses import fingerprint as fingerprints
 from kvm_fwspec.conformance.analyses.fleet_evidence import (
     CONFIGURATIONS,
     FORMAT,
+    OWN_AFFINITY,
     VENDOR_DISCOVERY,
     baseline_document,
     compare,
@@ -52,6 +53,7 @@ from kvm_fwspec.conformance.analyses.guest_answers import (
     check_guest_answers,
     set_steps,
 )
+from kvm_fwspec.conformance.analyses.migration import MPIDR_RES1
 from kvm_fwspec.conformance.lab.kernels import kernel_lines
 from kvm_fwspec.conformance.lab.qemu import Guest, GuestError
 from kvm_fwspec.conformance.lab.qemu_adapter import QemuAdapter, default_cache, prepare
@@ -76,8 +78,9 @@ def guest_calls(spec: Spec) -> list[dict[str, Any]]:
     """What the guest asks its firmware, each answer fixed for a given VM: PSCI_VERSION,
     PSCI_FEATURES of every function id the spec names (what migrate-check's guest view holds),
     SMCCC_VERSION, SMCCC_ARCH_FEATURES of every SMCCC function (the workaround levels, PV
-    time), each service's version call, the vendor discovery calls, and the calls that answer
-    in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four."""
+    time), each service's version call, the vendor discovery calls, the calls that answer
+    in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four, and AFFINITY_INFO of the
+    guest's own vcpu named by its whole MPIDR_EL1 (migrate-check's AFFINITY_KEY)."""
     psci = {f.name: f.ids["smc32"] for f in spec.psci_functions if "smc32" in f.ids}
     smccc = {f.name: f.function_id for f in spec.smccc_functions}
     queried = sorted(
@@ -104,6 +107,8 @@ def guest_calls(spec: Spec) -> list[dict[str, Any]]:
         for f in spec.smccc_functions
         if f.service.name != "arch" and (f.returns is not None or f.name in VENDOR_DISCOVERY)
     ]
+    target = MPIDR_RES1 | spec.vcpu_power.mpidr_affinity(0)
+    calls.append({"name": OWN_AFFINITY, "function": psci["affinity-info"], "args": [target, 0]})
     return calls
 
 
