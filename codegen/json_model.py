@@ -151,7 +151,13 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             for f in spec.vcpu_features
         ],
         "capabilities": [
-            {"name": c.name, "c-name": c.c_name, "value": c.value, **_lifetime(c.lifetime)}
+            {
+                "name": c.name,
+                "c-name": c.c_name,
+                "value": c.value,
+                **_lifetime(c.lifetime),
+                "vm-enable": c.vm_enable,
+            }
             for c in spec.capabilities
         ],
         "state": [{"name": s.name, "doc": s.doc, "type": s.type} for s in spec.state],

@@ -15,6 +15,7 @@ REQUIRES_PSCI_01 = "psci-0.1-vcpus"
 REQUIRES_FILTER = "smccc-filter"  # programs with smccc-filter and has-attr steps
 REQUIRES_RESULTS = "call-results"  # calls whose answer is read in x0 to x3
 REQUIRES_POWER = "vcpu-power"  # powered-off vcpus, mp-state steps, calls that stop a vcpu
+REQUIRES_ENABLE_CAP = "enable-cap"  # programs with the VM step enable-cap
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvm_fwspec.conformance.case import (
+    REQUIRES_ENABLE_CAP,
     REQUIRES_FILTER,
     REQUIRES_GUEST,
     REQUIRES_POWER,
@@ -24,10 +25,19 @@ from kvm_fwspec.conformance.case import (
 from kvm_fwspec.conformance.filter_oracle import FilterOracle, VmFilter
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracle
 from kvm_fwspec.conformance.power_cases import power_cases
+from kvm_fwspec.conformance.power_oracle import PowerOracle
 from kvm_fwspec.conformance.profile import Profile
-from kvm_fwspec.spec.model import FilterRule, PsciFunction, Register, SmcccFunction, Spec
+from kvm_fwspec.spec.model import (
+    Capability,
+    FilterRule,
+    PsciFunction,
+    Register,
+    SmcccFunction,
+    Spec,
+)
 
 __all__ = [
+    "REQUIRES_ENABLE_CAP",
     "REQUIRES_FILTER",
     "REQUIRES_GUEST",
     "REQUIRES_POWER",
@@ -155,6 +165,17 @@ class _Simulation:
         )
         self.expected.append({"errno": rule.errno.name} if rule.errno else {"ok": True})
         return rule
+
+    def enable_cap(self, capability: Capability, profile: Profile) -> bool:
+        """KVM_ENABLE_CAP of `capability` on the VM: whether this release turns it on."""
+        enabled = capability.vm_enable and profile.has(capability.lifetime)
+        self.steps.append({"op": "enable-cap", "cap": capability.value})
+        self.expected.append({"ok": True} if enabled else {"errno": "EINVAL"})
+        return enabled
+
+    def mp_state(self, vcpu: int, state: str) -> None:
+        self.steps.append({"op": "mp-state", "vcpu": vcpu})
+        self.expected.append({"mp-state": state})
 
     def has_attr(self, group: int, attr: int) -> FilterRule:
         assert self.filters is not None
@@ -413,6 +434,8 @@ class CaseBuilder:
                         (REQUIRES_GUEST,),
                     )
                     yield from self._psci_exit_cases(scenario, psci)
+            if psci is not None and self.profile.arch == "arm64" and scenario == SCENARIOS[0]:
+                yield from self._capability_call_cases(scenario, psci)
             for register in self.oracle.registers:
                 if register.kind != "level" or register.arch_features_since is None:
                     continue
@@ -603,6 +626,42 @@ class CaseBuilder:
                     f"{dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}-{index}",
                     decision,
                     (REQUIRES_GUEST,),
+                )
+
+    def _capability_call_cases(self, scenario: Scenario, psci: Register) -> Iterator[Case]:
+        """Each PSCI call KVM answers only on a VM with a capability enabled (SYSTEM_SUSPEND,
+        with KVM_CAP_ARM_SYSTEM_SUSPEND), on a VM without it and on one that asked for it:
+        PSCI_FEATURES of the call, the call by argument, and what its exit leaves of the VM's
+        two vcpus (KVM_GET_MP_STATE). Before the capability's release the asking is EINVAL."""
+        power = PowerOracle(self.spec, self.profile)
+        features = self._psci_function("psci-features").ids["smc32"]
+        for function in self.spec.psci_functions:
+            kvm = function.kvm
+            if kvm is None or kvm.needs_capability is None:
+                continue
+            for variant, ask in (("not-enabled", False), ("enabled", True)):
+                sim = _Simulation(self.oracle, scenario)
+                decision = sim.get(self.reg_id(psci))
+                if decision is None or decision.value is None:
+                    return
+                on = ask and sim.enable_cap(kvm.needs_capability, self.profile)
+                enabled = frozenset({kvm.needs_capability.name} if on else ())
+                fid = function.ids["smc32"]
+                sim.call(features, self.oracle.psci_features(fid, decision.value, enabled), (fid,))
+                states = power.initial(2, ())
+                for call in kvm.calls:
+                    if not self.oracle.psci_handled(function, decision.value, enabled):
+                        sim.call(fid, NOT_SUPPORTED, call.args)
+                        continue
+                    assert call.exit is not None  # such calls exit to the VMM that asked
+                    sim.call(fid, {"exit": call.exit.name}, call.args)
+                    power.system_event(states, 1, call.exit.name)
+                sim.mp_state(1, states.states[1])
+                sim.mp_state(0, states.states[0])
+                yield sim.case(
+                    f"{dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}-{variant}",
+                    decision,
+                    (REQUIRES_GUEST, REQUIRES_POWER) + ((REQUIRES_ENABLE_CAP,) if ask else ()),
                 )
 
     def _four_register_cases(self, scenario: Scenario) -> Iterator[Case]:

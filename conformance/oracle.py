@@ -102,27 +102,30 @@ class Oracle:
                 )
         return values
 
-    def psci_handled(self, function: PsciFunction, version: int) -> bool:
-        """Whether KVM of this profile answers `function` for a guest at PSCI `version`."""
+    def psci_handled(
+        self, function: PsciFunction, version: int, enabled: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether KVM of this profile answers `function` for a guest at PSCI `version`, on a
+        VM with the capabilities `enabled` (KVM_ENABLE_CAP) that the function may need."""
         kvm = function.kvm
         return (
             kvm is not None
-            and kvm.needs_capability is None
+            and (kvm.needs_capability is None or kvm.needs_capability.name in enabled)
             and version >= kvm.from_version.encoded
             and self.profile.has(kvm.lifetime)
         )
 
-    def psci_features(self, fid: int, version: int) -> int:
-        """What the guest's PSCI_FEATURES(fid) returns at PSCI `version`."""
+    def psci_features(self, fid: int, version: int, enabled: frozenset[str] = frozenset()) -> int:
+        """What the guest's PSCI_FEATURES(fid) returns at PSCI `version` (on a VM with the
+        capabilities `enabled`)."""
         functions = self.spec.psci_functions
         if not self.psci_handled(next(f for f in functions if f.name == "psci-features"), version):
             return NOT_SUPPORTED
         for function in functions:
             if fid in function.ids.values():
                 kvm = function.kvm
-                return (
-                    kvm.features if kvm and self.psci_handled(function, version) else NOT_SUPPORTED
-                )
+                handled = kvm and self.psci_handled(function, version, enabled)
+                return kvm.features if kvm and handled else NOT_SUPPORTED
         smccc = next(f for f in self.spec.smccc_functions if f.function_id == fid)
         return smccc.psci_features if smccc.psci_features is not None else NOT_SUPPORTED
 

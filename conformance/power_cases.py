@@ -70,7 +70,7 @@ class _Program:
         """A call that exits with a system event, `outcome`, from psci.yaml's call table."""
         self.steps.append({"op": "call", "vcpu": vcpu, "function": function_id, "args": []})
         self.expected.append(outcome)
-        return self.oracle.system_event(self.vm)
+        return self.oracle.system_event(self.vm, vcpu, outcome["exit"])
 
     def _stopped(self, rule: PowerRule) -> dict[str, Any] | None:
         if rule.caller is not None and rule.caller.name == STOPPED:

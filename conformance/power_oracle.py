@@ -47,6 +47,7 @@ class PowerOracle:
 
     def __init__(self, spec: Spec, profile: Profile) -> None:
         self.power: VcpuPower = spec.vcpu_power
+        self.events = {e.name: e.value for e in spec.system_events}
         self.profile = profile
         self.runnable = spec.vcpu_power.table("run")[-1].caller  # what a vcpu that is on is in
 
@@ -98,6 +99,12 @@ class PowerOracle:
             "matching-on": sum(matching),
         }
 
+    def system_event_names(self, event: str) -> dict[str, rl.Value]:
+        """Exactly the names spec/power_names.py gives `system-event` rules."""
+        names: dict[str, rl.Value] = {"event.type": self.events[event]}
+        names.update({f"system-event.{name}": value for name, value in self.events.items()})
+        return names
+
     def run(self, vm: VcpuStates, vcpu: int) -> PowerRule:
         return self.decide("run", self.run_names(vm, vcpu))
 
@@ -120,8 +127,11 @@ class PowerOracle:
             vm.states[vcpu] = rule.caller.name
         return rule
 
-    def system_event(self, vm: VcpuStates) -> PowerRule:
-        rule = self.decide("system-event", {})
+    def system_event(self, vm: VcpuStates, vcpu: int, event: str) -> PowerRule:
+        """The rule for a call by `vcpu` that exits with `event`; its states are applied."""
+        rule = self.decide("system-event", self.system_event_names(event))
         if rule.every_vcpu is not None:
             vm.states[:] = [rule.every_vcpu.name] * len(vm.states)
+        if rule.caller is not None:
+            vm.states[vcpu] = rule.caller.name
         return rule

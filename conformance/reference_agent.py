@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvm_fwspec.conformance.cases import (
+    REQUIRES_ENABLE_CAP,
     REQUIRES_FILTER,
     REQUIRES_GUEST,
     REQUIRES_POWER,
@@ -48,6 +49,7 @@ def reference_served(options: Mapping[str, str]) -> Served:
             REQUIRES_FILTER,
             REQUIRES_RESULTS,
             REQUIRES_POWER,
+            REQUIRES_ENABLE_CAP,
         ],
         "cpu": None,  # the reference runs on no CPU: a fingerprint records none
     }

@@ -219,6 +219,7 @@ class ReferenceVm:
     # The ranges the VM's SMCCC filter holds: empty until one is accepted, and then with the
     # reserved architecture ranges too.
     filter_ranges: list[FilterRange] = field(default_factory=list)
+    enabled: set[str] = field(default_factory=set)  # capabilities KVM_ENABLE_CAP turned on
 
     def __post_init__(self) -> None:
         for register in self.kvm.registers:
@@ -238,6 +239,41 @@ class ReferenceVm:
     def vcpus_on(self) -> dict[int, bool]:
         """Each vcpu's MPIDR affinity, and whether it is on: what PSCI addresses."""
         return {self.kvm.mpidr.affinity(v.index): v.mp_state_name != "stopped" for v in self.vcpus}
+
+    def enable_capability(self, cap: int) -> str | None:
+        """KVM_ENABLE_CAP on the VM: None once the capability is on, EINVAL for one this
+        release cannot enable on a VM (or does not know)."""
+        kvm = self.kvm
+        found = next(
+            (
+                c
+                for c in kvm.tables["capabilities"]
+                if c["value"] == cap and c["vm-enable"] and kvm.covers(c)
+            ),
+            None,
+        )
+        if found is None:
+            return "EINVAL"
+        self.enabled.add(str(found["name"]))
+        return None
+
+    def system_event_names(self, event: str) -> dict[str, Value]:
+        """A value for each name a `system-event` power rule may use, for `event`: exactly
+        those spec/power_names.py declares (tests/test_rule_names.py checks)."""
+        events = self.kvm.tables["kvm-interface"]["system-events"]
+        values = {str(e["name"]): int(e["value"]) for e in events}
+        names: dict[str, Value] = {"event.type": values[event]}
+        names.update({f"system-event.{name}": value for name, value in values.items()})
+        return names
+
+    def system_event(self, event: str, caller: ReferenceVcpu) -> None:
+        """What the power tables make of the vcpus when `caller`'s call exits with `event`."""
+        result = self.kvm.decide_power("system-event", self.system_event_names(event))["result"]
+        if result["every-vcpu"] is not None:
+            for vcpu in self.vcpus:
+                vcpu.mp_state_name = str(result["every-vcpu"])
+        if result["caller"] is not None:
+            caller.mp_state_name = str(result["caller"])
 
     # -- the SMCCC filter ------------------------------------------------------------------
 
@@ -481,9 +517,7 @@ class ReferenceVcpu:
             )
         outcome = self._guest_call(function_id, args, answer)
         if "exit" in outcome:  # a system event: the power tables say what becomes of every vcpu
-            every = self.vm.kvm.decide_power("system-event", {})["result"]["every-vcpu"]
-            for vcpu in self.vm.vcpus if every else ():
-                vcpu.mp_state_name = str(every)
+            self.vm.system_event(str(outcome["exit"]), self)
         return outcome
 
     def _guest_call(self, function_id: int, args: list[int], answer: int) -> dict[str, Any]:
@@ -558,7 +592,8 @@ class ReferenceVcpu:
 
     def _handled(self, function: Mapping[str, Any], version: int) -> bool:
         kvm_side = function["kvm"]
-        if kvm_side is None or kvm_side["needs-capability"] is not None:
+        needs = None if kvm_side is None else kvm_side["needs-capability"]
+        if kvm_side is None or (needs is not None and needs not in self.vm.enabled):
             return False
         from_version = next(
             v["encoded"]

@@ -2,9 +2,9 @@
 # Regenerate with: kvm-fwspec generate
 # source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-# source: spec/api.yaml sha256:f43a06f812ab433460653443fc86f2bbfeb09880342bbda55f8730262f56c70f
+# source: spec/api.yaml sha256:024754208519de8f31acaf252235321d697a01deaf1fb7f6535b0157694a3053
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
-# source: spec/psci.yaml sha256:668aa3f39091e4c5b44f1b7a6793ccf80005b416c0c388bb0ce59359e16e35cd
+# source: spec/psci.yaml sha256:ed240006839a8dbfa3d3cc3efc60fa7e85bdde9d75c66a38b9b3a567faa3dab3
 # source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
 # source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
@@ -413,28 +413,41 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                     'since': '5.2',
                     'capability': 'arm-ptrauth-generic',
                     'finalize': False}],
- 'capabilities': [{'name': 'arm-psci', 'c-name': 'KVM_CAP_ARM_PSCI', 'value': 87, 'since': '4.16'},
+ 'capabilities': [{'name': 'arm-psci',
+                   'c-name': 'KVM_CAP_ARM_PSCI',
+                   'value': 87,
+                   'since': '4.16',
+                   'vm-enable': False},
                   {'name': 'arm-psci-0.2',
                    'c-name': 'KVM_CAP_ARM_PSCI_0_2',
                    'value': 102,
-                   'since': '4.16'},
+                   'since': '4.16',
+                   'vm-enable': False},
                   {'name': 'arm-pmu-v3',
                    'c-name': 'KVM_CAP_ARM_PMU_V3',
                    'value': 126,
-                   'since': '4.16'},
-                  {'name': 'arm-sve', 'c-name': 'KVM_CAP_ARM_SVE', 'value': 170, 'since': '5.2'},
+                   'since': '4.16',
+                   'vm-enable': False},
+                  {'name': 'arm-sve',
+                   'c-name': 'KVM_CAP_ARM_SVE',
+                   'value': 170,
+                   'since': '5.2',
+                   'vm-enable': False},
                   {'name': 'arm-ptrauth-address',
                    'c-name': 'KVM_CAP_ARM_PTRAUTH_ADDRESS',
                    'value': 171,
-                   'since': '5.2'},
+                   'since': '5.2',
+                   'vm-enable': False},
                   {'name': 'arm-ptrauth-generic',
                    'c-name': 'KVM_CAP_ARM_PTRAUTH_GENERIC',
                    'value': 172,
-                   'since': '5.2'},
+                   'since': '5.2',
+                   'vm-enable': False},
                   {'name': 'arm-system-suspend',
                    'c-name': 'KVM_CAP_ARM_SYSTEM_SUSPEND',
                    'value': 216,
-                   'since': '5.19'}],
+                   'since': '5.19',
+                   'vm-enable': True}],
  'state': [{'name': 'vcpu.initialized',
             'doc': 'KVM_ARM_VCPU_INIT has succeeded on the vcpu the ioctl is made on.',
             'type': 'bool'},
@@ -1057,12 +1070,21 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                      'smc64': 'PSCI_1_0_FN64_SYSTEM_SUSPEND'},
                          'header-since': None,
                          'header-errata': [],
-                         'source': None,
+                         'source': {'file': 'arch/arm64/kvm/psci.c',
+                                    'note': 'kvm_psci_1_x_call: SYSTEM_SUSPEND is '
+                                            'kvm_psci_system_suspend if '
+                                            'KVM_ARCH_FLAG_SYSTEM_SUSPEND_ENABLED, else '
+                                            'NOT_SUPPORTED; PSCI_FEATURES answers 0 only with the '
+                                            'flag.',
+                                    'confirmed-on': []},
                          'kvm': {'from': '1.0',
                                  'since': '5.19',
                                  'features': 0,
                                  'needs-capability': 'arm-system-suspend',
-                                 'calls': []}},
+                                 'calls': [{'args': [0, 0],
+                                            'x0': None,
+                                            'exit': 'suspend',
+                                            'flags': 0}]}},
                         {'name': 'set-suspend-mode',
                          'number': 15,
                          'psci': '1.0',
@@ -1926,10 +1948,30 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                                        '6.1.192',
                                                        '6.12.118',
                                                        '7.2.13']}},
+                          {'id': 'psci-power/system-event/suspend-leaves-every-vcpu',
+                           'doc': 'A SUSPEND event (SYSTEM_SUSPEND on a VM with '
+                                  'KVM_CAP_ARM_SYSTEM_SUSPEND enabled) is not a shutdown: KVM '
+                                  'leaves every vcpu as it was, the caller runnable, for userspace '
+                                  'to suspend or resume.\n',
+                           'op': 'system-event',
+                           'since': '5.19',
+                           'when': {'text': 'event.type == system-event.suspend',
+                                    'tree': {'op': '==',
+                                             'args': [{'name': 'event.type'},
+                                                      {'name': 'system-event.suspend'}]}},
+                           'result': {'x0': None,
+                                      'caller': 'runnable',
+                                      'target': None,
+                                      'every-vcpu': None},
+                           'source': {'file': 'arch/arm64/kvm/psci.c',
+                                      'note': 'kvm_psci_system_suspend fills in the exit without '
+                                              'kvm_prepare_system_event.',
+                                      'confirmed-on': []}},
                           {'id': 'psci-power/system-event/stops-every-vcpu',
-                           'doc': 'A system event exit (SYSTEM_OFF, SYSTEM_RESET, SYSTEM_RESET2, '
-                                  'SYSTEM_OFF2) stops every vcpu of the VM before KVM_RUN returns, '
-                                  'so none runs again before userspace resets it.\n',
+                           'doc': 'A shutdown or reset event (SYSTEM_OFF, SYSTEM_RESET, '
+                                  'SYSTEM_RESET2, SYSTEM_OFF2) stops every vcpu of the VM before '
+                                  'KVM_RUN returns, so none runs again before userspace resets '
+                                  'it.\n',
                            'op': 'system-event',
                            'since': '4.16',
                            'when': None,
@@ -1979,6 +2021,9 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                               {'name': 'has-device-attr',
                                'c-name': 'KVM_HAS_DEVICE_ATTR',
                                'number': 1075359459},
+                              {'name': 'enable-cap',
+                               'c-name': 'KVM_ENABLE_CAP',
+                               'number': 1080602275},
                               {'name': 'get-mp-state',
                                'c-name': 'KVM_GET_MP_STATE',
                                'number': 2147790488},

@@ -242,6 +242,7 @@ class Capability:
     c_name: str
     value: int
     lifetime: Lifetime
+    vm_enable: bool = False  # KVM_ENABLE_CAP on a VM turns it on
 
 
 @dataclass(frozen=True, kw_only=True)

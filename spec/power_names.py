@@ -78,6 +78,18 @@ POWER_NAMES: tuple[PowerName, ...] = (
         "level from levels on).",
     ),
     PowerName(
+        spelling="event.type",
+        type=Type.INT,
+        ops=("system-event",),
+        doc="The type of the system event the call exits with (run->system_event.type).",
+    ),
+    PowerName(
+        spelling="system-event.EVENT",
+        type=Type.INT,
+        ops=("system-event",),
+        doc="Each system event type's value, by its name in api.yaml (`system-event.suspend`).",
+    ),
+    PowerName(
         spelling="matching-on",
         type=Type.INT,
         ops=("affinity-info",),
@@ -86,10 +98,20 @@ POWER_NAMES: tuple[PowerName, ...] = (
 )
 
 
-def power_names(op: str) -> dict[str, Type]:
-    """Each name a power rule about `op` may use, with its type."""
-    return {name.spelling: name.type for name in POWER_NAMES if op in name.ops}
+def power_names(op: str, events: tuple[str, ...]) -> dict[str, Type]:
+    """Each name a power rule about `op` may use, with its type; `events` are the names of
+    api.yaml's system events, which the EVENT family spells out."""
+    names: dict[str, Type] = {}
+    for name in POWER_NAMES:
+        if op not in name.ops:
+            continue
+        if name.spelling.endswith("EVENT"):
+            prefix = name.spelling.removesuffix("EVENT")
+            names.update({prefix + event: name.type for event in events})
+        else:
+            names[name.spelling] = name.type
+    return names
 
 
-def power_scope(op: str) -> Scope:
-    return Scope(power_names(op), {})
+def power_scope(op: str, events: tuple[str, ...]) -> Scope:
+    return Scope(power_names(op, events), {})

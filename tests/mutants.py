@@ -74,6 +74,11 @@ def _power_result(rule_id: str, **result: Any) -> Callable[[str, str], Reference
     return _edited(lambda t: _power_rule(t, rule_id)["result"].update(result))
 
 
+def _suspend_without_capability(tables: dict[str, Any]) -> None:
+    suspend = next(f for f in tables["psci"]["functions"] if f["name"] == "system-suspend")
+    suspend["kvm"]["needs-capability"] = None
+
+
 HAS_RUN = {"name": "vm.has-run"}
 
 MUTANTS = [
@@ -265,6 +270,22 @@ MUTANTS = [
         "mitigated",
         "psci-power/affinity-info/reserved-affinity-bits",
         _drop_power("psci-power/affinity-info/reserved-affinity-bits"),
+    ),
+    Mutant(
+        "system-suspend-without-its-capability",
+        "SYSTEM_SUSPEND answered on a VM that never enabled KVM_CAP_ARM_SYSTEM_SUSPEND",
+        "6.12",
+        "mitigated",
+        "psci-version/get/default-latest",
+        _edited(_suspend_without_capability),
+    ),
+    Mutant(
+        "system-suspend-stops-every-vcpu",
+        "a SUSPEND event stopping every vcpu, as a shutdown does",
+        "6.12",
+        "mitigated",
+        "psci-version/get/default-latest",
+        _drop_power("psci-power/system-event/suspend-leaves-every-vcpu"),
     ),
     Mutant(
         "system-off-stops-only-its-caller",

@@ -327,7 +327,7 @@ BROKEN_STEPS = {
     "set-without-value": ({"op": "set", "vcpu": 0, "reg": 1}, "a set step needs value"),
     "unknown-op": (
         {"op": "peek", "vcpu": 0},
-        "unknown step op 'peek'; steps are get, set, list, run, mp-state, call, smccc-filter, has-attr",
+        "unknown step op 'peek'; steps are get, set, list, run, mp-state, call, smccc-filter, has-attr, enable-cap",
     ),
     "function-beyond-32-bits": (
         {"op": "call", "vcpu": 0, "function": 0x1FFFFFFFF},

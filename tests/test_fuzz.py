@@ -79,6 +79,8 @@ GUEST_VIEW = {
     "guest-sees-latest-psci",
     "features-ignore-selected-version",
     "disabled-service-still-answers",
+    "system-suspend-without-its-capability",
+    "system-suspend-stops-every-vcpu",
 }
 # Bugs of the SMCCC filter, a VM attribute no register access reaches: the suite's filter
 # cases catch them (tests/test_conformance.py runs every mutant through the suite).

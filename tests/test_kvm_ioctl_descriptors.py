@@ -118,6 +118,16 @@ OWN_NUMBERS: dict[str, int] = {
         next(c.c_name for c in SPEC.capabilities if c.name == name): number
         for name, number in kvm_ioctl.HOST_CAPABILITIES.items()
     },
+    # the power steps: KVM_GET_MP_STATE and its states, the vcpu feature that starts a vcpu
+    # off, KVM_ENABLE_CAP's struct, and the SUSPEND event SYSTEM_SUSPEND exits with
+    "KVM_GET_MP_STATE": abi.Ioctl.KVM_GET_MP_STATE,
+    **{f"KVM_MP_STATE_{state.name}": state.value for state in abi.MpState},
+    "KVM_ARM_VCPU_POWER_OFF": abi.VCPU_FEATURES["power-off"][0],
+    "KVM_ENABLE_CAP": abi.Ioctl.KVM_ENABLE_CAP,
+    "sizeof(struct kvm_enable_cap)": kvm_ioctl.KVM_ENABLE_CAP.size,
+    "__builtin_offsetof(struct kvm_enable_cap, flags)": struct.calcsize("<I"),
+    "__builtin_offsetof(struct kvm_enable_cap, args)": struct.calcsize("<II"),
+    **{f"KVM_SYSTEM_EVENT_{event.name}": event.value for event in abi.SystemEvent},
 }
 
 

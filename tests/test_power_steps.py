@@ -172,3 +172,58 @@ def test_powered_off_vcpus_are_initialised_with_the_power_off_feature() -> None:
     program = {"vcpus": 2, "features": ["psci-0.2"], "powered-off": [1], "steps": []}
     assert execute(Implementation(), program) == []  # type: ignore[arg-type]
     assert asked == [["psci-0.2"], ["psci-0.2", "power-off"]]
+
+
+# -- KVM_ENABLE_CAP on the VM ----------------------------------------------------------------
+
+
+def test_enable_cap_hands_kvm_the_capability_with_flags_and_args_zero(
+    kvm_ioctls: Ioctls,
+) -> None:
+    vm = object.__new__(kvm_ioctl.KvmVm)
+    vm.fd = 9
+    assert vm.enable_capability(216) is None
+
+    def refusing(fd: int, request: int, arg: Any) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    kvm_ioctls.kernel = refusing
+    assert vm.enable_capability(999) == "EINVAL"
+    (fd, request, data, _), _ = kvm_ioctls
+    assert (fd, request) == (9, abi.Ioctl.KVM_ENABLE_CAP)
+    assert len(data) == 104 and data[:4] == struct.pack("<I", 216) and not any(data[4:])
+
+
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        ({"op": "enable-cap", "vcpu": 0, "cap": 216}, "an enable-cap step is made on the VM and names no vcpu"),
+        ({"op": "enable-cap"}, "an enable-cap step needs cap"),
+        ({"op": "enable-cap", "cap": 1 << 32}, "cap 0x100000000 is not a number from 0 to 0xffffffff"),
+    ],
+    ids=["with-a-vcpu", "without-cap", "cap-beyond-u32"],
+)  # fmt: skip
+def test_a_malformed_enable_cap_step_is_its_error(step: dict[str, Any], error: str) -> None:
+    program = {"vcpus": 1, "features": ["psci-0.2"], "steps": [step]}
+    assert execute(ReferenceKvm("6.12", "mitigated"), program) == [{"error": error}]
+
+
+def test_system_suspend_answers_only_on_a_vm_that_enabled_its_capability() -> None:
+    """On the reference of 6.12: NOT_SUPPORTED until KVM_CAP_ARM_SYSTEM_SUSPEND is enabled,
+    then a SUSPEND exit that leaves both vcpus runnable; 5.10 has no such capability."""
+    suspend = {"op": "call", "vcpu": 1, "function": 0x8400000E, "args": [0, 0]}
+    states = [{"op": "mp-state", "vcpu": 0}, {"op": "mp-state", "vcpu": 1}]
+    enable = {"op": "enable-cap", "cap": 216}
+    program = {"vcpus": 2, "features": ["psci-0.2"], "steps": [suspend, enable, suspend, *states]}
+    assert execute(ReferenceKvm("6.12", "mitigated"), program) == [
+        {"x0": -1},
+        {"ok": True},
+        {"exit": "suspend"},
+        {"mp-state": "runnable"},
+        {"mp-state": "runnable"},
+    ]
+    assert execute(ReferenceKvm("5.10", "mitigated"), program)[:3] == [
+        {"x0": -1},
+        {"errno": "EINVAL"},
+        {"x0": -1},
+    ]

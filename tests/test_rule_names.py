@@ -203,11 +203,17 @@ def test_a_forgotten_filter_name_and_a_wrong_type_show() -> None:
 POWER_WORDS = [1, 0, 0]
 
 
+EVENT = SPEC.system_events[0].name  # a system-event rule's names are filled for this one
+EVENTS = tuple(e.name for e in SPEC.system_events)
+
+
 def reference_power_names(op: str) -> dict[str, object]:
     vm = ReferenceKvm(str(SPEC.releases[-1]), HOST.name).create_vm()
     caller, target = vm.create_vcpu(), vm.create_vcpu()
     caller.init(["psci-0.2"])
     target.init(["psci-0.2", SPEC.vcpu_power.off_feature])
+    if op == "system-event":
+        return dict(vm.system_event_names(EVENT))
     return dict(caller.power_names(op, POWER_WORDS))
 
 
@@ -219,14 +225,15 @@ def oracle_power_names(op: str) -> dict[str, object]:
         "run": lambda: oracle.run_names(vm, 0),
         "cpu-on": lambda: oracle.cpu_on_names(vm, call, True),
         "affinity-info": lambda: oracle.affinity_info_names(vm, call),
+        "system-event": lambda: oracle.system_event_names(EVENT),
     }
     return dict(names[op]()) if op in names else {}
 
 
 @pytest.mark.parametrize("op", POWER_OPS)
 def test_the_reference_and_the_oracle_fill_exactly_the_declared_power_names(op: str) -> None:
-    assert mismatch(reference_power_names(op), power_names(op)) == []
-    assert mismatch(oracle_power_names(op), power_names(op)) == []
+    assert mismatch(reference_power_names(op), power_names(op, EVENTS)) == []
+    assert mismatch(oracle_power_names(op), power_names(op, EVENTS)) == []
     assert reference_power_names(op) == oracle_power_names(op)
 
 
@@ -235,7 +242,9 @@ def test_a_forgotten_power_name_and_a_wrong_type_show() -> None:
     AFFINITY_INFO's matching vcpus as a yes or no."""
     filled = reference_power_names("cpu-on")
     del filled["target.on"]
-    assert mismatch(filled, power_names("cpu-on")) == ["missing target.on"]
+    assert mismatch(filled, power_names("cpu-on", EVENTS)) == ["missing target.on"]
     counted = reference_power_names("affinity-info")
     counted["matching-on"] = True
-    assert mismatch(counted, power_names("affinity-info")) == ["matching-on is True, not int"]
+    assert mismatch(counted, power_names("affinity-info", EVENTS)) == [
+        "matching-on is True, not int"
+    ]

@@ -2,9 +2,9 @@
 # Regenerate with: kvm-fwspec generate
 # source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-# source: spec/api.yaml sha256:f43a06f812ab433460653443fc86f2bbfeb09880342bbda55f8730262f56c70f
+# source: spec/api.yaml sha256:024754208519de8f31acaf252235321d697a01deaf1fb7f6535b0157694a3053
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
-# source: spec/psci.yaml sha256:668aa3f39091e4c5b44f1b7a6793ccf80005b416c0c388bb0ce59359e16e35cd
+# source: spec/psci.yaml sha256:ed240006839a8dbfa3d3cc3efc60fa7e85bdde9d75c66a38b9b3a567faa3dab3
 # source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
 # source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
@@ -259,6 +259,7 @@ class Ioctl(IntEnum):
     KVM_ARM_VCPU_FINALIZE = 0x4004aec2
     KVM_SET_DEVICE_ATTR = 0x4018aee1
     KVM_HAS_DEVICE_ATTR = 0x4018aee3
+    KVM_ENABLE_CAP = 0x4068aea3
     KVM_GET_MP_STATE = 0x8004ae98
     KVM_SET_MP_STATE = 0x4004ae99
     KVM_GET_REG_LIST = 0xc008aeb0

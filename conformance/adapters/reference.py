@@ -7,6 +7,7 @@ from typing import Any
 
 from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
 from kvm_fwspec.conformance.cases import (
+    REQUIRES_ENABLE_CAP,
     REQUIRES_FILTER,
     REQUIRES_GUEST,
     REQUIRES_POWER,
@@ -22,7 +23,14 @@ OPTIONS = ("without",)
 
 
 FEATURES = frozenset(
-    {REQUIRES_GUEST, REQUIRES_PSCI_01, REQUIRES_FILTER, REQUIRES_RESULTS, REQUIRES_POWER}
+    {
+        REQUIRES_GUEST,
+        REQUIRES_PSCI_01,
+        REQUIRES_FILTER,
+        REQUIRES_RESULTS,
+        REQUIRES_POWER,
+        REQUIRES_ENABLE_CAP,
+    }
 )
 
 

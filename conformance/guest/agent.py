@@ -290,7 +290,14 @@ def check_kvm_host(device: str, machine: str) -> None:
 # gives them (the suite's REQUIRES_* in kvm_fwspec.conformance.cases; a test ties the two).
 # `smccc-filter` is the agent's: it runs the filter's steps on any kernel, and one before 6.4
 # answers them EINVAL, which is what certifies the filter absent there.
-KVM_FEATURES = ("guest-calls", "psci-0.1-vcpus", "smccc-filter", "call-results", "vcpu-power")
+KVM_FEATURES = (
+    "guest-calls",
+    "psci-0.1-vcpus",
+    "smccc-filter",
+    "call-results",
+    "vcpu-power",
+    "enable-cap",
+)
 
 
 def kvm_served(options: Mapping[str, str]) -> Served:

@@ -60,6 +60,8 @@ REPORTED_CAPABILITIES = (*HOST_CAPABILITIES, *VM_ATTRIBUTES)
 # declares the ioctls that take it, not the struct; tests/test_kvm_ioctl_descriptors.py holds
 # its layout, and every number below taken from the spec, against real uapi headers.
 KVM_DEVICE_ATTR = struct.Struct("<IIQQ")
+# struct kvm_enable_cap: cap, flags, args[4] (left 0) and 64 pad bytes; the same test holds it.
+KVM_ENABLE_CAP = struct.Struct("<II32x64x")
 # Before 6.4 arm64's VM ioctl does not take KVM_HAS_DEVICE_ATTR (EINVAL); from 6.4 a group
 # or attribute it lacks is ENXIO. Either way the VM has no such attribute.
 NO_ATTRIBUTE = (errno.errorcode[errno.EINVAL], errno.errorcode[errno.ENXIO])
@@ -184,6 +186,14 @@ class KvmVm:
     def has_attribute(self, group: int, attribute: int) -> str | None:
         """KVM_HAS_DEVICE_ATTR on the VM: None if it has the attribute, or the errno."""
         return self._device_attr(abi.Ioctl.KVM_HAS_DEVICE_ATTR, group, attribute, 0)
+
+    def enable_capability(self, cap: int) -> str | None:
+        """KVM_ENABLE_CAP on the VM: struct kvm_enable_cap with flags and args 0."""
+        try:
+            fcntl.ioctl(self.fd, abi.Ioctl.KVM_ENABLE_CAP, bytearray(KVM_ENABLE_CAP.pack(cap, 0)))
+        except OSError as exc:
+            return _errno_name(exc)
+        return None
 
     def set_smccc_filter(self, base: int, nr_functions: int, action: int, pad: int) -> str | None:
         """KVM_SET_DEVICE_ATTR of one SMCCC filter range: None, or the errno. KVM copies the

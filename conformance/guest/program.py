@@ -50,6 +50,10 @@ class Vm(Protocol):
         """KVM_HAS_DEVICE_ATTR on the VM: None if it has the attribute, or the errno."""
         ...
 
+    def enable_capability(self, cap: int) -> str | None:
+        """KVM_ENABLE_CAP on the VM (flags and args 0): None, or the errno."""
+        ...
+
 
 class Implementation(Protocol):
     """What an implementation offers the executor: fresh VMs."""
@@ -67,8 +71,9 @@ STEP_FIELDS = {
     "call": ("function",),
     "smccc-filter": ("base", "nr-functions", "action", "pad"),
     "has-attr": ("group", "attr"),
+    "enable-cap": ("cap",),
 }
-VM_STEPS = ("smccc-filter", "has-attr")  # made on the VM: they name no vcpu
+VM_STEPS = ("smccc-filter", "has-attr", "enable-cap")  # made on the VM: they name no vcpu
 MAX_ARGS = 3  # a call's arguments go in x1 to x3
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
@@ -82,6 +87,7 @@ STEP_BOUNDS = {
     "group": U32,
     "attr": U64,
     "answer": U64,
+    "cap": U32,
 }
 MAX_RESULTS = 4  # SMCCC returns in x0-x3 (SMC32/HVC32 and SMC64/HVC64 alike)
 POWER_OFF = "power-off"  # the vcpu feature a program's `powered-off` vcpus are initialised with
@@ -98,18 +104,18 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
         raise ProgramError(f"unknown step op {op!r}; steps are {', '.join(STEP_FIELDS)}")
     vcpu = step.get("vcpu")
     if op in VM_STEPS and "vcpu" in step:
-        raise ProgramError(f"a {op} step is made on the VM and names no vcpu")
+        raise ProgramError(f"{_a(op)} {op} step is made on the VM and names no vcpu")
     if op not in VM_STEPS and "vcpu" not in step:
-        raise ProgramError(f"a {op} step needs vcpu, one of 0 to {vcpus - 1}")
+        raise ProgramError(f"{_a(op)} {op} step needs vcpu, one of 0 to {vcpus - 1}")
     if op not in VM_STEPS and (
         not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < vcpus
     ):
         raise ProgramError(
-            f"a {op} step names vcpu {json.dumps(vcpu)}; the program has vcpus 0 to {vcpus - 1}"
+            f"{_a(op)} {op} step names vcpu {json.dumps(vcpu)}; the program has vcpus 0 to {vcpus - 1}"
         )
     missing = [name for name in STEP_FIELDS[op] if name not in step]
     if missing:
-        raise ProgramError(f"a {op} step needs {' and '.join(missing)}")
+        raise ProgramError(f"{_a(op)} {op} step needs {' and '.join(missing)}")
     for name, bound in STEP_BOUNDS.items():
         number = step.get(name, 0)
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= bound:
@@ -122,6 +128,11 @@ def _checked(step: Mapping[str, Any], vcpus: int) -> None:
     results = step.get("results", 1)  # a plain JSON integer in both protocol versions
     if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
         raise ProgramError(f"results {json.dumps(results)} is not a number from 1 to {MAX_RESULTS}")
+
+
+def _a(op: str) -> str:
+    """The article before a step's op in an error: "an enable-cap step", "a get step"."""
+    return "an" if op[0] in "aeiou" else "a"
 
 
 def _shown(value: Any) -> str:
@@ -145,6 +156,8 @@ def _step(vm: Vm, vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
         return _errno_or(errno, {"ok": True})
     if op == "has-attr":
         return _errno_or(vm.has_attribute(step["group"], step["attr"]), {"ok": True})
+    if op == "enable-cap":
+        return _errno_or(vm.enable_capability(step["cap"]), {"ok": True})
     vcpu = vcpus[step["vcpu"]]
     if op == "get":
         errno, value = vcpu.get_one_reg(step["reg"])

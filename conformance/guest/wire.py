@@ -36,6 +36,7 @@ STEP_NUMBERS = (
     "pad",
     "group",
     "attr",
+    "cap",
 )
 STEP_NUMBER_LISTS = ("args",)
 # x1-x3: the rest of a call's answer when its step asks for `results` above 1, read unsigned

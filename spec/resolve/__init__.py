@@ -94,7 +94,7 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     psci_constant_groups = resolve_constant_groups(ctx)
     smccc_functions = resolve_smccc_functions(ctx, smccc_id, services, psci_functions, registers)
     smccc_filter = resolve_smccc_filter(ctx, smccc_id, errnos, exit_reasons, releases)
-    vcpu_power = resolve_vcpu_power(ctx, mp_states, vcpu_features, releases)
+    vcpu_power = resolve_vcpu_power(ctx, mp_states, system_events, vcpu_features, releases)
     ctx.stop_on_problems()
     assert smccc_filter is not None  # its only None comes with a problem, and stopped above
 

@@ -42,6 +42,7 @@ def resolve_capabilities(ctx: Context) -> tuple[Capability, ...]:
             c_name=r["c-name"],
             value=r["value"],
             lifetime=ctx.lifetime("api", ("capabilities", i), r),
+            vm_enable=r.get("vm-enable", False),
         )
         for i, r in enumerate(ctx.data("api")["capabilities"])
     )

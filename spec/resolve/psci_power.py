@@ -31,6 +31,7 @@ STATE_KEYS = ("caller", "target", "every-vcpu")
 def resolve_vcpu_power(
     ctx: Context,
     mp_states: tuple[Constant, ...],
+    events: tuple[Constant, ...],
     features: tuple[VcpuFeature, ...],
     releases: tuple[Release, ...],
 ) -> VcpuPower:
@@ -55,7 +56,7 @@ def resolve_vcpu_power(
     _check_affinity(ctx, affinity, mpidr["hwid-mask"])
     parent = Lifetime(releases[0])
     rules = tuple(
-        _rule(ctx, (*PATH, "rules", i), r, parent, mp_states, section_source)
+        _rule(ctx, (*PATH, "rules", i), r, parent, mp_states, events, section_source)
         for i, r in enumerate(raw["rules"])
     )
     ctx.unique(STEM, (*PATH, "rules"), raw["rules"], "id", "rule id")
@@ -99,6 +100,7 @@ def _rule(
     raw: Raw,
     parent: Lifetime,
     mp_states: tuple[Constant, ...],
+    events: tuple[Constant, ...],
     section_source: Source,
 ) -> PowerRule:
     op = raw["op"]
@@ -112,7 +114,9 @@ def _rule(
     when = None
     if "when" in raw:
         try:
-            when = rl.check(raw["when"], power_scope(op), rl.Type.BOOL)
+            when = rl.check(
+                raw["when"], power_scope(op, tuple(e.name for e in events)), rl.Type.BOOL
+            )
         except rl.ExpressionError as exc:
             ctx.error(STEM, (*path, "when"), str(exc))
     return PowerRule(

@@ -186,6 +186,7 @@ const STEP_NUMBERS = [
   "pad",
   "group",
   "attr",
+  "cap",
 ];
 // The fields of an outcome that carry unsigned 64-bit numbers (x0 is signed, ids a list;
 // x1-x3 are the rest of a call's answer when its step asks for "results" above 1). A step's
