@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvm_fwspec.spec import rule_language as rl
-from kvm_fwspec.spec.model import Constant, Field, Lifetime, Source, Spec
+from kvm_fwspec.spec.model import AnyBits, Constant, Field, Lifetime, Source, Spec
 
 
 def _lifetime(lifetime: Lifetime) -> dict[str, Any]:
@@ -291,6 +291,16 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "arch-features": f.arch_features,
                     "returns-register": f.returns_register,
                     "answers": list(f.answers) if f.answers is not None else None,
+                    "calls": [
+                        {
+                            "args": list(c.args),
+                            "answers": [
+                                {"bits": a.bits} if isinstance(a, AnyBits) else a for a in c.answers
+                            ],
+                            **_lifetime(c.lifetime),
+                        }
+                        for c in f.calls
+                    ],
                 }
                 for f in spec.smccc_functions
             ],

@@ -14,6 +14,7 @@ from html import escape
 from kvm_fwspec.spec.filter_names import FILTER_NAMES, FILTER_OPS, FilterName
 from kvm_fwspec.spec.model import (
     AffinityField,
+    AnyBits,
     Constant,
     Field,
     FilterRule,
@@ -24,6 +25,7 @@ from kvm_fwspec.spec.model import (
     Release,
     Rule,
     Service,
+    SmcccCall,
     SmcccFunction,
     Spec,
 )
@@ -230,6 +232,16 @@ def _status(value: int) -> str:
     return f"``{value}``"
 
 
+def _call_row(call: SmcccCall) -> str:
+    """`x1=33: x0..x3 = 0, 0, any 1-bit, any 32-bit`: a call's row, shapes in words."""
+    args = ", ".join(f"x{i + 1}={a}" for i, a in enumerate(call.args))
+    words = ", ".join(
+        f"any {w.bits}-bit" if isinstance(w, AnyBits) else (str(w) if i == 0 else f"{w:#x}")
+        for i, w in enumerate(call.answers)
+    )
+    return f"{args}: x0..x3 = {words}"
+
+
 def function_answers(spec: Spec, function: SmcccFunction) -> FunctionAnswers:
     """The answers the spec gives for `function`, never a value it does not state: an absent
     `returns` is not fixed; an absent arch-features or psci-features is NOT_SUPPORTED, as
@@ -244,6 +256,8 @@ def function_answers(spec: Spec, function: SmcccFunction) -> FunctionAnswers:
             call += f"; {_x0(function.returns)} before"
     elif function.returns is not None:
         call = _x0(function.returns)
+    elif function.calls:
+        call = "by argument: " + "; ".join(_call_row(c) for c in function.calls)
     level = registers.get(function.name)
     if level is not None and level.kind == "level":
         answers = "; ".join(

@@ -28,6 +28,7 @@ from kvm_fwspec.conformance.power_cases import power_cases
 from kvm_fwspec.conformance.power_oracle import PowerOracle
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.model import (
+    AnyBits,
     Capability,
     FilterRule,
     PsciFunction,
@@ -436,6 +437,7 @@ class CaseBuilder:
                     yield from self._psci_exit_cases(scenario, psci)
             if psci is not None and self.profile.arch == "arm64" and scenario == SCENARIOS[0]:
                 yield from self._capability_call_cases(scenario, psci)
+                yield from self._by_argument_cases(scenario, psci)
             for register in self.oracle.registers:
                 if register.kind != "level" or register.arch_features_since is None:
                     continue
@@ -664,6 +666,55 @@ class CaseBuilder:
                     (REQUIRES_GUEST, REQUIRES_POWER) + ((REQUIRES_ENABLE_CAP,) if ask else ()),
                 )
 
+    def _by_argument_cases(self, scenario: Scenario, psci: Register) -> Iterator[Case]:
+        """The SMCCC calls the spec answers by argument, some by shape (TRNG_RND32/64's
+        entropy, PTP's clock), each row asked for x0 to x3 on a VM with every bitmap at its
+        default: the row's answer where the call's service is offered, the zeros of a
+        refusal where it is not (a release without the call, or no bit offering it). Each
+        case starts by reading the bitmap that gates the call's service, whose default
+        decides it, or PSCI_VERSION in a release before the bitmaps."""
+        for function in self.spec.smccc_functions:
+            if not function.calls:
+                continue
+            gate = next(
+                (
+                    register
+                    for register in self.oracle.registers
+                    for bit in register.bits
+                    if bit.service == function.service and self.profile.has(bit.lifetime)
+                ),
+                psci,
+            )
+            sim = _Simulation(self.oracle, scenario)
+            decision = sim.get(self.reg_id(gate))
+            if decision is None:
+                continue
+            offered = self._offered(function, sim.stored)
+            for call in function.calls:
+                words = (
+                    call.answers
+                    if offered and self.profile.has(call.lifetime)
+                    else self.spec.smccc_not_supported
+                )
+                expected = {f"x{i}": _expected_word(word, i) for i, word in enumerate(words)}
+                sim.call(function.function_id, expected, call.args, results=len(words))
+            yield sim.case(
+                f"{dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}",
+                decision,
+                (REQUIRES_GUEST, REQUIRES_RESULTS),
+            )
+
+    def _offered(self, function: SmcccFunction, stored: dict[str, int]) -> bool:
+        """Whether a VM with `stored` values has `function`'s service: the release has the
+        call, and no bitmap bit of this release gates its service, or the VM's bit is set."""
+        if not self.profile.has(function.lifetime):
+            return False
+        for register in self.oracle.registers:
+            for bit in register.bits:
+                if bit.service == function.service and self.profile.has(bit.lifetime):
+                    return bool(stored.get(register.name, 0) & bit.mask)
+        return True
+
     def _four_register_cases(self, scenario: Scenario) -> Iterator[Case]:
         """The calls that answer in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four,
         in a VM with each bitmap at its default: the spec's answer where the bit that gates
@@ -702,3 +753,10 @@ class CaseBuilder:
 
 def build_cases(spec: Spec, profile: Profile) -> list[Case]:
     return CaseBuilder(spec, profile).build()
+
+
+def _expected_word(word: int | AnyBits, register: int) -> int | dict[str, int]:
+    """A register of an expected answer: x0 signed, x1 to x3 unsigned, or a shape."""
+    if isinstance(word, AnyBits):
+        return {"bits": word.bits}
+    return word if register == 0 else word & U64

@@ -19,6 +19,7 @@ from kvm_fwspec.conformance.verdicts import (
     CaseResult,
     certify_cases,
     describe_outcome,
+    matches,
     program_in_hex,
 )
 from kvm_fwspec.conformance.verify import NotResults, read_results
@@ -75,7 +76,7 @@ def describe_steps(case: Case, result: CaseResult) -> list[str]:
         zip(steps, result.expected, observed, strict=True)
     ):
         operation = " ".join(f"{k}={v}" for k, v in step.items() if k != "op")
-        mark = "  " if seen == expected else "!="
+        mark = "  " if seen is not None and matches(expected, seen) else "!="
         shown = "not run" if seen is None else describe_outcome(seen)
         lines.append(
             f"  {mark} step {index} {step['op']} {operation}: expected {describe_outcome(expected)}, observed {shown}"

@@ -358,6 +358,14 @@ class ReferenceVm:
         raise SpecGap(f"{rule['id']}: the rule gives a call no outcome")
 
 
+def _word(answer: int | Mapping[str, int]) -> int:
+    """A register of the spec's answer: its number, or for a shape ({"bits": N}, entropy or a
+    clock) the largest value of that shape, so that the reference answers deterministically."""
+    if isinstance(answer, Mapping):
+        return (1 << int(answer["bits"])) - 1
+    return int(answer)
+
+
 def _errno_or_ok(rule: Mapping[str, Any]) -> str | None:
     result = rule["result"]
     if result["errno"]:
@@ -585,6 +593,9 @@ class ReferenceVcpu:
             function = next(
                 (f for f in tables["smccc"]["functions"] if f["function-id"] == function_id), None
             )
+            row = self._call_row(function, args) if function is not None else None
+            if row is not None:
+                return {f"x{i}": _word(row["answers"][i]) & U64 for i in range(1, results)}
             if function is None or function["answers"] is None:
                 raise SpecGap(f"the spec fixes no x1-x3 for the call {function_id:#x}")
             words = [int(w) for w in function["answers"][1:]]
@@ -643,12 +654,27 @@ class ReferenceVcpu:
             return self._arch_features(args[0] if args else 0)
         if not self._service_enabled(function["service"]):
             return NOT_SUPPORTED
+        row = self._call_row(function, args)
+        if row is not None:
+            return _word(row["answers"][0])
         register = function["returns-register"]
         if register is not None and any(r["name"] == register for r in self.vm.kvm.registers):
             return int(self.stored[register])  # the VM's value, as KVM reads it for the guest
         if function["returns"] is None:
             raise SpecGap(f"the spec fixes no result for {function['name']}")
         return int(function["returns"])
+
+    def _call_row(self, function: Mapping[str, Any], args: list[int]) -> Mapping[str, Any] | None:
+        """The spec's x0 to x3 for a call with `args`, for a function answered by arguments;
+        None for one that is not."""
+        rows = [c for c in function["calls"] if self.vm.kvm.covers(c)]
+        if not rows:
+            return None
+        for row in rows:
+            if list(row["args"]) == [*args, 0, 0, 0][: len(row["args"])]:
+                found: Mapping[str, Any] = row
+                return found
+        raise SpecGap(f"the spec does not say what KVM answers {function['name']}{args}")
 
     def _service_enabled(self, service: str) -> bool:
         kvm = self.vm.kvm

@@ -407,6 +407,28 @@ class SmcccFunction:
     arch_features: int | None = None  # SMCCC_ARCH_FEATURES(this id) while its service is on
     returns_register: str | None = None  # x0 is the VM's value of it, where the release has it
     answers: tuple[int, ...] | None = None  # x0 to x3, for a call answering in four registers
+    calls: tuple[SmcccCall, ...] = ()  # x0 to x3 by arguments, some by shape
+
+
+@dataclass(frozen=True)
+class AnyBits:
+    """An answer checked by its shape: any value of at most `bits` low bits (entropy, a clock)."""
+
+    bits: int
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.bits) - 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmcccCall:
+    """What KVM returns in x0 to x3 for an SMCCC call with `args`, while its service is on."""
+
+    args: tuple[int, ...]
+    answers: tuple[int | AnyBits, ...]
+    doc: str
+    lifetime: Lifetime
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,6 +74,18 @@ def _power_result(rule_id: str, **result: Any) -> Callable[[str, str], Reference
     return _edited(lambda t: _power_rule(t, rule_id)["result"].update(result))
 
 
+def _call_row(tables: dict[str, Any], function: str, args: list[int]) -> dict[str, Any]:
+    rows = next(f for f in tables["smccc"]["functions"] if f["name"] == function)["calls"]
+    row: dict[str, Any] = next(r for r in rows if r["args"] == args)
+    return row
+
+
+def _answers(
+    function: str, args: list[int], answers: list[Any]
+) -> Callable[[str, str], ReferenceKvm]:
+    return _edited(lambda t: _call_row(t, function, args).update(answers=answers))
+
+
 def _suspend_without_capability(tables: dict[str, Any]) -> None:
     suspend = next(f for f in tables["psci"]["functions"] if f["name"] == "system-suspend")
     suspend["kvm"]["needs-capability"] = None
@@ -286,6 +298,22 @@ MUTANTS = [
         "mitigated",
         "psci-version/get/default-latest",
         _drop_power("psci-power/system-event/suspend-leaves-every-vcpu"),
+    ),
+    Mutant(
+        "trng-leaks-bits-above-the-count",
+        "TRNG_RND32 of 33 bits answering 2 bits in x2: the bits above the count not cleared",
+        "6.12",
+        "mitigated",
+        "std-bmap/get/stored",
+        _answers("trng-rnd32", [33], [0, 0, {"bits": 2}, {"bits": 32}]),
+    ),
+    Mutant(
+        "trng-takes-too-many-bits",
+        "TRNG_RND64 of 193 bits answered as 192, where the count is INVALID_PARAMETERS",
+        "6.12",
+        "mitigated",
+        "std-bmap/get/stored",
+        _answers("trng-rnd64", [193], [0, {"bits": 64}, {"bits": 64}, {"bits": 64}]),
     ),
     Mutant(
         "system-off-stops-only-its-caller",

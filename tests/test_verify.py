@@ -535,7 +535,7 @@ def test_a_consistent_file_of_a_failed_run_says_it_failed(tmp_path: Path) -> Non
     assert certified.returncode == 1, certified.stderr
     result = run_verify(str(tmp_path / "r" / "results.json"))
     assert result.returncode == 0, result.stderr
-    assert "consistent: DOES NOT CONFORM (495 pass, 154 fail, 0 not-applicable, 0 error)" in (
+    assert "consistent: DOES NOT CONFORM (498 pass, 154 fail, 0 not-applicable, 0 error)" in (
         result.stdout
     )
 
@@ -559,3 +559,23 @@ def test_require_all_is_recorded_and_re_judged(tmp_path: Path) -> None:
     lied = run_verify(str(report / "results.json"))
     assert lied.returncode == 1
     assert "summary says conforms=true, the re-judged cases say false" in lied.stderr
+
+
+def test_an_observation_outside_the_spec_s_shape_is_not_a_pass(
+    certified: Path, tmp_path: Path
+) -> None:
+    """TRNG_RND32 of 33 bits answered with 2 bits in x2 (a KVM that forgot to clear the bits
+    above the asked-for count): recorded pass, it earns fail, though only a shape is fixed."""
+
+    def leak(document: Document) -> str:
+        case = next(c for c in document["cases"] if c["id"].endswith(".guest-trng-rnd32"))
+        assert case["expected"][2]["x2"] == {"bits": 1}  # the shape the record keeps
+        case["observed"][2]["x2"] = 0x3
+        return str(case["id"])
+
+    path, case_id = edited(certified, tmp_path, leak)
+    assert verify(path)[0] == (
+        f"{path}: case {case_id}: recorded pass, the observations earn fail (step 2 (call): "
+        "expected x0=0, x1=0x0, x2=any 1-bit value, x3=any 32-bit value, observed x0=0, "
+        "x1=0x0, x2=0x3, x3=0xffffffff)"
+    )

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kvm_fwspec.spec.model import Layout, PsciFunction, Register, Service, SmcccFunction
-from kvm_fwspec.spec.resolve.context import Context
+from kvm_fwspec.spec.model import (
+    AnyBits,
+    Layout,
+    Lifetime,
+    PsciFunction,
+    Register,
+    Service,
+    SmcccCall,
+    SmcccFunction,
+)
+from kvm_fwspec.spec.resolve.context import Context, Raw
+from kvm_fwspec.spec.yaml_source import JsonPath
 
 
 def resolve_not_supported(ctx: Context) -> tuple[int, ...]:
@@ -93,7 +103,20 @@ def resolve_smccc_functions(
                 arch_features=raw.get("arch-features"),
                 returns_register=raw.get("returns-register"),
                 answers=tuple(answers) if answers is not None else None,
+                calls=tuple(
+                    _call(ctx, (*path, "calls", j), call, ctx.lifetime("smccc", path, raw))
+                    for j, call in enumerate(raw.get("calls", []))
+                ),
             )
         )
     ctx.unique("smccc", ("functions",), raws, "name", "SMCCC function")
     return tuple(result)
+
+
+def _call(ctx: Context, path: JsonPath, raw: Raw, parent: Lifetime) -> SmcccCall:
+    return SmcccCall(
+        args=tuple(raw["args"]),
+        answers=tuple(AnyBits(a["bits"]) if isinstance(a, dict) else a for a in raw["answers"]),
+        doc=raw["doc"],
+        lifetime=ctx.lifetime("smccc", path, raw, parent),
+    )
