@@ -14,19 +14,26 @@ import difflib
 import functools
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvm_fwspec.codegen.c_header_probe import evaluate_constants, header_files
 from kvm_fwspec.codegen.generate import render_all
 from kvm_fwspec.codegen.header_release import claimed_kernel
-from kvm_fwspec.codegen.rust_constants import is_bindgen_output, rust_items, rust_values
+from kvm_fwspec.codegen.rust_constants import (
+    RustConstant,
+    is_bindgen_output,
+    rust_items,
+    rust_values,
+)
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import KernelName
 from kvm_fwspec.spec.model import Lifetime, Spec
 
 DOMAIN = re.compile(
-    r"^(KVM_REG_ARM_(FW|PSCI|SMCCC|STD|VENDOR)|KVM_REG_ARM_FW_FEAT|PSCI_|KVM_PSCI_|KVM_ARM_PSCI_)"
+    r"^(KVM_REG_ARM_(FW|PSCI|SMCCC|STD|VENDOR)|KVM_REG_ARM_FW_FEAT|PSCI_|KVM_PSCI_|KVM_ARM_PSCI_"
+    r"|KVM_ARM_VM_SMCCC_|KVM_SMCCC_FILTER_|KVM_HYPERCALL_EXIT_)"
 )
 
 
@@ -117,7 +124,22 @@ def expected_constants(spec: Spec, arch: str) -> dict[str, Expected]:
     for feature in spec.vcpu_features:
         if arch in feature.bits:
             found[feature.c_name] = Expected(feature.bits[arch], feature.lifetime)
+    found.update(_smccc_filter_constants(spec, arch))
     return found
+
+
+def _smccc_filter_constants(spec: Spec, arch: str) -> dict[str, Expected]:
+    """The SMCCC filter's constants of the architecture's asm/kvm.h: the attribute's group and
+    id, the actions and KVM_EXIT_HYPERCALL's flags, all with the filter's lifetime, so a copy
+    synced before it is not blamed. KVM_EXIT_HYPERCALL itself (and the KVM_MP_STATE_* a
+    powered-off vcpu is restored with) live in linux/kvm.h, which sync-check reads only for
+    the names asm/kvm.h takes from it, so they are not expected here."""
+    filter_abi = spec.smccc_filter
+    host = next(a for a in spec.architectures if a.name == arch)
+    if not host.lifetime.covers(filter_abi.lifetime.since):
+        return {}  # 32-bit arm hosts ended (5.7) before the filter came
+    constants = [filter_abi.group, filter_abi.attr, *filter_abi.actions, *filter_abi.exit_flags]
+    return {c.c_name: Expected(c.value, filter_abi.lifetime) for c in constants}
 
 
 # Constants the kernel's uapi header spells with the kernel-only BIT() macro, which the generated
@@ -138,9 +160,44 @@ def headers_install(text: str) -> str:
     return re.sub(r"([\s(])(__user|__force|__iomem)\s", r"\1", text)
 
 
+_CONDITIONAL = re.compile(r"^\s*#\s*(if|ifdef|ifndef|else|elif|endif)\b(.*)$")
+_KERNEL_ONLY = re.compile(r"^(?:ifdef\s+__KERNEL__|if\s+defined\s*\(?\s*__KERNEL__\s*\)?)\s*$")
+
+
+def without_kernel_only(text: str) -> str:
+    """The text as userspace sees it: the `#ifdef __KERNEL__` blocks out (up to their `#else`),
+    as the kernel's headers_install does; a raw uapi source (a kernel tree, kvmtool's copies)
+    keeps them, and a name there (`KVM_REG_ARM_STD_BMAP_BIT_COUNT,`) is no constant of the
+    copy."""
+    kept = []
+    blocks: list[str] = []  # each open conditional: "kernel", "user" (its #else) or "other"
+    for line in text.splitlines(keepends=True):
+        directive = _CONDITIONAL.match(line)
+        keyword, rest = directive.groups() if directive else ("", "")
+        if keyword.startswith("if"):
+            kernel_only = bool(_KERNEL_ONLY.match(f"{keyword}{rest}"))
+            blocks.append("kernel" if kernel_only else "other")
+            if kernel_only:
+                continue
+        elif keyword in ("else", "elif") and blocks and blocks[-1] == "kernel":
+            blocks[-1] = "user"
+            continue
+        elif keyword == "endif" and blocks:
+            closed = blocks.pop()
+            if closed != "other":
+                continue
+        if "kernel" not in blocks:
+            kept.append(line)
+    return "".join(kept)
+
+
 def _names_in(text: str) -> list[str]:
+    """Object-like macros and enumerators, those with a value (`NAME = 1,`) and those that take
+    the one after the previous (`KVM_SMCCC_FILTER_DENY,`)."""
     objects = re.findall(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+\S", text, re.MULTILINE)
-    objects += re.findall(r"^\s+([A-Z][A-Z0-9_]*)\s*=\s*[^,\n]+,?\s*$", text, re.MULTILINE)
+    objects += re.findall(
+        r"^\s+([A-Z][A-Z0-9_]*)\s*(?:=\s*[^,\n]+)?,?\s*(?:/\*.*\*/)?\s*$", text, re.MULTILINE
+    )
     return sorted(set(objects))
 
 
@@ -193,11 +250,16 @@ def read_copy(spec: Spec, paths: list[Path], arch: str = "arm64") -> CopyContent
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".rs":
             bindgen |= is_bindgen_output(text)
-            evaluated = {n: v & 0xFFFFFFFFFFFFFFFF for n, v in rust_values(text, arch).items()}
-            defined[path] = set(rust_items(text, arch))
+            items = rust_items(text, arch)
+            spelled = bindgen_enumerators(items, set(expected))
+            evaluated = {
+                spelled.get(n, n): v & 0xFFFFFFFFFFFFFFFF
+                for n, v in rust_values(text, arch).items()
+            }
+            defined[path] = {spelled.get(n, n) for n in items}
             values.update({n: v for n, v in evaluated.items() if n in expected and n not in values})
         else:
-            defined[path] = set(_names_in(text))
+            defined[path] = set(_names_in(without_kernel_only(text)))
         present.update({n: path for n in sorted(defined[path]) if n not in present})
     _refuse_unrelated(defined, set(expected), set(_linux_kvm_h_stand_ins(spec, arch)))
     if not c_files:
@@ -210,6 +272,21 @@ def read_copy(spec: Spec, paths: list[Path], arch: str = "arm64") -> CopyContent
     values.update({n: v for n, v in evaluation.values.items() if n not in values})
     headers = {f.path: f.include_name for f in files}
     return CopyContents(present, values, bindgen, headers, evaluation.stand_ins)
+
+
+def bindgen_enumerators(items: Mapping[str, RustConstant], names: set[str]) -> dict[str, str]:
+    """bindgen's name for an enumerator of a named C enum -> the C name: bindgen prefixes it
+    with the enum's name, which is also its type (`pub const
+    kvm_smccc_filter_action_KVM_SMCCC_FILTER_DENY: kvm_smccc_filter_action = 1;`); an anonymous
+    enum's (`_bindgen_ty_N`) keep their C names."""
+    found = {}
+    for name, item in items.items():
+        enum = item.type.strip()
+        if re.fullmatch(r"[A-Za-z_]\w*", enum) and name.startswith(f"{enum}_"):
+            c_name = name.removeprefix(f"{enum}_")
+            if c_name in names:
+                found[name] = c_name
+    return found
 
 
 def _refuse_unrelated(defined: dict[Path, set[str]], abi: set[str], kvm_h: set[str]) -> None:
@@ -455,9 +532,11 @@ def fix_patch(spec: Spec, path: Path, findings: list[Finding], arch: str = "arm6
 
 
 def _fix_c(lines: list[str], name: str, value: str) -> list[str]:
-    """`#define NAME value` (continuation lines dropped) or the enumerator `NAME = value,`."""
+    """`#define NAME value` (continuation lines dropped) or the enumerator `NAME = value,`, also
+    where it took its value from the one before (`KVM_SMCCC_FILTER_DENY,`)."""
     define = re.compile(rf"^(\s*#\s*define\s+{name}\s+)")
     enumerator = re.compile(rf"^(\s+{name}\s*=\s*)[^,\n]+(,?.*)$")
+    implicit = re.compile(rf"^(\s+{name})(\s*,?\s*(?:/\*.*\*/)?\s*)$")
     for i, line in enumerate(lines):
         text = line.rstrip("\n")
         match = define.match(text)
@@ -471,15 +550,22 @@ def _fix_c(lines: list[str], name: str, value: str) -> list[str]:
         match = enumerator.match(text)
         if match:
             return [*lines[:i], f"{match.group(1)}{value}{match.group(2)}\n", *lines[i + 1 :]]
+        match = implicit.match(text)
+        if match:
+            return [*lines[:i], f"{match.group(1)} = {value}{match.group(2)}\n", *lines[i + 1 :]]
     return lines
 
 
 def _fix_rust(lines: list[str], finding: Finding) -> list[str]:
+    """The item's value replaced, under its C name or bindgen's name for an enumerator of a
+    named enum (the enum's name, `_`, the C name; typed as the enum)."""
     item = re.compile(
-        rf"^(\s*(?:pub\s*(?:\([^)]*\)\s*)?)?const\s+{finding.name}\s*:\s*[^=]+=\s*)[^;]+(;.*)$"
+        r"^(?P<head>\s*(?:pub\s*(?:\([^)]*\)\s*)?)?const\s+"
+        rf"(?:(?P<enum>[A-Za-z_]\w*)_)?{finding.name}\s*:\s*(?(enum)(?P=enum)\s*|[^=]+)=\s*)"
+        r"[^;]+(?P<tail>;.*)$"
     )
     return [
-        item.sub(rf"\g<1>{finding.spec_value:#x}\g<2>", line.rstrip("\n")) + "\n"
+        item.sub(rf"\g<head>{finding.spec_value:#x}\g<tail>", line.rstrip("\n")) + "\n"
         if item.match(line.rstrip("\n"))
         else line
         for line in lines

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvm_fwspec.spec.loader import load_spec
-from tests.checkout import ROOT
+from tests.checkout import KVM_FWSPEC, ROOT
 
 GENERATED = ROOT / "codegen" / "generated"
 RUST_FILE = GENERATED / "rust" / "kvm_fw.rs"
@@ -119,7 +119,7 @@ def test_crosvm_bindings_are_recognised_by_their_shape_not_a_banner() -> None:
     assert is_bindgen_output(text) and is_bindgen_output(KVM_BINDINGS.read_text())
     findings = findings_of(CROSVM, "6.12.y")
     assert [str(f) for f in findings.values() if f.wrong] == []
-    assert sum(f.status == "agrees" for f in findings.values()) == 46
+    assert sum(f.status == "agrees" for f in findings.values()) == 53  # 46 and the SMCCC filter's 7
     assert sum(f.status == "beyond-bindgen" for f in findings.values()) == 44
     assert findings["KVM_REG_ARM_PSCI_VERSION"].status == "beyond-bindgen"
 
@@ -127,7 +127,42 @@ def test_crosvm_bindings_are_recognised_by_their_shape_not_a_banner() -> None:
 def test_kvm_bindings_v0_10_0_agree_with_6_9() -> None:
     findings = findings_of(KVM_BINDINGS, "6.9")
     assert [str(f) for f in findings.values() if f.wrong] == []
-    assert sum(f.status == "agrees" for f in findings.values()) == 46
+    assert sum(f.status == "agrees" for f in findings.values()) == 53  # 46 and the SMCCC filter's 7
+
+
+# bindgen names an enumerator of a named C enum after the enum, and types it so.
+FILTER_DENY = (
+    "pub const kvm_smccc_filter_action_KVM_SMCCC_FILTER_DENY: kvm_smccc_filter_action = 1;"
+)
+
+
+@pytest.mark.parametrize("bindings", [CROSVM, KVM_BINDINGS], ids=["crosvm", "kvm-bindings"])
+def test_bindgen_filter_actions_are_checked_under_their_c_names(
+    tmp_path: Path, bindings: Path
+) -> None:
+    """The SMCCC filter's actions are enumerators of enum kvm_smccc_filter_action: bindgen
+    writes them prefixed with the enum's name. Read under their C names they agree; one with
+    a wrong value is named and --fix corrects it where it stands."""
+    release = "6.12.y" if bindings == CROSVM else "6.9"
+    abi = SPEC.smccc_filter
+    findings = findings_of(bindings, release)
+    for action in abi.actions:
+        assert (findings[action.c_name].status, findings[action.c_name].file_value) == (
+            "agrees",
+            action.value,
+        )
+    text = bindings.read_text()
+    assert text.count(FILTER_DENY) == 1
+    copy = tmp_path / "bindings.rs"
+    copy.write_text(text.replace(FILTER_DENY, FILTER_DENY.replace("= 1;", "= 2;")))
+    wrong = [str(f) for f in findings_of(copy, release).values() if f.wrong]
+    assert wrong == ["KVM_SMCCC_FILTER_DENY: differs: file 0x2, spec 0x1"]
+    command = [*KVM_FWSPEC, "sync-check", "--kernel", release, str(copy)]
+    assert subprocess.run([*command, "--fix"], capture_output=True, text=True).returncode == 1
+    patch = copy.with_name("bindings.rs.kvm-fwspec.patch")
+    subprocess.run(["patch", "-s", str(copy), str(patch)], check=True)
+    assert FILTER_DENY.replace("= 1;", "= 0x1;") in copy.read_text()
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
 
 
 def test_what_bindgen_cannot_carry_is_beyond_bindgen_not_missing() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kvm_fwspec.codegen.sync_check import check
+from kvm_fwspec.codegen.sync_check import check, expected_constants
 from kvm_fwspec.conformance.campaigns.sync_proof import (
     CopyCheck,
     check_copies,
@@ -21,6 +21,7 @@ from kvm_fwspec.conformance.campaigns.sync_proof import (
 from kvm_fwspec.conformance.lab.qemu_adapter import default_cache
 from kvm_fwspec.spec.kernel_names import KernelName, parse_kernel_name
 from kvm_fwspec.spec.loader import load_spec
+from kvm_fwspec.spec.model import Constant, Spec
 from tests.checkout import KVM_FWSPEC, ROOT
 
 LIBC = [Path("/usr/include/aarch64-linux-gnu/asm/kvm.h"), Path("/usr/include/linux/psci.h")]
@@ -37,6 +38,13 @@ def sync_check_command(*args: str | Path) -> list[str]:
 
 def kernel(name: str) -> KernelName:
     return parse_kernel_name(SPEC, name)
+
+
+def filter_constants(spec: Spec) -> list[Constant]:
+    """The SMCCC filter's constants of arm64's asm/kvm.h, from the spec: what sync-check checks
+    from the filter's first release (6.4)."""
+    abi = spec.smccc_filter
+    return [abi.group, abi.attr, *abi.actions, *abi.exit_flags]
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +181,8 @@ pub const PSCI_0_2_FN_PSCI_VERSION: u32 = 0x8400_0000u32;
 def test_generated_rust_constants_agree_with_the_spec() -> None:
     findings = check(SPEC, [GENERATED_RUST], kernel("7.2"))
     assert [str(f) for f in findings if f.status in ("differs", "missing")] == []
+    filter_names = {c.c_name for c in filter_constants(SPEC)}
+    assert {f.name for f in findings if f.status == "agrees"} >= filter_names
     assert sum(f.status == "agrees" for f in findings) >= 85
 
 
@@ -626,22 +636,27 @@ def test_the_summary_counts_every_listed_finding(tmp_path: Path) -> None:
 
 
 def test_a_fix_run_removes_the_patch_a_file_no_longer_needs(tmp_path: Path) -> None:
-    """--fix against 6.13 patches psci.h (SYSTEM_OFF2 missing); --fix against 6.1.y, which the
-    files agree with, must not leave that patch beside them. Before: exit 0, not a word, and
-    psci.h.kvm-fwspec.patch still there."""
+    """--fix against 6.13 patches psci.h (SYSTEM_OFF2 missing) and kvm.h (the SMCCC filter's
+    constants of 6.4 missing); --fix against 6.1.y, which the files agree with, must not leave
+    those patches beside them. Before: exit 0, not a word, and psci.h.kvm-fwspec.patch still
+    there."""
     kvm_h, psci_h = lay_out(tmp_path, "qemu", QEMU_KVM_H.read_text(), DEBIAN_PSCI_H.read_text())
     kvm_patch = kvm_h.with_name("kvm.h.kvm-fwspec.patch")
     psci_patch = psci_h.with_name("psci.h.kvm-fwspec.patch")
     newer = run_sync_check("--kernel", "6.13", "--fix", kvm_h, psci_h)
     assert newer.returncode == 1 and psci_patch.is_file(), newer.stdout
-    assert not kvm_patch.exists()
+    assert "KVM_SMCCC_FILTER_DENY" in kvm_patch.read_text()
+    assert "KVM_SMCCC_FILTER_DENY" not in psci_patch.read_text()
     unfixed = run_sync_check("--kernel", "6.1.y", kvm_h, psci_h)
     assert unfixed.returncode == 0 and psci_patch.is_file()  # without --fix, no file touched
     again = run_sync_check("--kernel", "6.1.y", "--fix", kvm_h, psci_h)
     assert again.returncode == 0, again.stdout
-    assert not psci_patch.exists()
+    assert not psci_patch.exists() and not kvm_patch.exists()
     removed = [line for line in again.stdout.splitlines() if "removed" in line]
-    assert removed == [f"  removed {psci_patch}: {psci_h} agrees now"]
+    assert removed == [
+        f"  removed {kvm_patch}: {kvm_h} agrees now",
+        f"  removed {psci_patch}: {psci_h} agrees now",
+    ]
 
 
 def test_a_fix_run_replaces_one_patch_and_removes_the_other(tmp_path: Path) -> None:
@@ -657,3 +672,96 @@ def test_a_fix_run_replaces_one_patch_and_removes_the_other(tmp_path: Path) -> N
     assert "WORKAROUND_2" in kvm_patch.read_text() and not psci_patch.exists()
     assert f"  patch written to {kvm_patch}" in result.stdout.splitlines()
     assert f"  removed {psci_patch}: {psci_h} agrees now" in result.stdout.splitlines()
+
+
+# --- Issue 16: the SMCCC filter's constants (arm64 asm/kvm.h, since 6.4).
+
+CORPUS = ROOT / "tests" / "fixtures" / "header-copies"
+KVMTOOL_6_4_KVM_H = CORPUS / "kvmtool-6.4" / "arm" / "aarch64" / "include" / "asm" / "kvm.h"
+QEMU_6_3 = [
+    CORPUS / "qemu-6.3-rc5" / "linux-headers" / "asm-arm64" / "kvm.h",
+    CORPUS / "qemu-6.3-rc5" / "linux-headers" / "linux" / "psci.h",
+]
+KVM_BINDINGS_6_2 = CORPUS / "kvm-bindings-v0.7.0" / "src" / "arm64" / "bindings.rs"
+# The kernel's enum kvm_smccc_filter_action as kvmtool copied it: DENY and FWD_TO_USER take
+# their values by position.
+ACTIONS = "\tKVM_SMCCC_FILTER_DENY,\n\tKVM_SMCCC_FILTER_FWD_TO_USER,\n"
+
+
+def test_the_filter_is_expected_on_arm64_from_its_release_only() -> None:
+    expected = expected_constants(SPEC, "arm64")
+    names = {c.c_name for c in filter_constants(SPEC)}
+    assert {expected[n].lifetime for n in names} == {SPEC.smccc_filter.lifetime}
+    assert {expected[n].value for n in names} == {c.value for c in filter_constants(SPEC)}
+    # 32-bit arm hosts ended with 5.7: neither sync-check nor the arm header has the filter
+    assert not names & set(expected_constants(SPEC, "arm"))
+    arm_h = (ROOT / "codegen" / "generated" / "c" / "kvm_fw_arm.h").read_text()
+    assert not [n for n in names if n in arm_h]
+
+
+def test_a_real_6_4_copy_agrees_on_the_filter_and_is_ahead_of_6_3() -> None:
+    """kvmtool's sync with 6.4 added the filter's lines; against 6.3 they are ahead of it."""
+    at_6_4 = {f.name: f for f in check(SPEC, [KVMTOOL_6_4_KVM_H], kernel("6.4"))}
+    at_6_3 = {f.name: f for f in check(SPEC, [KVMTOOL_6_4_KVM_H], kernel("6.3"))}
+    for constant in filter_constants(SPEC):
+        found = at_6_4[constant.c_name]
+        assert (found.status, found.file_value) == ("agrees", constant.value), str(found)
+        assert at_6_3[constant.c_name].status == "ahead"
+    # kvmtool copies the raw uapi source: the enumerators of its #ifdef __KERNEL__ blocks are
+    # no constants of the copy (before, three were "unknown to the spec")
+    assert "\tKVM_REG_ARM_STD_BMAP_BIT_COUNT,\n" in KVMTOOL_6_4_KVM_H.read_text()
+    assert [name for name in at_6_4 if name.endswith("_BIT_COUNT")] == []
+
+
+def test_a_pre_6_4_copy_is_not_blamed_for_lacking_the_filter() -> None:
+    """QEMU's last sync before 6.4 and kvm-bindings' 6.2 bindings: right for their releases;
+    the same C copy checked against 6.4 lacks exactly the filter's constants."""
+    names = sorted(c.c_name for c in filter_constants(SPEC))
+    for files, release in ((QEMU_6_3, "6.3"), ([KVM_BINDINGS_6_2], "6.2")):
+        findings = check(SPEC, files, kernel(release))
+        assert [str(f) for f in findings if f.wrong] == [], files[0]
+        assert not [f.name for f in findings if f.name in names], files[0]
+    against_6_4 = check(SPEC, QEMU_6_3, kernel("6.4"))
+    assert sorted(f.name for f in against_6_4 if f.wrong) == names
+    assert {f.status for f in against_6_4 if f.wrong} == {"missing"}
+
+
+def test_a_filter_action_with_the_wrong_value_is_named_and_fixed(tmp_path: Path) -> None:
+    """The actions' enumerators swapped (DENY would then be 2, FWD_TO_USER 1): both named,
+    --fix pins each to its value, and the patched copy agrees."""
+    text = KVMTOOL_6_4_KVM_H.read_text()
+    assert text.count(ACTIONS) == 1
+    swapped = "\tKVM_SMCCC_FILTER_FWD_TO_USER,\n\tKVM_SMCCC_FILTER_DENY,\n"
+    kvm_h, psci_h = lay_out(
+        tmp_path, "qemu", text.replace(ACTIONS, swapped), DEBIAN_PSCI_H.read_text()
+    )
+    command = ["--kernel", "6.4", kvm_h, psci_h]
+    result = run_sync_check(*command, "--fix")
+    assert result.returncode == 1, result.stdout
+    wrong = [line.strip() for line in result.stdout.splitlines() if ": differs:" in line]
+    assert wrong == [
+        "KVM_SMCCC_FILTER_DENY: differs: file 0x2, spec 0x1",
+        "KVM_SMCCC_FILTER_FWD_TO_USER: differs: file 0x1, spec 0x2",
+    ]
+    assert "0 do not" in run_sync_check("--kernel", "6.4", KVMTOOL_6_4_KVM_H, psci_h).stdout
+    subprocess.run(
+        ["patch", "-s", str(kvm_h), str(kvm_h.with_name("kvm.h.kvm-fwspec.patch"))], check=True
+    )
+    assert "\tKVM_SMCCC_FILTER_DENY = 1,\n" in kvm_h.read_text()
+    again = run_sync_check(*command)
+    assert again.returncode == 0, again.stdout
+
+
+@pytest.mark.tools  # Debian's linux-headers-6.12.*-common, installed by apt
+def test_debians_6_12_uapi_source_agrees_on_the_filter() -> None:
+    found = sorted(Path("/usr/src").glob("linux-headers-6.12.*-common"))
+    assert found, "linux-headers-6.12.*-common is not installed; .ci/run installs it with apt-get"
+    uapi = [
+        found[-1] / "arch" / "arm64" / "include" / "uapi" / "asm" / "kvm.h",
+        found[-1] / "include" / "uapi" / "linux" / "psci.h",
+    ]
+    findings = {f.name: f for f in check(SPEC, uapi, kernel("6.12.y"))}
+    assert [str(f) for f in findings.values() if f.wrong] == []
+    for constant in filter_constants(SPEC):
+        assert findings[constant.c_name].file_value == constant.value
+        assert findings[constant.c_name].status == "agrees"

@@ -154,3 +154,25 @@ def test_generated_arm64_constants_match_kernel_headers(headers, tmp_path: Path)
     assert not contradicted, (
         f"{kernel.label} has names the spec dates later or calls internal: {contradicted}"
     )
+
+
+def test_the_smccc_filter_constants_match_the_6_12_headers(tmp_path: Path) -> None:
+    """The SMCCC filter's constants (6.4) as the spec, the generated arm64 header and Debian's
+    6.12 uapi source give them, each evaluated by gcc; all but the exit reason live in
+    asm/kvm.h, KVM_EXIT_HYPERCALL in linux/kvm.h (which sync-check does not check)."""
+    spec = load_spec()
+    abi = spec.smccc_filter
+    constants = [abi.group, abi.attr, *abi.actions, abi.exit_reason, *abi.exit_flags]
+    names = [c.c_name for c in constants]
+    kernel = _headers_612()
+    theirs = evaluate(
+        ["<linux/kvm.h>", "<asm/kvm.h>"], install_overlay(kernel, tmp_path), names, tmp_path
+    )
+    (tmp_path / "generated").mkdir()
+    ours = evaluate(['"kvm_fw_arm64.h"'], [f"-I{GENERATED_C}"], names, tmp_path / "generated")
+    assert theirs == ours == {c.c_name: c.value for c in constants}
+    defines = r"^\s*(?:#\s*define\s+)?([A-Z][A-Z0-9_]*)\b(?:\s*=|\s*,|\s+\S)"
+    asm_kvm_h = set(re.findall(defines, kernel.files["asm/kvm.h"].read_text(), re.M))
+    linux_kvm_h = set(re.findall(defines, kernel.files["linux/kvm.h"].read_text(), re.M))
+    assert sorted(set(names) - asm_kvm_h) == [abi.exit_reason.c_name]
+    assert abi.exit_reason.c_name in linux_kvm_h

@@ -3,10 +3,10 @@
  * Regenerate with: kvm-fwspec generate
  * source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
  * source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
- * source: spec/api.yaml sha256:f43a06f812ab433460653443fc86f2bbfeb09880342bbda55f8730262f56c70f
+ * source: spec/api.yaml sha256:024754208519de8f31acaf252235321d697a01deaf1fb7f6535b0157694a3053
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
- * source: spec/psci.yaml sha256:668aa3f39091e4c5b44f1b7a6793ccf80005b416c0c388bb0ce59359e16e35cd
- * source: spec/smccc.yaml sha256:eeb6ffbba7297edc68c4410e06f573fa63d2f25a4a090e8429fcdffb6bce3989
+ * source: spec/psci.yaml sha256:ed240006839a8dbfa3d3cc3efc60fa7e85bdde9d75c66a38b9b3a567faa3dab3
+ * source: spec/smccc.yaml sha256:337286c5311056d1ff665f424d02e8c3e4c7861ba81b6e90a9ac424982813f61
  * source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
  * source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
  * source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c

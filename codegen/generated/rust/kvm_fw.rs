@@ -61,6 +61,15 @@ pub mod arm64 {
     pub const KVM_ARM_VCPU_SVE: u32 = 4;
     pub const KVM_ARM_VCPU_PTRAUTH_ADDRESS: u32 = 5;
     pub const KVM_ARM_VCPU_PTRAUTH_GENERIC: u32 = 6;
+    /// The SMCCC filter (since 6.4): its VM attribute, actions and exit.
+    pub const KVM_ARM_VM_SMCCC_CTRL: u32 = 0;
+    pub const KVM_ARM_VM_SMCCC_FILTER: u32 = 0;
+    pub const KVM_SMCCC_FILTER_HANDLE: u32 = 0;
+    pub const KVM_SMCCC_FILTER_DENY: u32 = 1;
+    pub const KVM_SMCCC_FILTER_FWD_TO_USER: u32 = 2;
+    pub const KVM_EXIT_HYPERCALL: u32 = 3;
+    pub const KVM_HYPERCALL_EXIT_SMC: u64 = 1;
+    pub const KVM_HYPERCALL_EXIT_16BIT: u64 = 2;
 }
 
 /// Register ids for 32-bit arm hosts (KVM host support ended with 5.7).
