@@ -410,7 +410,7 @@ class SmcccFunction:
     calls: tuple[SmcccCall, ...] = ()  # x0 to x3 by arguments, some by shape
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnyBits:
     """An answer checked by its shape: any value of at most `bits` low bits (entropy, a clock)."""
 
