@@ -116,7 +116,9 @@ def resolve_smccc_functions(
 def _call(ctx: Context, path: JsonPath, raw: Raw, parent: Lifetime) -> SmcccCall:
     return SmcccCall(
         args=tuple(raw["args"]),
-        answers=tuple(AnyBits(bits=a["bits"]) if isinstance(a, dict) else a for a in raw["answers"]),
+        answers=tuple(
+            AnyBits(bits=a["bits"]) if isinstance(a, dict) else a for a in raw["answers"]
+        ),
         doc=raw["doc"],
         lifetime=ctx.lifetime("smccc", path, raw, parent),
     )
