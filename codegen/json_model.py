@@ -291,6 +291,9 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
                     "arch-features": f.arch_features,
                     "returns-register": f.returns_register,
                     "answers": list(f.answers) if f.answers is not None else None,
+                    "register-results": [
+                        {"register": index, "name": name} for index, name in f.register_results
+                    ],
                     "calls": [
                         {
                             "args": list(c.args),

@@ -258,6 +258,12 @@ def function_answers(spec: Spec, function: SmcccFunction) -> FunctionAnswers:
         call = _x0(function.returns)
     elif function.calls:
         call = "by argument: " + "; ".join(_call_row(c) for c in function.calls)
+    for index, name in function.register_results:
+        held = registers[name]
+        call += (
+            f"; x{index} holds the VM's :ref:`{held.c_name} <register-{held.name}>` "
+            f"since {held.lifetime.since}, 0 before"
+        )
     level = registers.get(function.name)
     if level is not None and level.kind == "level":
         answers = "; ".join(

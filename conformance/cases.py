@@ -222,7 +222,11 @@ class _Simulation:
             else None,
             "steps": [dict(step) for step in self.steps],
         }
-        needs = tuple(sorted(set(self.scenario.requires) | set(requires)))
+        reads = any(step.get("results", 1) > 1 for step in self.steps)  # x1 to x3 too
+        needed = (
+            set(self.scenario.requires) | set(requires) | ({REQUIRES_RESULTS} if reads else set())
+        )
+        needs = tuple(sorted(needed))
         return Case(case_id, rule_id, self.scenario.name, needs, program, tuple(self.expected))
 
     def filter_case(self, variant: str, rule: FilterRule) -> Case:
@@ -338,8 +342,22 @@ class CaseBuilder:
                         sim.call(function.function_id, sim.stored[function.returns_register])
                     elif function.returns is not None:
                         sim.call(function.function_id, function.returns)
+            self._register_result_calls(sim, register)
             return len(sim.steps) > before
         return False
+
+    def _register_result_calls(self, sim: _Simulation, register: Register) -> None:
+        """Each call whose later registers hold this bitmap's value (KVM_FEATURES' x2 holds
+        VENDOR_HYP_BMAP_2), asked for x0 to x3 where its own service is offered."""
+        for function in self.spec.smccc_functions:
+            held = dict(function.register_results)
+            if register.name not in held.values() or not self._offered(function, sim.stored):
+                continue
+            x0 = sim.stored.get(function.returns_register or "", function.returns)
+            assert x0 is not None  # a call answering in x0 to x3 fixes its x0
+            words = [sim.stored.get(held.get(i, ""), 0) for i in (1, 2, 3)]
+            expected = {"x0": x0} | {f"x{i}": w & U64 for i, w in enumerate(words, start=1)}
+            sim.call(function.function_id, expected, results=4)
 
     def _psci_calls(self, sim: _Simulation, version: int) -> None:
         """PSCI_VERSION, then PSCI_FEATURES for every function id the spec names."""

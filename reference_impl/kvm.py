@@ -596,6 +596,8 @@ class ReferenceVcpu:
             row = self._call_row(function, args) if function is not None else None
             if row is not None:
                 return {f"x{i}": _word(row["answers"][i]) & U64 for i in range(1, results)}
+            if function is not None and function["register-results"]:
+                return self._register_results(function, results)
             if function is None or function["answers"] is None:
                 raise SpecGap(f"the spec fixes no x1-x3 for the call {function_id:#x}")
             words = [int(w) for w in function["answers"][1:]]
@@ -663,6 +665,16 @@ class ReferenceVcpu:
         if function["returns"] is None:
             raise SpecGap(f"the spec fixes no result for {function['name']}")
         return int(function["returns"])
+
+    def _register_results(self, function: Mapping[str, Any], results: int) -> dict[str, int]:
+        """x1 onwards of a call whose later registers hold the VM's value of a register
+        (KVM_FEATURES' x2: VENDOR_HYP_BMAP_2): 0 where the release lacks it, and elsewhere."""
+        words = [0, 0, 0]
+        present = {r["name"] for r in self.vm.kvm.registers}
+        for held in function["register-results"]:
+            if held["name"] in present:
+                words[int(held["register"]) - 1] = self.stored[str(held["name"])]
+        return {f"x{i}": words[i - 1] & U64 for i in range(1, results)}
 
     def _call_row(self, function: Mapping[str, Any], args: list[int]) -> Mapping[str, Any] | None:
         """The spec's x0 to x3 for a call with `args`, for a function answered by arguments;

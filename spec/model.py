@@ -408,6 +408,8 @@ class SmcccFunction:
     returns_register: str | None = None  # x0 is the VM's value of it, where the release has it
     answers: tuple[int, ...] | None = None  # x0 to x3, for a call answering in four registers
     calls: tuple[SmcccCall, ...] = ()  # x0 to x3 by arguments, some by shape
+    # x1 to x3 holding the VM's value of a register where the release has it: (index, name)
+    register_results: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -86,6 +86,13 @@ def _answers(
     return _edited(lambda t: _call_row(t, function, args).update(answers=answers))
 
 
+def _features_x2_from_the_first_bitmap(tables: dict[str, Any]) -> None:
+    features = next(
+        f for f in tables["smccc"]["functions"] if f["name"] == "vendor-hyp-kvm-features"
+    )
+    features["register-results"] = [{"register": 2, "name": "vendor-hyp-bmap"}]
+
+
 def _suspend_without_capability(tables: dict[str, Any]) -> None:
     suspend = next(f for f in tables["psci"]["functions"] if f["name"] == "system-suspend")
     suspend["kvm"]["needs-capability"] = None
@@ -314,6 +321,14 @@ MUTANTS = [
         "mitigated",
         "std-bmap/get/stored",
         _answers("trng-rnd64", [193], [0, {"bits": 64}, {"bits": 64}, {"bits": 64}]),
+    ),
+    Mutant(
+        "kvm-features-x2-from-the-wrong-bitmap",
+        "KVM_FEATURES answering VENDOR_HYP_BMAP in x2, where functions 64-127's bitmap belongs",
+        "7.2",
+        "mitigated",
+        "vendor-hyp-bmap-2/set/store",
+        _edited(_features_x2_from_the_first_bitmap),
     ),
     Mutant(
         "system-off-stops-only-its-caller",

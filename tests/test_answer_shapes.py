@@ -51,3 +51,25 @@ def test_a_release_without_the_call_refuses_every_row() -> None:
     for suffix in (".guest-trng-rnd64", ".guest-vendor-hyp-kvm-ptp"):
         refused = case("5.10", suffix).expected[1:]
         assert refused and all(e == {"x0": -1, "x1": 0, "x2": 0, "x3": 0} for e in refused)
+
+
+def test_kvm_features_answers_vendor_hyp_bmap_2_in_x2_where_the_release_has_it() -> None:
+    """Real 7.2 answered x2 = 0 by default and 3 once the VMM set both bits; the reference
+    does so from the spec's register-results, and a release before the register gives 0."""
+    from kvm_fwspec.conformance.guest.program import execute
+    from kvm_fwspec.reference_impl.kvm import ReferenceKvm
+
+    features = {"op": "call", "vcpu": 0, "function": 0x86000000, "args": [], "results": 4}
+    both = {"op": "set", "vcpu": 0, "reg": 0x6030000000160003, "value": 3}
+    program = {"vcpus": 1, "features": ["psci-0.2"], "steps": [features, both, features]}
+    assert execute(ReferenceKvm("7.2", "mitigated"), program) == [
+        {"x0": 3, "x1": 0, "x2": 0, "x3": 0},
+        {"errno": "EBUSY"},  # the VM has run: the bitmap is fixed
+        {"x0": 3, "x1": 0, "x2": 0, "x3": 0},
+    ]
+    program["steps"] = [both, features]
+    assert execute(ReferenceKvm("7.2", "mitigated"), program)[1]["x2"] == 3
+    assert execute(ReferenceKvm("6.12", "mitigated"), program) == [
+        {"errno": "ENOENT"},
+        {"x0": 3, "x1": 0, "x2": 0, "x3": 0},
+    ]

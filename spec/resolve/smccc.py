@@ -63,6 +63,12 @@ def resolve_smccc_functions(
         if wanted is not None and wanted not in register_names:
             ctx.error("smccc", (*path, "returns-register"), f"no register '{wanted}'")
             continue
+        held = raw.get("register-results", {})
+        unknown = [(x, name) for x, name in held.items() if name not in register_names]
+        for x, name in unknown:
+            ctx.error("smccc", (*path, "register-results", x), f"no register '{name}'")
+        if unknown:
+            continue
         service = services.get(raw["service"])
         if service is None:
             ctx.error("smccc", (*path, "service"), f"unknown service '{raw['service']}'")
@@ -103,6 +109,9 @@ def resolve_smccc_functions(
                 arch_features=raw.get("arch-features"),
                 returns_register=raw.get("returns-register"),
                 answers=tuple(answers) if answers is not None else None,
+                register_results=tuple(
+                    sorted((int(x.removeprefix("x")), name) for x, name in held.items())
+                ),
                 calls=tuple(
                     _call(ctx, (*path, "calls", j), call, ctx.lifetime("smccc", path, raw))
                     for j, call in enumerate(raw.get("calls", []))
