@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from kvm_fwspec.spec import rule_language as rl
-from kvm_fwspec.spec.model import AnyBits, Constant, Field, Lifetime, Source, Spec
+from kvm_fwspec.spec.model import (
+    AnyBits,
+    Constant,
+    Field,
+    FilterRule,
+    Lifetime,
+    PowerRule,
+    Source,
+    Spec,
+)
 
 
 def _lifetime(lifetime: Lifetime) -> dict[str, Any]:
@@ -52,6 +61,19 @@ def _constant(c: Constant) -> dict[str, Any]:
     return {"name": c.name, "c-name": c.c_name, "value": c.value}
 
 
+def _table_rule(rule: FilterRule | PowerRule, result: dict[str, Any]) -> dict[str, Any]:
+    """A row of a decision table of its own, with its table's `result`."""
+    return {
+        "id": rule.id,
+        "doc": rule.doc,
+        "op": rule.op,
+        **_lifetime(rule.lifetime),
+        "when": _expr(rule.when_text, rule.when),
+        "result": result,
+        "source": _source(rule.source),
+    }
+
+
 def _smccc_filter(spec: Spec) -> dict[str, Any]:
     f = spec.smccc_filter
     return {
@@ -67,21 +89,16 @@ def _smccc_filter(spec: Spec) -> dict[str, Any]:
         "reserved": [{"name": r.name, "first": r.first, "last": r.last} for r in f.reserved],
         "exit": {"reason": _constant(f.exit_reason), "flags": [_constant(x) for x in f.exit_flags]},
         "rules": [
-            {
-                "id": r.id,
-                "doc": r.doc,
-                "op": r.op,
-                **_lifetime(r.lifetime),
-                "when": _expr(r.when_text, r.when),
-                "result": {
+            _table_rule(
+                r,
+                {
                     "errno": r.errno.name if r.errno else None,
                     "ok": r.ok,
                     "x0": r.x0,
                     "exit": r.exit.name if r.exit else None,
                     "kvm": r.kvm,
                 },
-                "source": _source(r.source),
-            }
+            )
             for r in f.rules
         ],
     }
@@ -102,20 +119,15 @@ def _vcpu_power(spec: Spec) -> dict[str, Any]:
             ],
         },
         "rules": [
-            {
-                "id": r.id,
-                "doc": r.doc,
-                "op": r.op,
-                **_lifetime(r.lifetime),
-                "when": _expr(r.when_text, r.when),
-                "result": {
+            _table_rule(
+                r,
+                {
                     "x0": r.x0,
                     "caller": r.caller.name if r.caller else None,
                     "target": r.target.name if r.target else None,
                     "every-vcpu": r.every_vcpu.name if r.every_vcpu else None,
                 },
-                "source": _source(r.source),
-            }
+            )
             for r in p.rules
         ],
     }

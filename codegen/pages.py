@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from kvm_fwspec.spec.filter_names import FILTER_NAMES, FILTER_OPS, FilterName
+from kvm_fwspec.spec.filter_names import FILTER_NAMES, FILTER_OPS
 from kvm_fwspec.spec.model import (
     AffinityField,
     AnyBits,
@@ -29,7 +29,8 @@ from kvm_fwspec.spec.model import (
     SmcccFunction,
     Spec,
 )
-from kvm_fwspec.spec.power_names import POWER_NAMES, POWER_OPS, PowerName
+from kvm_fwspec.spec.op_names import OpName
+from kvm_fwspec.spec.power_names import POWER_NAMES, POWER_OPS
 
 CELL = 26  # pixels per diagram cell
 
@@ -330,7 +331,7 @@ def filter_tables(spec: Spec) -> list[DecisionTable]:
     ]
 
 
-def filter_names() -> tuple[FilterName, ...]:
+def filter_names() -> tuple[OpName, ...]:
     """The names a filter rule's condition may use (spec/filter_names.py)."""
     return FILTER_NAMES
 
@@ -364,7 +365,7 @@ def power_tables(spec: Spec) -> list[DecisionTable]:
     return [DecisionTable(op, POWER_OP_TITLES[op], spec.vcpu_power.table(op)) for op in POWER_OPS]
 
 
-def power_names() -> tuple[PowerName, ...]:
+def power_names() -> tuple[OpName, ...]:
     """The names a power rule's condition may use (spec/power_names.py)."""
     return POWER_NAMES
 

@@ -16,6 +16,15 @@ REQUIRES_FILTER = "smccc-filter"  # programs with smccc-filter and has-attr step
 REQUIRES_RESULTS = "call-results"  # calls whose answer is read in x0 to x3
 REQUIRES_POWER = "vcpu-power"  # powered-off vcpus, mp-state steps, calls that stop a vcpu
 REQUIRES_ENABLE_CAP = "enable-cap"  # programs with the VM step enable-cap
+# Every capability a case may need, as the reference offers them (its hello lists them so).
+CASE_REQUIREMENTS = (
+    REQUIRES_GUEST,
+    REQUIRES_PSCI_01,
+    REQUIRES_FILTER,
+    REQUIRES_RESULTS,
+    REQUIRES_POWER,
+    REQUIRES_ENABLE_CAP,
+)
 
 
 @dataclass(frozen=True)

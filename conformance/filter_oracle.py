@@ -58,12 +58,7 @@ class FilterOracle:
         return self.profile.has(self.filter.lifetime)
 
     def _decide(self, op: str, names: dict[str, rl.Value]) -> FilterRule:
-        for rule in self.filter.table(op):
-            if not self.profile.has(rule.lifetime):
-                continue
-            if rule.when is None or rl.evaluate(rule.when, names):
-                return rule
-        raise AssertionError(f"the spec's {op} table has no default")  # the loader checks
+        return self.profile.deciding(self.filter.table(op), names)
 
     def has_names(self, group: int, attr: int) -> dict[str, rl.Value]:
         """Exactly the names spec/filter_names.py gives `has` rules (tests/test_rule_names.py)."""

@@ -57,12 +57,7 @@ class PowerOracle:
         return VcpuStates([off if i in powered_off else on for i in range(vcpus)])
 
     def decide(self, op: str, names: dict[str, rl.Value]) -> PowerRule:
-        for rule in self.power.table(op):
-            if not self.profile.has(rule.lifetime):
-                continue
-            if rule.when is None or rl.evaluate(rule.when, names):
-                return rule
-        raise AssertionError(f"the spec's {op} power table has no default")  # the loader checks
+        return self.profile.deciding(self.power.table(op), names)
 
     def _affinities(self, vm: VcpuStates) -> dict[int, bool]:
         return {self.power.mpidr_affinity(i): vm.on(i) for i in range(len(vm.states))}

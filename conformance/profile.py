@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
+from kvm_fwspec.spec import rule_language as rl
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.model import HostProfile, Lifetime, Register, Release, Spec
+
+
+class TableRule(Protocol):
+    """A row of a decision table of its own (the SMCCC filter's, the vcpu power tables)."""
+
+    @property
+    def lifetime(self) -> Lifetime: ...
+    @property
+    def when(self) -> rl.Expr | None: ...
+
+
+RuleT = TypeVar("RuleT", bound=TableRule)
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,14 @@ class Profile:
 
     def has(self, lifetime: Lifetime) -> bool:
         return lifetime.covers(self.release, self.stable)
+
+    def deciding(self, table: Iterable[RuleT], names: Mapping[str, rl.Value]) -> RuleT:
+        """The first rule of `table` this release has whose `when` holds for `names`; the
+        loader makes every table end in a default, so there is always one."""
+        for rule in table:
+            if self.has(rule.lifetime) and (rule.when is None or rl.evaluate(rule.when, names)):
+                return rule
+        raise AssertionError("the spec's table has no default")  # the loader checks
 
 
 LEVELS_PREFIX = "levels:"

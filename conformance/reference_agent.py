@@ -8,14 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvm_fwspec.conformance.cases import (
-    REQUIRES_ENABLE_CAP,
-    REQUIRES_FILTER,
-    REQUIRES_GUEST,
-    REQUIRES_POWER,
-    REQUIRES_PSCI_01,
-    REQUIRES_RESULTS,
-)
+from kvm_fwspec.conformance.case import CASE_REQUIREMENTS
 from kvm_fwspec.conformance.guest.agent import Served
 from kvm_fwspec.conformance.guest.kvm_ioctl import (
     HOST_CAPABILITIES,
@@ -43,14 +36,7 @@ def reference_served(options: Mapping[str, str]) -> Served:
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,
         "arch": kvm.arch,
-        "features": [
-            REQUIRES_GUEST,
-            REQUIRES_PSCI_01,
-            REQUIRES_FILTER,
-            REQUIRES_RESULTS,
-            REQUIRES_POWER,
-            REQUIRES_ENABLE_CAP,
-        ],
+        "features": list(CASE_REQUIREMENTS),
         "cpu": None,  # the reference runs on no CPU: a fingerprint records none
     }
     if kvm.arch == "arm64":

@@ -8,105 +8,94 @@ oracle and the reference fill exactly these names; tests/test_rule_names.py hold
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from kvm_fwspec.spec.op_names import OpName, names_for, scope_for
 from kvm_fwspec.spec.rule_language import Scope, Type
 
 FILTER_OPS = ("has", "set", "call")
 
 
-@dataclass(frozen=True, kw_only=True)
-class FilterName:
-    """A name in scope for the filter rules of `ops`; ACTION stands for each action's name."""
-
-    spelling: str
-    type: Type
-    ops: tuple[str, ...]
-    doc: str
-
-
-FILTER_NAMES: tuple[FilterName, ...] = (
-    FilterName(
+FILTER_NAMES: tuple[OpName, ...] = (
+    OpName(
         spelling="attr.group",
         type=Type.INT,
         ops=("has",),
         doc="The attribute group KVM_HAS_DEVICE_ATTR asks about.",
     ),
-    FilterName(
+    OpName(
         spelling="attr.attr",
         type=Type.INT,
         ops=("has",),
         doc="The attribute KVM_HAS_DEVICE_ATTR asks about.",
     ),
-    FilterName(
+    OpName(
         spelling="filter-group",
         type=Type.INT,
         ops=("has",),
         doc="The filter's attribute group (KVM_ARM_VM_SMCCC_CTRL).",
     ),
-    FilterName(
+    OpName(
         spelling="filter-attr",
         type=Type.INT,
         ops=("has",),
         doc="The filter's attribute (KVM_ARM_VM_SMCCC_FILTER).",
     ),
-    FilterName(
+    OpName(
         spelling="filter.base",
         type=Type.INT,
         ops=("set",),
         doc="The range's first function id, as written in the struct.",
     ),
-    FilterName(
+    OpName(
         spelling="filter.nr-functions",
         type=Type.INT,
         ops=("set",),
         doc="The range's number of function ids, as written in the struct.",
     ),
-    FilterName(
+    OpName(
         spelling="filter.last",
         type=Type.INT,
         ops=("set",),
         doc="base + nr-functions - 1 computed in 32 bits, as KVM computes the range's end.",
     ),
-    FilterName(
+    OpName(
         spelling="filter.action",
         type=Type.INT,
         ops=("set",),
         doc="The range's action, as written in the struct.",
     ),
-    FilterName(
+    OpName(
         spelling="filter.pad",
         type=Type.INT,
         ops=("set",),
         doc="The struct's padding bytes read as one little-endian number: 0 when all are zero.",
     ),
-    FilterName(
+    OpName(
         spelling="filter.overlaps",
         type=Type.BOOL,
         ops=("set",),
         doc="The range shares a function id with one the VM's filter holds: a range added "
         "before, or one of the reserved ranges.",
     ),
-    FilterName(
+    OpName(
         spelling="filter-actions",
         type=Type.SET,
         ops=("set",),
         doc="The values of every action the spec defines.",
     ),
-    FilterName(
+    OpName(
         spelling="vm.has-run",
         type=Type.BOOL,
         ops=("set",),
         doc="Some vcpu of the VM has entered KVM_RUN (api.yaml's state).",
     ),
-    FilterName(
+    OpName(
         spelling="call.action",
         type=Type.INT,
         ops=("call",),
         doc="The action of the VM filter's range that holds the called function id; handle "
         "when none does.",
     ),
-    FilterName(
+    OpName(
         spelling="action.ACTION",
         type=Type.INT,
         ops=("call",),
@@ -116,19 +105,10 @@ FILTER_NAMES: tuple[FilterName, ...] = (
 
 
 def filter_names(op: str, actions: tuple[str, ...]) -> dict[str, Type]:
-    """Each name a filter rule about `op` may use, with its type; `actions` are the names of
-    the spec's actions, which the ACTION family spells out."""
-    names: dict[str, Type] = {}
-    for name in FILTER_NAMES:
-        if op not in name.ops:
-            continue
-        if name.spelling.endswith("ACTION"):
-            prefix = name.spelling.removesuffix("ACTION")
-            names.update({prefix + action: name.type for action in actions})
-        else:
-            names[name.spelling] = name.type
-    return names
+    """Each name a filter rule about `op` may use, with its type; `actions` are the names the
+    ACTION family spells out."""
+    return names_for(FILTER_NAMES, op, {"ACTION": actions})
 
 
 def filter_scope(op: str, actions: tuple[str, ...]) -> Scope:
-    return Scope(filter_names(op, actions), {})
+    return scope_for(FILTER_NAMES, op, {"ACTION": actions})

@@ -8,68 +8,57 @@ tests/test_rule_names.py holds both to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from kvm_fwspec.spec.op_names import OpName, names_for, scope_for
 from kvm_fwspec.spec.rule_language import Scope, Type
 
 POWER_OPS = ("run", "cpu-on", "cpu-off", "affinity-info", "system-event")
 
 
-@dataclass(frozen=True, kw_only=True)
-class PowerName:
-    """A name in scope for the power rules of `ops`."""
-
-    spelling: str
-    type: Type
-    ops: tuple[str, ...]
-    doc: str
-
-
-POWER_NAMES: tuple[PowerName, ...] = (
-    PowerName(
+POWER_NAMES: tuple[OpName, ...] = (
+    OpName(
         spelling="vcpu.on",
         type=Type.BOOL,
         ops=("run",),
         doc="The vcpu about to enter the guest is not stopped.",
     ),
-    PowerName(
+    OpName(
         spelling="call.target",
         type=Type.INT,
         ops=("cpu-on", "affinity-info"),
         doc="x1, the target affinity; its low 32 bits when the call is a standard PSCI "
         "function's SMC32 id (KVM narrows x1 to x3 of those: kvm_psci_narrow_to_32bit).",
     ),
-    PowerName(
+    OpName(
         spelling="call.level",
         type=Type.INT,
         ops=("affinity-info",),
         doc="x2, AFFINITY_INFO's lowest affinity level, narrowed as call.target is.",
     ),
-    PowerName(
+    OpName(
         spelling="hwid-mask",
         type=Type.INT,
         ops=("cpu-on", "affinity-info"),
         doc="MPIDR_HWID_BITMASK: the affinity fields of an MPIDR.",
     ),
-    PowerName(
+    OpName(
         spelling="caller.psci-0.2",
         type=Type.BOOL,
         ops=("cpu-on",),
         doc="The calling vcpu has the psci-0.2 feature (any PSCI from 0.2 on).",
     ),
-    PowerName(
+    OpName(
         spelling="target.exists",
         type=Type.BOOL,
         ops=("cpu-on",),
         doc="Some vcpu's MPIDR affinity equals call.target under hwid-mask.",
     ),
-    PowerName(
+    OpName(
         spelling="target.on",
         type=Type.BOOL,
         ops=("cpu-on",),
         doc="That vcpu is not stopped (false where there is none).",
     ),
-    PowerName(
+    OpName(
         spelling="matching",
         type=Type.INT,
         ops=("affinity-info",),
@@ -77,19 +66,19 @@ POWER_NAMES: tuple[PowerName, ...] = (
         "target in the bits of hwid-mask from call.level times level-bits up (none for a "
         "level from levels on).",
     ),
-    PowerName(
+    OpName(
         spelling="event.type",
         type=Type.INT,
         ops=("system-event",),
         doc="The type of the system event the call exits with (run->system_event.type).",
     ),
-    PowerName(
+    OpName(
         spelling="system-event.EVENT",
         type=Type.INT,
         ops=("system-event",),
         doc="Each system event type's value, by its name in api.yaml (`system-event.suspend`).",
     ),
-    PowerName(
+    OpName(
         spelling="matching-on",
         type=Type.INT,
         ops=("affinity-info",),
@@ -99,19 +88,10 @@ POWER_NAMES: tuple[PowerName, ...] = (
 
 
 def power_names(op: str, events: tuple[str, ...]) -> dict[str, Type]:
-    """Each name a power rule about `op` may use, with its type; `events` are the names of
-    api.yaml's system events, which the EVENT family spells out."""
-    names: dict[str, Type] = {}
-    for name in POWER_NAMES:
-        if op not in name.ops:
-            continue
-        if name.spelling.endswith("EVENT"):
-            prefix = name.spelling.removesuffix("EVENT")
-            names.update({prefix + event: name.type for event in events})
-        else:
-            names[name.spelling] = name.type
-    return names
+    """Each name a power rule about `op` may use, with its type; `events` are the names the
+    EVENT family spells out."""
+    return names_for(POWER_NAMES, op, {"EVENT": events})
 
 
 def power_scope(op: str, events: tuple[str, ...]) -> Scope:
-    return Scope(power_names(op, events), {})
+    return scope_for(POWER_NAMES, op, {"EVENT": events})

@@ -6,14 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
-from kvm_fwspec.conformance.cases import (
-    REQUIRES_ENABLE_CAP,
-    REQUIRES_FILTER,
-    REQUIRES_GUEST,
-    REQUIRES_POWER,
-    REQUIRES_PSCI_01,
-    REQUIRES_RESULTS,
-)
+from kvm_fwspec.conformance.case import CASE_REQUIREMENTS
 from kvm_fwspec.conformance.guest.program import execute
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
@@ -22,16 +15,7 @@ from kvm_fwspec.spec.errors import UsageError
 OPTIONS = ("without",)
 
 
-FEATURES = frozenset(
-    {
-        REQUIRES_GUEST,
-        REQUIRES_PSCI_01,
-        REQUIRES_FILTER,
-        REQUIRES_RESULTS,
-        REQUIRES_POWER,
-        REQUIRES_ENABLE_CAP,
-    }
-)
+FEATURES = frozenset(CASE_REQUIREMENTS)
 
 
 class ReferenceAdapter:

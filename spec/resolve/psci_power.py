@@ -21,6 +21,7 @@ from kvm_fwspec.spec.model import (
 )
 from kvm_fwspec.spec.power_names import POWER_OPS, power_scope
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
+from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults
 from kvm_fwspec.spec.yaml_source import JsonPath
 
 STEM = "psci"
@@ -61,7 +62,7 @@ def resolve_vcpu_power(
     )
     ctx.unique(STEM, (*PATH, "rules"), raw["rules"], "id", "rule id")
     if not ctx.problems:
-        _check_complete(ctx, rules, releases)
+        check_tables_end_in_defaults(ctx, STEM, (*PATH, "rules"), rules, POWER_OPS, releases)
     return VcpuPower(
         doc=raw["doc"],
         source=section_source,
@@ -142,20 +143,3 @@ def _state(
         known = ", ".join(s.name for s in mp_states)
         ctx.error(STEM, path, f"unknown mp-state '{name}' (api.yaml has {known})")
     return state
-
-
-def _check_complete(
-    ctx: Context, rules: tuple[PowerRule, ...], releases: tuple[Release, ...]
-) -> None:
-    """Every op's table ends in a rule without `when` in every release."""
-    for op in POWER_OPS:
-        table = [r for r in rules if r.op == op]
-        for release in releases:
-            live = [r for r in table if r.lifetime.covers(release)]
-            if not live or live[-1].when is not None:
-                ctx.error(
-                    STEM,
-                    (*PATH, "rules"),
-                    f"no {op} rule without `when` ends the table in {release}",
-                )
-                break

@@ -22,6 +22,7 @@ from kvm_fwspec.spec.model import (
     SmcccFilter,
 )
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
+from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults
 from kvm_fwspec.spec.yaml_source import JsonPath
 
 STEM = "smccc-filter"
@@ -55,7 +56,10 @@ def resolve_smccc_filter(
     )
     ctx.unique(STEM, ("rules",), raw["rules"], "id", "rule id")
     if not ctx.problems:
-        _check_complete(ctx, rules, releases)
+        # the `call` table exists only where the filter does
+        check_tables_end_in_defaults(
+            ctx, STEM, ("rules",), rules, FILTER_OPS, releases, optional=("call",)
+        )
     return SmcccFilter(
         doc=raw["doc"],
         lifetime=lifetime,
@@ -182,21 +186,3 @@ def _rule(
         lifetime=ctx.lifetime(STEM, path, raw, parent),
         source=source(raw["source"]),
     )
-
-
-def _check_complete(
-    ctx: Context, rules: tuple[FilterRule, ...], releases: tuple[Release, ...]
-) -> None:
-    """Every op's table ends in a default in every release: `has` and `set` always, `call`
-    wherever the filter exists."""
-    for op in FILTER_OPS:
-        table = [r for r in rules if r.op == op]
-        for release in releases:
-            live = [r for r in table if r.lifetime.covers(release)]
-            if op == "call" and not live:
-                continue
-            if not live or live[-1].when is not None:
-                ctx.error(
-                    STEM, ("rules",), f"no {op} rule without `when` ends the table in {release}"
-                )
-                break

@@ -1,0 +1,43 @@
+"""What every decision table of its own (the SMCCC filter's, the vcpu power tables) must be:
+for each operation, a table that ends, in every release, in a rule without `when`, so that
+nothing is left undecided."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kvm_fwspec.spec.model import Lifetime, Release
+from kvm_fwspec.spec.resolve.context import Context
+from kvm_fwspec.spec.rule_language import Expr
+from kvm_fwspec.spec.yaml_source import JsonPath
+
+
+class TableRule(Protocol):
+    @property
+    def op(self) -> str: ...
+    @property
+    def when(self) -> Expr | None: ...
+    @property
+    def lifetime(self) -> Lifetime: ...
+
+
+def check_tables_end_in_defaults(
+    ctx: Context,
+    stem: str,
+    path: JsonPath,
+    rules: tuple[TableRule, ...],
+    ops: tuple[str, ...],
+    releases: tuple[Release, ...],
+    optional: tuple[str, ...] = (),
+) -> None:
+    """Report each op whose table lacks a final default in some release; an op in `optional`
+    may have no rule at all in a release (the filter's `call` before the filter existed)."""
+    for op in ops:
+        table = [r for r in rules if r.op == op]
+        for release in releases:
+            live = [r for r in table if r.lifetime.covers(release)]
+            if op in optional and not live:
+                continue
+            if not live or live[-1].when is not None:
+                ctx.error(stem, path, f"no {op} rule without `when` ends the table in {release}")
+                break
