@@ -4,8 +4,8 @@
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
 # source: spec/api.yaml sha256:024754208519de8f31acaf252235321d697a01deaf1fb7f6535b0157694a3053
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
-# source: spec/psci.yaml sha256:ed240006839a8dbfa3d3cc3efc60fa7e85bdde9d75c66a38b9b3a567faa3dab3
-# source: spec/smccc.yaml sha256:f337e5269f453c3d5433010acedfc212ce66364ed18b1304e192be80bf7ab838
+# source: spec/psci.yaml sha256:6e59a49e91fbfa72b512f4f99644ebd5bb282f46c4b9c498beb6aecf9e80dce0
+# source: spec/smccc.yaml sha256:4019893a366448792cdb3c4a77f46155928c8cf88015ba85c8b2901a0fe3c6bf
 # source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
 # source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
@@ -1076,7 +1076,7 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                             'KVM_ARCH_FLAG_SYSTEM_SUSPEND_ENABLED, else '
                                             'NOT_SUPPORTED; PSCI_FEATURES answers 0 only with the '
                                             'flag.',
-                                    'confirmed-on': []},
+                                    'confirmed-on': ['5.10.223', '6.1.192', '6.12.118', '7.2.13']},
                          'kvm': {'from': '1.0',
                                  'since': '5.19',
                                  'features': 0,
@@ -1337,7 +1337,27 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                           'returns-register': None,
                           'answers': None,
                           'register-results': [],
-                          'calls': []},
+                          'calls': [{'args': [2214592592],
+                                     'answers': [0, 0, 0, 0],
+                                     'since': '5.12'},
+                                    {'args': [2214592593],
+                                     'answers': [0, 0, 0, 0],
+                                     'since': '5.12'},
+                                    {'args': [2214592594],
+                                     'answers': [0, 0, 0, 0],
+                                     'since': '5.12'},
+                                    {'args': [2214592595],
+                                     'answers': [0, 0, 0, 0],
+                                     'since': '5.12'},
+                                    {'args': [3288334419],
+                                     'answers': [0, 0, 0, 0],
+                                     'since': '5.12'},
+                                    {'args': [2214592596],
+                                     'answers': [-1, 0, 0, 0],
+                                     'since': '5.12'},
+                                    {'args': [2147483648],
+                                     'answers': [-1, 0, 0, 0],
+                                     'since': '5.12'}]},
                          {'name': 'trng-get-uuid',
                           'c-name': 'ARM_SMCCC_TRNG_GET_UUID',
                           'function-id': 2214592594,
@@ -1482,7 +1502,20 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                           'returns-register': None,
                           'answers': None,
                           'register-results': [],
-                          'calls': []}],
+                          'calls': []},
+                         {'name': 'smccc-arch-soc-id',
+                          'c-name': 'ARM_SMCCC_ARCH_SOC_ID_FUNC_ID',
+                          'function-id': 2147483650,
+                          'service': 'arch',
+                          'since': '4.16',
+                          'psci-features': None,
+                          'returns': None,
+                          'arch-features': None,
+                          'returns-register': None,
+                          'answers': None,
+                          'register-results': [],
+                          'calls': [{'args': [0], 'answers': [-1, 0, 0, 0], 'since': '4.16'},
+                                    {'args': [1], 'answers': [-1, 0, 0, 0], 'since': '4.16'}]}],
            'not-supported': [-1, 0, 0, 0]},
  'smccc-filter': {'since': '6.4',
                   'group': {'name': 'smccc-ctrl', 'c-name': 'KVM_ARM_VM_SMCCC_CTRL', 'value': 0},
@@ -1976,8 +2009,8 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                                        '6.12.118',
                                                        '7.2.13']}},
                           {'id': 'psci-power/affinity-info/on',
-                           'doc': 'If any vcpu that matches is on, the answer is ON (the '
-                                  'affinity-level constant level-on).',
+                           'doc': 'If any vcpu that matches is on, the answer is ON (0, '
+                                  'PSCI_0_2_AFFINITY_LEVEL_ON).',
                            'op': 'affinity-info',
                            'since': '4.16',
                            'when': {'text': 'matching-on > 0',
@@ -1993,8 +2026,8 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                                        '6.12.118',
                                                        '7.2.13']}},
                           {'id': 'psci-power/affinity-info/off',
-                           'doc': 'Every vcpu that matches is stopped, and the answer is OFF '
-                                  '(level-off). KVM never answers ON_PENDING.',
+                           'doc': 'Every vcpu that matches is stopped, and the answer is OFF (1, '
+                                  'PSCI_0_2_AFFINITY_LEVEL_OFF). KVM never answers ON_PENDING.',
                            'op': 'affinity-info',
                            'since': '4.16',
                            'when': None,
@@ -2025,7 +2058,7 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                            'source': {'file': 'arch/arm64/kvm/psci.c',
                                       'note': 'kvm_psci_system_suspend fills in the exit without '
                                               'kvm_prepare_system_event.',
-                                      'confirmed-on': []}},
+                                      'confirmed-on': ['6.1.192', '6.12.118', '7.2.13']}},
                           {'id': 'psci-power/system-event/stops-every-vcpu',
                            'doc': 'A shutdown or reset event (SYSTEM_OFF, SYSTEM_RESET, '
                                   'SYSTEM_RESET2, SYSTEM_OFF2) stops every vcpu of the VM before '

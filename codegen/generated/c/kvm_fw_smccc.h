@@ -5,8 +5,8 @@
  * source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
  * source: spec/api.yaml sha256:024754208519de8f31acaf252235321d697a01deaf1fb7f6535b0157694a3053
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
- * source: spec/psci.yaml sha256:ed240006839a8dbfa3d3cc3efc60fa7e85bdde9d75c66a38b9b3a567faa3dab3
- * source: spec/smccc.yaml sha256:f337e5269f453c3d5433010acedfc212ce66364ed18b1304e192be80bf7ab838
+ * source: spec/psci.yaml sha256:6e59a49e91fbfa72b512f4f99644ebd5bb282f46c4b9c498beb6aecf9e80dce0
+ * source: spec/smccc.yaml sha256:4019893a366448792cdb3c4a77f46155928c8cf88015ba85c8b2901a0fe3c6bf
  * source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
  * source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
  * source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
@@ -37,5 +37,6 @@
 #define ARM_SMCCC_VENDOR_HYP_KVM_PTP_FUNC_ID	0x86000001	/* kvm-ptp, since 5.13 */
 #define ARM_SMCCC_VENDOR_HYP_KVM_DISCOVER_IMPL_VER_FUNC_ID	0xc6000040	/* kvm-discover-impl-ver, since 6.15 */
 #define ARM_SMCCC_VENDOR_HYP_KVM_DISCOVER_IMPL_CPUS_FUNC_ID	0xc6000041	/* kvm-discover-impl-cpus, since 6.15 */
+#define ARM_SMCCC_ARCH_SOC_ID_FUNC_ID	0x80000002	/* arch, since 4.16 */
 
 #endif /* KVM_FWSPEC_KVM_FW_SMCCC_H */
