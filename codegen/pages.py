@@ -112,8 +112,14 @@ def psci_matrix(spec: Spec) -> list[tuple[str, str, list[PsciCell]]]:
                 since = (
                     f" from {kvm.lifetime.since}" if kvm.lifetime.since != spec.releases[0] else ""
                 )
-                needs = f", needs {kvm.needs_capability.c_name}" if kvm.needs_capability else ""
-                cells.append(PsciCell(True, f"handled{since}{needs}; FEATURES {kvm.features}"))
+                if kvm.needs_capability is not None:
+                    text = (
+                        f"handled{since} once the VMM enables {kvm.needs_capability.c_name} on "
+                        f"the VM (FEATURES {kvm.features} then); NOT_SUPPORTED until"
+                    )
+                else:
+                    text = f"handled{since}; FEATURES {kvm.features}"
+                cells.append(PsciCell(True, text))
             else:
                 cells.append(PsciCell(False, "NOT_SUPPORTED"))
         ids = ", ".join(f"``{fid:#010x}``" for _, fid in sorted(function.ids.items()))
@@ -235,7 +241,7 @@ def _status(value: int) -> str:
 
 def _call_row(call: SmcccCall) -> str:
     """`x1=33: x0..x3 = 0, 0, any 1-bit, any 32-bit`: a call's row, shapes in words."""
-    args = ", ".join(f"x{i + 1}={a}" for i, a in enumerate(call.args))
+    args = ", ".join(f"x{i + 1}={a:#x}" for i, a in enumerate(call.args))
     words = ", ".join(
         f"any {w.bits}-bit" if isinstance(w, AnyBits) else (str(w) if i == 0 else f"{w:#x}")
         for i, w in enumerate(call.answers)

@@ -669,20 +669,24 @@ class CaseBuilder:
                 fid = function.ids["smc32"]
                 sim.call(features, self.oracle.psci_features(fid, decision.value, enabled), (fid,))
                 states = power.initial(2, ())
+                event = None  # the power rule of the exit, which decides the states read after
                 for call in kvm.calls:
                     if not self.oracle.psci_handled(function, decision.value, enabled):
                         sim.call(fid, NOT_SUPPORTED, call.args)
                         continue
                     assert call.exit is not None  # such calls exit to the VMM that asked
                     sim.call(fid, {"exit": call.exit.name}, call.args)
-                    power.system_event(states, 1, call.exit.name)
+                    event = power.system_event(states, 1, call.exit.name)
                 sim.mp_state(1, states.states[1])
                 sim.mp_state(0, states.states[0])
-                yield sim.case(
-                    f"{dotted(decision.rule.id)}.{scenario.name}.guest-{function.name}-{variant}",
-                    decision,
-                    (REQUIRES_GUEST, REQUIRES_POWER) + ((REQUIRES_ENABLE_CAP,) if ask else ()),
+                requires = (REQUIRES_GUEST, REQUIRES_POWER) + (
+                    (REQUIRES_ENABLE_CAP,) if ask else ()
                 )
+                variant_id = f"{scenario.name}.guest-{function.name}-{variant}"
+                if event is not None:
+                    yield sim._case(f"{dotted(event.id)}.{variant_id}", event.id, requires)
+                else:
+                    yield sim.case(f"{dotted(decision.rule.id)}.{variant_id}", decision, requires)
 
     def _by_argument_cases(self, scenario: Scenario, psci: Register) -> Iterator[Case]:
         """The SMCCC calls the spec answers by argument, some by shape (TRNG_RND32/64's

@@ -63,8 +63,8 @@ POWER_NAMES: tuple[OpName, ...] = (
         type=Type.INT,
         ops=("affinity-info",),
         doc="How many vcpus match call.target at call.level: their MPIDR affinity equals the "
-        "target in the bits of hwid-mask from call.level times level-bits up (none for a "
-        "level from levels on).",
+        "target in the bits of hwid-mask from call.level times level-bits up (0 for a level "
+        "of 4 or more, which names no affinity field).",
     ),
     OpName(
         spelling="event.type",
@@ -76,7 +76,8 @@ POWER_NAMES: tuple[OpName, ...] = (
         spelling="system-event.EVENT",
         type=Type.INT,
         ops=("system-event",),
-        doc="Each system event type's value, by its name in api.yaml (`system-event.suspend`).",
+        doc="Each system event type's value, by its name (system-event.suspend is "
+        "KVM_SYSTEM_EVENT_SUSPEND's).",
     ),
     OpName(
         spelling="matching-on",

@@ -82,6 +82,48 @@ def describe_power_rule(rule: PowerRule) -> list[str]:
     return _rule_lines(rule, f"{table}, arm64", "; ".join(parts))
 
 
+def api_entries(spec: Spec) -> list[tuple[str, str, str]]:
+    """api.yaml's named things a user looks up: (spec name, C name, one line about it)."""
+    entries = [
+        (
+            f.name,
+            f.c_name,
+            f"vcpu feature {f.c_name} (bit {f.bits.get('arm64', f.bits.get('arm'))} "
+            f"on arm64), since {f.lifetime.since}: {_one_line(f.doc)}",
+        )
+        for f in spec.vcpu_features
+    ]
+    entries += [
+        (
+            c.name,
+            c.c_name,
+            f"capability {c.c_name} = {c.value}, since {c.lifetime.since}"
+            + ("; enabled on a VM with KVM_ENABLE_CAP" if c.vm_enable else "")
+            + f": {_one_line(c.doc)}",
+        )
+        for c in spec.capabilities
+    ]
+    entries += [
+        (i.name, i.c_name, f"ioctl {i.c_name} = {i.number:#x}: {_one_line(i.doc)}")
+        for i in spec.ioctls
+    ]
+    for what, constants in (
+        ("KVM_GET_MP_STATE state", spec.mp_states),
+        ("system event type", spec.system_events),
+        # the filter's exit reason is shown with the filter's constants
+        ("exit reason", tuple(e for e in spec.exit_reasons if e != spec.smccc_filter.exit_reason)),
+    ):
+        entries += [
+            (c.name, c.c_name, f"{what} {c.c_name} ({c.name}) = {c.value}: {_one_line(c.doc)}")
+            for c in constants
+        ]
+    return entries
+
+
+def _one_line(doc: str) -> str:
+    return " ".join(doc.split())
+
+
 def filter_constants(spec: Spec) -> list[tuple[str, Constant]]:
     """The SMCCC filter's named numbers, each with what it is: the attribute's group and
     attribute, the actions, the hypercall exit and its flags."""
@@ -156,6 +198,9 @@ def show(spec: Spec, name: str) -> list[str]:
     for power_rule in spec.vcpu_power.rules:
         if wanted == power_rule.id:
             lines += describe_power_rule(power_rule)
+    for spec_name, c_name, line in api_entries(spec):
+        if wanted == spec_name or upper == c_name:
+            lines.append(line)
     lines += describe_filter_constant(spec, wanted)
     for function in spec.psci_functions:
         if wanted == function.name or upper in function.c_names.values():
@@ -189,6 +234,7 @@ def names(spec: Spec) -> list[str]:
     found |= {rule.id for rule in spec.rules}
     found |= {rule.id for rule in spec.smccc_filter.rules}
     found |= {rule.id for rule in spec.vcpu_power.rules}
+    found |= {n for spec_name, c_name, _ in api_entries(spec) for n in (spec_name, c_name)}
     found |= {n for _, c in filter_constants(spec) for n in (c.name, c.c_name)}
     found |= {host.name for host in spec.host_profiles}
     for function in spec.psci_functions:

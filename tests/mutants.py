@@ -303,7 +303,7 @@ MUTANTS = [
         "a SUSPEND event stopping every vcpu, as a shutdown does",
         "6.12",
         "mitigated",
-        "psci-version/get/default-latest",
+        "psci-power/system-event/suspend-leaves-every-vcpu",
         _drop_power("psci-power/system-event/suspend-leaves-every-vcpu"),
     ),
     Mutant(

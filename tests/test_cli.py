@@ -104,6 +104,20 @@ def test_show_names_the_smccc_filter_s_abi_by_its_kernel_names() -> None:
     assert "did you mean KVM_ARM_VM_SMCCC_FILTER" in typo.stderr
 
 
+def test_show_names_the_api_s_states_features_capabilities_and_ioctls() -> None:
+    """The names a VMM author meets in the power and capability cases are found by their
+    kernel names (any case) and the spec's, and a typo of one is suggested."""
+    stopped = kvm_fwspec("show", "kvm_mp_state_stopped")
+    assert stopped.stdout.startswith("KVM_GET_MP_STATE state KVM_MP_STATE_STOPPED (stopped) = 5: ")
+    assert "vcpu feature KVM_ARM_VCPU_POWER_OFF (bit 0" in kvm_fwspec("show", "power-off").stdout
+    capability = kvm_fwspec("show", "KVM_CAP_ARM_SYSTEM_SUSPEND").stdout
+    assert "= 216, since 5.19; enabled on a VM with KVM_ENABLE_CAP" in capability
+    assert kvm_fwspec("show", "KVM_ENABLE_CAP").stdout.startswith(
+        "ioctl KVM_ENABLE_CAP = 0x4068aea3"
+    )
+    assert "did you mean KVM_MP_STATE_STOPPED" in kvm_fwspec("show", "KVM_MP_STATE_STOPED").stderr
+
+
 def test_show_unknown_name_is_a_usage_error() -> None:
     result = kvm_fwspec("show", "no-such-thing")
     assert result.returncode == 2

@@ -535,7 +535,7 @@ def test_a_consistent_file_of_a_failed_run_says_it_failed(tmp_path: Path) -> Non
     assert certified.returncode == 1, certified.stderr
     result = run_verify(str(tmp_path / "r" / "results.json"))
     assert result.returncode == 0, result.stderr
-    assert "consistent: DOES NOT CONFORM (498 pass, 154 fail, 0 not-applicable, 0 error)" in (
+    assert "consistent: DOES NOT CONFORM (500 pass, 154 fail, 0 not-applicable, 0 error)" in (
         result.stdout
     )
 
@@ -578,4 +578,21 @@ def test_an_observation_outside_the_spec_s_shape_is_not_a_pass(
         f"{path}: case {case_id}: recorded pass, the observations earn fail (step 2 (call): "
         "expected x0=0, x1=0x0, x2=any 1-bit value, x3=any 32-bit value, observed x0=0, "
         "x1=0x0, x2=0x3, x3=0xffffffff)"
+    )
+
+
+def test_an_observation_written_as_the_shape_itself_is_not_a_pass(
+    certified: Path, tmp_path: Path
+) -> None:
+    """A results file whose observed x3 is the expected shape object, not a number (a trial
+    found verify calling it consistent): only a number can match a shape."""
+
+    def shaped(document: Document) -> str:
+        case = next(c for c in document["cases"] if c["id"].endswith(".guest-trng-rnd32"))
+        case["observed"][1]["x3"] = {"bits": 32}
+        return str(case["id"])
+
+    path, case_id = edited(certified, tmp_path, shaped)
+    assert verify(path)[0].startswith(
+        f"{path}: case {case_id}: recorded pass, the observations earn fail (step 1 (call): "
     )

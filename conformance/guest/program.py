@@ -79,6 +79,10 @@ U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 # The largest value of each bounded field of a step; pad is the struct's first 8 pad bytes.
 STEP_BOUNDS = {
+    "reg": U64,
+    "value": U64,
+    "mask": U64,
+    "match": U64,
     "function": U32,
     "base": U32,
     "nr-functions": U32,
