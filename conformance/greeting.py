@@ -22,11 +22,13 @@ def greeted_adapter(
     profile: Profile,
     options: Mapping[str, str],
     kernel_from_hello: bool = False,
+    recorded: bool = False,
 ) -> Adapter:
     """The adapter, opened with the user's options and asked what it is, or one line saying
     why not: no case runs against an implementation that cannot say hello. With
     `kernel_from_hello` (`--kernel auto`) the kernel it claims is the caller's to take, not
-    one to hold against `profile`."""
+    one to hold against `profile`. `recorded`: the profile is a results file's (replay), which
+    no option of the command changes."""
     try:
         adapter = load_adapter(name, profile, options)
     except OSError as exc:  # the program or address the options name
@@ -57,10 +59,13 @@ def greeted_adapter(
         return adapter
     if claimed is not None and not claims_profile(spec, claimed, profile):
         adapter.close()
-        raise UsageError(
-            f"{capabilities.implementation} says it is KVM {claimed}; "
-            f"--kernel asks for {profile.kernel}{_kernel_hint(spec, claimed)}"
+        wanted = (
+            f"the results were recorded for {profile.kernel}: replay them on an "
+            "implementation of that kernel"
+            if recorded
+            else f"--kernel asks for {profile.kernel}{_kernel_hint(spec, claimed)}"
         )
+        raise UsageError(f"{capabilities.implementation} says it is KVM {claimed}; {wanted}")
     return adapter
 
 

@@ -52,7 +52,7 @@ def replay(path: Path, case_id: str, adapter: str | None, options: Mapping[str, 
             "the results were edited or written by another suite"
         )
     name = adapter or run["adapter"]
-    implementation = greeted_adapter(name, spec, profile, options)
+    implementation = greeted_adapter(name, spec, profile, options, recorded=True)
     try:
         capabilities, (result,) = certify_cases(implementation, [case])
     finally:

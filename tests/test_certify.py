@@ -423,3 +423,21 @@ def test_an_empty_report_path_is_refused_not_taken_for_the_current_folder(tmp_pa
     line = one_line_refusal(certify("--report", "", cwd=tmp_path))
     assert "--report: an empty path" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_replay_on_an_implementation_of_another_kernel_names_the_recorded_one(
+    earlier_report: Path,
+) -> None:
+    """replay takes its profile from the results, so the refusal points there, not at a
+    --kernel option replay does not have (a trial found it suggested one)."""
+    document = json.loads((earlier_report / "results.json").read_text())
+    kernel = document["run"]["kernel"]
+    other = "6.1" if not kernel.startswith("6.1") else "5.10"
+    result = subprocess.run(
+        [*KVM_FWSPEC, "replay", str(earlier_report / "results.json"), document["cases"][0]["id"],
+         "--adapter", "agent", "--option", f"command={AGENT} --kernel {other}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    line = one_line_refusal(result)
+    assert f"says it is KVM {other}; the results were recorded for {kernel}" in line
+    assert "--kernel" not in line

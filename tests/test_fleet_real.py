@@ -234,7 +234,7 @@ def test_the_command_reports_each_disagreement_and_fails(
     out = capsys.readouterr().out
     assert out.startswith("fleet plan vs real KVM: 32 pairs, 0 disagreements\n")
     assert out.endswith(
-        "guest answers vs the spec: 480 answers, 0 differ; left undefined by the spec: none\n"
+        "guest answers vs the spec: 504 answers, 0 differ; left undefined by the spec: none\n"
     )
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json"))
     assert written == [
