@@ -148,13 +148,9 @@ NON_LITERAL_MESSAGES = {
         r"spec/rules\.yaml:(\d+|\{line\}): rules\[\d+\]\.(when|result\.value|result\.store): "
     ),
     (
-        "resolve/smccc_filter.py",
-        "_rule",
-    ): r"spec/smccc-filter\.yaml:(\d+|\{line\}): rules\[\d+\]\.when: ",
-    (
-        "resolve/psci_power.py",
-        "_rule",
-    ): r"spec/psci\.yaml:(\d+|\{line\}): power\.rules\[\d+\]\.when: ",
+        "resolve/decision_tables.py",
+        "checked_when",
+    ): r"spec/(smccc-filter|psci)\.yaml:(\d+|\{line\}): (power\.)?rules\[\d+\]\.when: ",
     ("loader.py", "_validate"): "|".join(f"(: {m}$)" for m in SCHEMA_MESSAGES.values()),
     # A Function.check's own message, such as psci()'s (sites of their own in rule_names.py).
     ("rule_language.py", "_infer_call"): r": psci\(",

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from kvm_fwspec.spec import rule_language as rl
 from kvm_fwspec.spec.model import Lifetime, Release
-from kvm_fwspec.spec.resolve.context import Context
+from kvm_fwspec.spec.resolve.context import Context, Raw
 from kvm_fwspec.spec.rule_language import Expr
 from kvm_fwspec.spec.yaml_source import JsonPath
 
@@ -41,3 +42,15 @@ def check_tables_end_in_defaults(
             if not live or live[-1].when is not None:
                 ctx.error(stem, path, f"no {op} rule without `when` ends the table in {release}")
                 break
+
+
+def checked_when(ctx: Context, stem: str, path: JsonPath, raw: Raw, scope: rl.Scope) -> Expr | None:
+    """A rule's `when`, typed in its table's vocabulary; None without one, or (reported)
+    where it does not type."""
+    if "when" not in raw:
+        return None
+    try:
+        return rl.check(raw["when"], scope, rl.Type.BOOL)
+    except rl.ExpressionError as exc:
+        ctx.error(stem, (*path, "when"), str(exc))
+        return None

@@ -8,7 +8,6 @@ the hardware-id mask without overlapping.
 
 from __future__ import annotations
 
-from kvm_fwspec.spec import rule_language as rl
 from kvm_fwspec.spec.model import (
     AffinityField,
     Constant,
@@ -21,7 +20,7 @@ from kvm_fwspec.spec.model import (
 )
 from kvm_fwspec.spec.power_names import POWER_OPS, power_scope
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
-from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults
+from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults, checked_when
 from kvm_fwspec.spec.yaml_source import JsonPath
 
 STEM = "psci"
@@ -112,14 +111,8 @@ def _rule(
         key: _state(ctx, (*path, "result", key), result[key], mp_states) if key in result else None
         for key in STATE_KEYS
     }
-    when = None
-    if "when" in raw:
-        try:
-            when = rl.check(
-                raw["when"], power_scope(op, tuple(e.name for e in events)), rl.Type.BOOL
-            )
-        except rl.ExpressionError as exc:
-            ctx.error(STEM, (*path, "when"), str(exc))
+    scope = power_scope(op, tuple(e.name for e in events))
+    when = checked_when(ctx, STEM, path, raw, scope)
     return PowerRule(
         id=raw["id"],
         doc=raw["doc"],

@@ -8,7 +8,6 @@ in a rule without `when`, so that no attribute, range or call is left undecided.
 
 from __future__ import annotations
 
-from kvm_fwspec.spec import rule_language as rl
 from kvm_fwspec.spec.filter_names import FILTER_OPS, filter_scope
 from kvm_fwspec.spec.model import (
     Constant,
@@ -22,7 +21,7 @@ from kvm_fwspec.spec.model import (
     SmcccFilter,
 )
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
-from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults
+from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults, checked_when
 from kvm_fwspec.spec.yaml_source import JsonPath
 
 STEM = "smccc-filter"
@@ -166,12 +165,7 @@ def _rule(
             (*path, "result", "exit"),
             f"a forwarded call exits with '{exit_reason.name}', not '{result['exit']}'",
         )
-    when = None
-    if "when" in raw:
-        try:
-            when = rl.check(raw["when"], filter_scope(op, actions), rl.Type.BOOL)
-        except rl.ExpressionError as exc:
-            ctx.error(STEM, (*path, "when"), str(exc))
+    when = checked_when(ctx, STEM, path, raw, filter_scope(op, actions))
     return FilterRule(
         id=raw["id"],
         doc=raw["doc"],
