@@ -729,13 +729,9 @@ class CaseBuilder:
     def _offered(self, function: SmcccFunction, stored: dict[str, int]) -> bool:
         """Whether a VM with `stored` values has `function`'s service: the release has the
         call, and no bitmap bit of this release gates its service, or the VM's bit is set."""
-        if not self.profile.has(function.lifetime):
-            return False
-        for register in self.oracle.registers:
-            for bit in register.bits:
-                if bit.service == function.service and self.profile.has(bit.lifetime):
-                    return bool(stored.get(register.name, 0) & bit.mask)
-        return True
+        return self.profile.has(function.lifetime) and self.oracle.bitmap_allows(
+            function.service.name, stored
+        )
 
     def _four_register_cases(self, scenario: Scenario) -> Iterator[Case]:
         """The calls that answer in x0 to x3 (CALL_UID, TRNG_GET_UUID), asked for all four,

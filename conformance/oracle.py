@@ -84,6 +84,16 @@ class Oracle:
     def register_for(self, reg_id: int) -> Register | None:
         return next((r for r in self.registers if r.ids[self.profile.arch] == reg_id), None)
 
+    def bitmap_allows(self, service: str, stored: Mapping[str, int]) -> bool:
+        """Whether a VM with `stored` values lets its guest call `service`: no bitmap bit of
+        this release gates it, or the VM's bit is set."""
+        for register in self.registers:
+            for bit in register.bits:
+                gated = bit.service is not None and bit.service.name == service
+                if gated and self.profile.has(bit.lifetime):
+                    return bool(stored.get(register.name, 0) & bit.mask)
+        return True
+
     def reset_values(self) -> dict[str, int]:
         """Each stored register's value in a new VM."""
         values = {}

@@ -473,17 +473,7 @@ def _workaround_answer(
 
 def _service(profile: Profile, oracle: Oracle, service: str, stored: dict[str, int]) -> bool:
     declared = next(s for s in oracle.spec.smccc_functions if s.service.name == service)
-    if not profile.has(declared.lifetime):
-        return False
-    for register in oracle.registers:
-        for bit in register.bits:
-            if (
-                bit.service is not None
-                and bit.service.name == service
-                and profile.has(bit.lifetime)
-            ):
-                return bool(stored.get(register.name, 0) & bit.mask)
-    return True  # no bitmap gates it in this release: available to every guest
+    return profile.has(declared.lifetime) and oracle.bitmap_allows(service, stored)
 
 
 def advise(spec: Spec, report: MigrationReport) -> list[str]:
