@@ -165,8 +165,9 @@ def _page(name: str, path: str, template: str, **context: Callable[[Spec], objec
 
 
 def _hypercalls_page() -> Output:
-    """The SMCCC services with what KVM answers for each function, and the SMCCC filter's ABI
-    and decision tables; its rules carry anchors and verdicts as the register pages' do."""
+    """The SMCCC services with what KVM answers for each function, a vcpu's stolen-time
+    structure, and the SMCCC filter's ABI; the decision tables' rules carry anchors and
+    verdicts as the register pages' do."""
     return _page(
         "docs-hypercalls", "docs/reference/hypercalls.rst", "docs_hypercalls.rst.j2",
         services=pages.hypercall_services,
@@ -174,6 +175,12 @@ def _hypercalls_page() -> Output:
         tables=pages.filter_tables,
         names=lambda s: pages.filter_names(),
         outcomes=lambda s: {r.id: pages.filter_rule_outcome(r) for r in s.smccc_filter.rules},
+        st=lambda s: s.stolen_time,
+        st_tables=pages.stolen_time_tables,
+        st_names=lambda s: pages.stolen_time_names(),
+        st_outcomes=lambda s: {
+            r.id: pages.stolen_time_rule_outcome(r) for r in s.stolen_time.rules
+        },
         not_fixed=lambda s: pages.NOT_FIXED,
         lifetime_text=lambda s: pages.lifetime_text,
         flag_bit=lambda s: pages.flag_bit,

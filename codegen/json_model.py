@@ -14,6 +14,7 @@ from kvm_fwspec.spec.model import (
     PowerRule,
     Source,
     Spec,
+    StolenTimeRule,
 )
 
 
@@ -61,7 +62,9 @@ def _constant(c: Constant) -> dict[str, Any]:
     return {"name": c.name, "c-name": c.c_name, "value": c.value}
 
 
-def _table_rule(rule: FilterRule | PowerRule, result: dict[str, Any]) -> dict[str, Any]:
+def _table_rule(
+    rule: FilterRule | PowerRule | StolenTimeRule, result: dict[str, Any]
+) -> dict[str, Any]:
     """A row of a decision table of its own, with its table's `result`."""
     return {
         "id": rule.id,
@@ -100,6 +103,33 @@ def _smccc_filter(spec: Spec) -> dict[str, Any]:
                 },
             )
             for r in f.rules
+        ],
+    }
+
+
+def _stolen_time(spec: Spec) -> dict[str, Any]:
+    t = spec.stolen_time
+    return {
+        "service": t.service.name,
+        "group": _constant(t.group),
+        "attr": _constant(t.attr),
+        "unset": t.unset,
+        "struct": {
+            "c-name": t.struct_c_name,
+            "size": t.struct_size,
+            "fields": [{"name": x.name, "offset": x.offset, "size": x.size} for x in t.fields],
+        },
+        "rules": [
+            _table_rule(
+                r,
+                {
+                    "errno": r.errno.name if r.errno else None,
+                    "ok": r.ok,
+                    "x0": r.x0,
+                    "address": r.address,
+                },
+            )
+            for r in t.rules
         ],
     }
 
@@ -322,6 +352,7 @@ def model_to_json(spec: Spec) -> dict[str, Any]:
             "not-supported": list(spec.smccc_not_supported),
         },
         "smccc-filter": _smccc_filter(spec),
+        "stolen-time": _stolen_time(spec),
         "vcpu-power": _vcpu_power(spec),
         "kvm-interface": {
             "ioctls": [

@@ -28,9 +28,11 @@ from kvm_fwspec.spec.model import (
     SmcccCall,
     SmcccFunction,
     Spec,
+    StolenTimeRule,
 )
 from kvm_fwspec.spec.op_names import OpName
 from kvm_fwspec.spec.power_names import POWER_NAMES, POWER_OPS
+from kvm_fwspec.spec.stolen_time_names import STOLEN_TIME_NAMES, STOLEN_TIME_OPS
 
 CELL = 26  # pixels per diagram cell
 
@@ -265,6 +267,8 @@ def function_answers(spec: Spec, function: SmcccFunction) -> FunctionAnswers:
         call = _x0(function.returns)
     elif function.calls:
         call = "by argument: " + "; ".join(_call_row(c) for c in function.calls)
+    elif any(r.op == function.name for r in spec.stolen_time.rules):
+        call = f"by the vcpu's stolen-time address: :ref:`stolen-time-{function.name}`"
     for index, name in function.register_results:
         held = registers[name]
         call += (
@@ -327,7 +331,7 @@ class DecisionTable:
 
     op: str
     title: str
-    rules: tuple[FilterRule, ...] | tuple[PowerRule, ...]
+    rules: tuple[FilterRule, ...] | tuple[PowerRule, ...] | tuple[StolenTimeRule, ...]
 
 
 def filter_tables(spec: Spec) -> list[DecisionTable]:
@@ -355,6 +359,40 @@ def filter_rule_outcome(rule: FilterRule) -> str:
     if rule.kvm:
         return "KVM answers, as without a filter"
     raise ValueError(f"filter rule {rule.id} has no result")  # the loader refuses such a rule
+
+
+STOLEN_TIME_OP_TITLES = {
+    "set": "KVM_SET_DEVICE_ATTR of the address",
+    "get": "KVM_GET_DEVICE_ATTR of the address",
+    "pv-time-features": "a guest's PV_TIME_FEATURES",
+    "pv-time-st": "a guest's PV_TIME_ST",
+}
+
+
+def stolen_time_tables(spec: Spec) -> list[DecisionTable]:
+    """The stolen-time decision tables, one per operation, rules in the spec's order."""
+    return [
+        DecisionTable(op, STOLEN_TIME_OP_TITLES[op], spec.stolen_time.table(op))
+        for op in STOLEN_TIME_OPS
+    ]
+
+
+def stolen_time_names() -> tuple[OpName, ...]:
+    """The names a stolen-time rule's condition may use (spec/stolen_time_names.py)."""
+    return STOLEN_TIME_NAMES
+
+
+def stolen_time_rule_outcome(rule: StolenTimeRule) -> str:
+    """A stolen-time rule's result in words, for the docs."""
+    if rule.errno:
+        return f"-{rule.errno.name}"
+    if rule.ok:
+        return "0 (success): the vcpu's address from now on"
+    if rule.x0 is not None:
+        return f"x0 = {rule.x0}" + (" (NOT_SUPPORTED)" if rule.x0 == -1 else " (SUCCESS)")
+    if rule.address:
+        return "the vcpu's address (x0 of a call, the u64 of a get)"
+    raise ValueError(f"stolen-time rule {rule.id} has no result")  # the loader refuses it
 
 
 POWER_OP_TITLES = {

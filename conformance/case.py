@@ -1,6 +1,6 @@
 """A conformance case: one program, its expected outcomes, and what running it needs.
 
-The case builders (cases.py, power_cases.py) produce these; the plugin, the verifier and the
+The case builders (cases.py, power_cases.py, stolen_time_cases.py) produce these; the plugin, the verifier and the
 adapters read them. A case needs an implementation's capability for every kind of step its
 program has beyond GET, SET and REG_LIST, by the names of docs/agent-protocol.md's features.
 """
@@ -16,6 +16,7 @@ REQUIRES_FILTER = "smccc-filter"  # programs with smccc-filter and has-attr step
 REQUIRES_RESULTS = "call-results"  # calls whose answer is read in x0 to x3
 REQUIRES_POWER = "vcpu-power"  # powered-off vcpus, mp-state steps, calls that stop a vcpu
 REQUIRES_ENABLE_CAP = "enable-cap"  # programs with the VM step enable-cap
+REQUIRES_VCPU_ATTR = "vcpu-attr"  # set-vcpu-attr and get-vcpu-attr steps, the data region
 # Every capability a case may need, as the reference offers them (its hello lists them so).
 CASE_REQUIREMENTS = (
     REQUIRES_GUEST,
@@ -24,6 +25,7 @@ CASE_REQUIREMENTS = (
     REQUIRES_RESULTS,
     REQUIRES_POWER,
     REQUIRES_ENABLE_CAP,
+    REQUIRES_VCPU_ATTR,
 )
 
 

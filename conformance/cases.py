@@ -27,6 +27,7 @@ from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Decision, Oracl
 from kvm_fwspec.conformance.power_cases import power_cases
 from kvm_fwspec.conformance.power_oracle import PowerOracle
 from kvm_fwspec.conformance.profile import Profile
+from kvm_fwspec.conformance.stolen_time_cases import stolen_time_cases
 from kvm_fwspec.spec.model import (
     AnyBits,
     Capability,
@@ -280,11 +281,12 @@ class CaseBuilder:
         cases += self._unknown_index_cases()
         cases += self._list_cases()
         cases += self._guest_default_cases()
-        # The filter is arm64's, and so is the MPIDR layout the power cases address vcpus
-        # by (32-bit hosts, which went in 5.7, put 4 vcpus in a cluster, not 16).
+        # The filter is arm64's, and so are stolen time and the MPIDR layout the power cases
+        # address vcpus by (32-bit hosts, which went in 5.7, put 4 vcpus in a cluster, not 16).
         if self.profile.arch == "arm64":
             cases += self._filter_cases()
             cases += power_cases(self.spec, self.profile)
+            cases += stolen_time_cases(self.spec, self.profile)
         by_id = {c.id: c for c in cases}
         assert len(by_id) == len(cases), "case ids must be unique"
         return sorted(cases, key=lambda c: c.id)

@@ -16,6 +16,7 @@ from kvm_fwspec.conformance.guest.kvm_ioctl import (
     VM_ATTRIBUTES,
     host_levels,
 )
+from kvm_fwspec.conformance.guest.program import PROGRAM_MEMORY
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, levels_profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.loader import load_spec
@@ -31,7 +32,13 @@ def reference_served(options: Mapping[str, str]) -> Served:
     if options["host"].startswith(LEVELS_PREFIX):  # a host named by its levels, not a profile
         levels = levels_profile(load_spec(), options["host"]).levels
         host = {register: value.name for register, value in levels.items()}
-    kvm = ReferenceKvm(release, host, options.get("arch", "arm64"), stable=kernel != release)
+    kvm = ReferenceKvm(
+        release,
+        host,
+        options.get("arch", "arm64"),
+        stable=kernel != release,
+        memory=PROGRAM_MEMORY,
+    )
     hello: dict[str, Any] = {
         "implementation": "kvm-fwspec reference",
         "kernel": kernel,

@@ -29,6 +29,7 @@ from kvm_fwspec.conformance.adapters.reference import ReferenceAdapter
 from kvm_fwspec.conformance.analyses import migration
 from kvm_fwspec.conformance.cases import build_cases
 from kvm_fwspec.conformance.commands.cli import run, subcommands
+from kvm_fwspec.conformance.guest.program import PROGRAM_MEMORY
 from kvm_fwspec.conformance.page_templates import environment
 from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.conformance.verdicts import certify_cases
@@ -48,7 +49,11 @@ def reference_verdicts(kernel: str, host: str) -> dict[str, Counter[str]]:
     profile = resolve_profile(spec, kernel, host)
     levels = {name: value.name for name, value in profile.host.levels.items()}
     kvm = ReferenceKvm(
-        str(profile.release), levels, tables=model_to_json(spec), stable=profile.stable
+        str(profile.release),
+        levels,
+        tables=model_to_json(spec),
+        stable=profile.stable,
+        memory=PROGRAM_MEMORY,
     )
     _, results = certify_cases(ReferenceAdapter(kvm), build_cases(spec, profile))
     verdicts: dict[str, Counter[str]] = {}

@@ -80,8 +80,12 @@ class ReferenceKvm:
         tables: Mapping[str, Any] = MODEL,
         quirks: Quirks = Quirks(),
         stable: bool = False,
+        memory: tuple[tuple[int, int], ...] = (),
     ) -> None:
         self.tables = tables
+        # The guest RAM every VM has, (guest-physical base, size) per slot: what a vcpu's
+        # stolen-time address must fall in. The agent protocol gives programs one region.
+        self.memory = memory
         self.stable = stable
         self.quirks = quirks
         self.release = _release(release)
@@ -110,6 +114,8 @@ class ReferenceKvm:
         self.power: Mapping[str, Any] = tables["vcpu-power"]
         self.power_rules = [r for r in self.power["rules"] if self.covers(r)]
         self.mpidr = Mpidr(self.power["mpidr"])
+        self.stolen_time: Mapping[str, Any] = tables["stolen-time"]
+        self.stolen_time_rules = [r for r in self.stolen_time["rules"] if self.covers(r)]
 
     def covers(self, entry: Mapping[str, Any]) -> bool:
         return _covers(entry, self.release, self.stable)
@@ -176,6 +182,11 @@ class ReferenceKvm:
         whose `when` holds, as for the registers."""
         table = [r for r in self.filter_rules if r["op"] == op]
         return _first_holding(table, names, f"no SMCCC filter rule decides {op} in {self.release}")
+
+    def decide_stolen_time(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
+        """The stolen-time rule for `op` (set, get, pv-time-features, pv-time-st)."""
+        table = [r for r in self.stolen_time_rules if r["op"] == op]
+        return _first_holding(table, names, f"no stolen-time rule decides {op} in {self.release}")
 
     def decide_power(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
         """The vcpu power rule for `op` (run, cpu-on, cpu-off, affinity-info, system-event)."""
@@ -396,6 +407,7 @@ class ReferenceVcpu:
     # A CPU_ON started this vcpu: KVM resets it to the call's entry point when it next enters
     # the guest, where the agent's code is not.
     reset_pending: bool = False
+    stolen_time: int | None = None  # the stolen-time address the VMM set, if it did
 
     def init(self, features: list[str]) -> str | None:
         self.initialized = True
@@ -407,6 +419,73 @@ class ReferenceVcpu:
 
     def mp_state(self) -> tuple[str | None, str | None]:
         return None, self.mp_state_name
+
+    # -- the stolen-time attribute ---------------------------------------------------------
+
+    def _stolen_time_group(self, group: int) -> None:
+        if group != int(self.vm.kvm.stolen_time["group"]["value"]):
+            raise SpecGap(f"the spec has no vcpu attribute group {group} but stolen time's")
+
+    def stolen_time_names(
+        self, op: str, attr: int = 0, ipa: int = 0, argument: int = 0
+    ) -> dict[str, Value]:
+        """A value for each name a stolen-time rule about `op` may use: exactly those
+        spec/stolen_time_names.py declares (tests/test_rule_names.py checks)."""
+        kvm = self.vm.kvm
+        table = kvm.stolen_time
+        attribute: dict[str, Value] = {
+            "attr.attr": attr,
+            "pvtime-attr": int(table["attr"]["value"]),
+        }
+        has_address: dict[str, Value] = {"vcpu.stolen-time-set": self.stolen_time is not None}
+        if op == "get":
+            return attribute
+        if op == "set":
+            page = ipa & ~0xFFF  # KVM looks up the page that holds the address
+            return {
+                **attribute,
+                **has_address,
+                "ipa.aligned": ipa % int(table["struct"]["size"]) == 0,
+                "ipa.in-memory": any(b <= page < b + size for b, size in kvm.memory),
+            }
+        if op == "pv-time-features":
+            functions = kvm.tables["smccc"]["functions"]
+            service = frozenset(
+                int(f["function-id"]) for f in functions if f["service"] == table["service"]
+            )
+            # KVM reads the function id asked about as a u32 (kvm_hypercall_pv_features)
+            argument_names: dict[str, Value] = {
+                "call.argument": argument & 0xFFFFFFFF,
+                "pv-time-functions": service,
+            }
+            return {**has_address, **argument_names}
+        return has_address
+
+    def set_attribute(self, group: int, attr: int, value: int) -> str | None:
+        """KVM_SET_DEVICE_ATTR on the vcpu: the stolen-time address, by the spec's table."""
+        self._stolen_time_group(group)
+        rule = self.vm.kvm.decide_stolen_time("set", self.stolen_time_names("set", attr, value))
+        failed = _errno_or_ok(rule)
+        if failed is None:
+            self.stolen_time = value
+        return failed
+
+    def get_attribute(self, group: int, attr: int) -> tuple[str | None, int | None]:
+        """KVM_GET_DEVICE_ATTR on the vcpu: its stolen-time address, or the unset value."""
+        self._stolen_time_group(group)
+        result = self.vm.kvm.decide_stolen_time("get", self.stolen_time_names("get", attr))
+        if result["result"]["errno"]:
+            return str(result["result"]["errno"]), None
+        return None, self._stolen_time_answer(result)
+
+    def _stolen_time_answer(self, rule: Mapping[str, Any]) -> int:
+        result = rule["result"]
+        if result["address"]:
+            unset = int(self.vm.kvm.stolen_time["unset"])
+            return self.stolen_time if self.stolen_time is not None else unset
+        if result["x0"] is None:
+            raise SpecGap(f"{rule['id']}: the rule gives the call no answer")
+        return int(result["x0"])
 
     def _state(self, value: int | None = None) -> dict[str, Value]:
         state: dict[str, Value] = {
@@ -656,6 +735,11 @@ class ReferenceVcpu:
             return self._arch_features(args[0] if args else 0)
         if not self._service_enabled(function["service"]):
             return NOT_SUPPORTED
+        kvm = self.vm.kvm
+        if any(r["op"] == function["name"] for r in kvm.stolen_time_rules):
+            names = self.stolen_time_names(function["name"], argument=args[0] if args else 0)
+            x0 = self._stolen_time_answer(kvm.decide_stolen_time(function["name"], names))
+            return x0 - (1 << 64) if x0 >= 1 << 63 else x0  # x0 read signed
         row = self._call_row(function, args)
         if row is not None:
             return _word(row["answers"][0])

@@ -460,7 +460,8 @@ class Rule:
 
 @dataclass(frozen=True, kw_only=True)
 class FilterField:
-    """A field of struct kvm_smccc_filter, by byte offset and size."""
+    """A field of a struct the ABI passes by address (kvm_smccc_filter,
+    pvclock_vcpu_stolen_time), by byte offset and size."""
 
     name: str
     offset: int
@@ -495,6 +496,49 @@ class FilterRule:
     kvm: bool
     lifetime: Lifetime
     source: Source
+
+
+@dataclass(frozen=True, kw_only=True)
+class StolenTimeRule:
+    """One row of the stolen-time tables (spec/smccc.yaml's `stolen-time`): `set` and `get`
+    of a vcpu's address and the guest's `pv-time-features` and `pv-time-st`. The result is
+    one of errno, ok, x0 or address (the vcpu's address, or the unset value)."""
+
+    id: str
+    doc: str
+    op: Literal["set", "get", "pv-time-features", "pv-time-st"]
+    when: Expr | None
+    when_text: str | None
+    errno: Errno | None
+    ok: bool
+    x0: int | None
+    address: bool
+    lifetime: Lifetime
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True)
+class StolenTime:
+    """A vcpu's stolen-time structure: the attribute that places it, its layout, and the
+    tables of setting it and of the PV time calls that depend on it."""
+
+    doc: str
+    service: Service
+    architectures: tuple[str, ...]  # whose uapi asm/kvm.h defines the attribute
+    source: Source
+    attribute_doc: str
+    group: Constant
+    attr: Constant
+    unset: int
+    unset_doc: str
+    struct_c_name: str
+    struct_doc: str
+    struct_size: int
+    fields: tuple[FilterField, ...]
+    rules: tuple[StolenTimeRule, ...]
+
+    def table(self, op: str) -> tuple[StolenTimeRule, ...]:
+        return tuple(r for r in self.rules if r.op == op)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -667,6 +711,7 @@ class Spec:
     core_registers: tuple[CoreRegisters, ...]
     vmm_rules: tuple[VmmRule, ...]
     smccc_filter: SmcccFilter
+    stolen_time: StolenTime
     vcpu_power: VcpuPower
 
     def layout(self, name: str) -> Layout:

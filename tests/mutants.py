@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kvm_fwspec.conformance.guest.program import PROGRAM_MEMORY
 from kvm_fwspec.reference_impl.kvm import Quirks, ReferenceKvm
 from kvm_fwspec.reference_impl.tables import MODEL
 
@@ -29,13 +30,15 @@ def _edited(edit: Callable[[dict[str, Any]], None]) -> Callable[[str, str], Refe
     def build(kernel: str, host: str) -> ReferenceKvm:
         tables = copy.deepcopy(MODEL)
         edit(tables)
-        return ReferenceKvm(kernel, host, tables=tables)
+        return ReferenceKvm(kernel, host, tables=tables, memory=PROGRAM_MEMORY)
 
     return build
 
 
 def _quirk(**quirks: bool) -> Callable[[str, str], ReferenceKvm]:
-    return lambda kernel, host: ReferenceKvm(kernel, host, quirks=Quirks(**quirks))
+    return lambda kernel, host: ReferenceKvm(
+        kernel, host, quirks=Quirks(**quirks), memory=PROGRAM_MEMORY
+    )
 
 
 def _rule(tables: dict[str, Any], rule_id: str) -> dict[str, Any]:
@@ -72,6 +75,14 @@ def _drop_power(rule_id: str) -> Callable[[str, str], ReferenceKvm]:
 
 def _power_result(rule_id: str, **result: Any) -> Callable[[str, str], ReferenceKvm]:
     return _edited(lambda t: _power_rule(t, rule_id)["result"].update(result))
+
+
+def _drop_stolen_time(rule_id: str) -> Callable[[str, str], ReferenceKvm]:
+    def edit(tables: dict[str, Any]) -> None:
+        rules = tables["stolen-time"]["rules"]
+        rules.remove(next(r for r in rules if r["id"] == rule_id))
+
+    return _edited(edit)
 
 
 def _call_row(tables: dict[str, Any], function: str, args: list[int]) -> dict[str, Any]:
@@ -265,6 +276,22 @@ MUTANTS = [
         "mitigated",
         "smccc-filter/set/after-run",
         _quirk(filter_after_run_allowed=True),
+    ),
+    Mutant(
+        "stolen-time-address-replaced",
+        "a second stolen-time address replacing the vcpu's first instead of EEXIST",
+        "6.12",
+        "mitigated",
+        "stolen-time/set/already-set",
+        _drop_stolen_time("stolen-time/set/already-set"),
+    ),
+    Mutant(
+        "pv-time-features-before-an-address",
+        "PV_TIME_FEATURES offering PV_TIME_ST to a vcpu whose VMM never set its address",
+        "5.10",
+        "mitigated",
+        "stolen-time/pv-time-features/no-address",
+        _drop_stolen_time("stolen-time/pv-time-features/no-address"),
     ),
     Mutant(
         "psci-0.1-cpu-on-already-on",

@@ -25,14 +25,16 @@ def load_record(name: str) -> dict[str, Any]:
     return record
 
 
-def judge(spec: Spec, run: dict[str, Any], rule_prefix: str) -> list[str]:
+def judge(
+    spec: Spec, run: dict[str, Any], rule_prefix: str, id_suffixes: tuple[str, ...] = ()
+) -> list[str]:
     """Each way the recorded run departs from the spec's cases whose rule starts with
-    `rule_prefix`, for its kernel and host."""
+    `rule_prefix` or whose id ends with one of `id_suffixes`, for its kernel and host."""
     profile = resolve_profile(spec, run["kernel"], run["host-profile"])
     cases = {
         json.dumps(program_in_hex(c.program), sort_keys=True): c
         for c in build_cases(spec, profile)
-        if c.rule.startswith(rule_prefix)
+        if c.rule.startswith(rule_prefix) or c.id.endswith(id_suffixes)
     }
     recorded = {json.dumps(c["program"], sort_keys=True): c for c in run["cases"]}
     problems = [

@@ -327,7 +327,8 @@ BROKEN_STEPS = {
     "set-without-value": ({"op": "set", "vcpu": 0, "reg": 1}, "a set step needs value"),
     "unknown-op": (
         {"op": "peek", "vcpu": 0},
-        "unknown step op 'peek'; steps are get, set, list, run, mp-state, call, smccc-filter, has-attr, enable-cap",
+        "unknown step op 'peek'; steps are get, set, list, run, mp-state, call, smccc-filter, "
+        "has-attr, enable-cap, set-vcpu-attr, get-vcpu-attr",
     ),
     "function-beyond-32-bits": (
         {"op": "call", "vcpu": 0, "function": 0x1FFFFFFFF},

@@ -189,10 +189,10 @@ def test_a_run_without_guest_calls_never_earns_a_bare_conforms(tmp_path: Path) -
     narrow = ("--option", "without=guest-calls", "--report", str(tmp_path / "r"))
     result = certify(*narrow)
     assert result.returncode == 0, result.stderr
-    assert "CONFORMS (113 of 738 cases not applicable: needs guest-calls)" in result.stdout
+    assert "CONFORMS (121 of 759 cases not applicable: needs guest-calls)" in result.stdout
     strict = certify(*narrow, "--require-all")
     assert strict.returncode == 1
-    assert "DOES NOT CONFORM (--require-all: 113 of 738" in strict.stdout
+    assert "DOES NOT CONFORM (--require-all: 121 of 759" in strict.stdout
 
 
 def test_the_verdict_names_the_host_profile_auto_resolved_to(tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_progress_is_shown_unless_quiet(tmp_path: Path) -> None:
     )
     progress = result.stderr.splitlines()
     assert len(progress) == 10 and progress[-1].startswith(
-        "kvm-fwspec: 738/738 cases, 0 fail, 0 error,"
+        "kvm-fwspec: 759/759 cases, 0 fail, 0 error,"
     )
 
 
@@ -416,7 +416,7 @@ def test_an_agent_for_a_host_named_by_its_levels_is_certified_as_that_host(
         "--report", str(tmp_path / "r"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert f"host={host}: 654 pass, 0 fail" in result.stdout
+    assert f"host={host}: 675 pass, 0 fail" in result.stdout
 
 
 def test_an_empty_report_path_is_refused_not_taken_for_the_current_folder(tmp_path: Path) -> None:

@@ -116,8 +116,20 @@ def test_an_answer_the_spec_does_not_fix_is_not_invented(spec: Spec, page: str) 
             assert all(
                 str(w) not in text for c in f.calls for w in c.answers if not isinstance(w, int)
             )
+        elif spec.stolen_time.table(f.name):  # PV time: by the vcpu's address, its own tables
+            assert f"* call: by the vcpu's stolen-time address: :ref:`stolen-time-{f.name}`" in text
         else:
             assert "* call: not fixed by the spec" in text, f.name
+
+
+def test_the_stolen_time_tables_are_on_the_page_with_every_rule(spec: Spec, page: str) -> None:
+    assert spec.stolen_time.rules  # not vacuous
+    for op in ("set", "get", "pv-time-features", "pv-time-st"):
+        assert f".. _stolen-time-{op}:" in page
+    missing = [r.id for r in spec.stolen_time.rules if anchor(r.id) not in page]
+    assert missing == []
+    assert "``KVM_ARM_VCPU_PVTIME_CTRL`` (2), ``KVM_ARM_VCPU_PVTIME_IPA`` (0)" in page
+    assert "``0xffffffffffffffff``" in page
 
 
 def test_the_reference_index_lists_the_page(spec: Spec) -> None:

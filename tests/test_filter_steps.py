@@ -236,7 +236,10 @@ def test_the_results_schema_takes_a_filter_case() -> None:
     assert schema_errors(recorded_case(FILTER_WIRE)) == []
 
 
-OPS = "['get', 'set', 'list', 'run', 'mp-state', 'call', 'smccc-filter', 'has-attr', 'enable-cap']"
+OPS = (
+    "['get', 'set', 'list', 'run', 'mp-state', 'call', 'smccc-filter', 'has-attr', 'enable-cap', "
+    "'set-vcpu-attr', 'get-vcpu-attr']"
+)
 MALFORMED_STEPS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "base-as-integer": (
         FILTER_WIRE[1] | {"base": PSCI_VERSION_SMC32},

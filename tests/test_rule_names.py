@@ -1,7 +1,9 @@
 """The rule language's names are declared once, in spec/rule_names.py, and both evaluators of
 the rules fill exactly them: the conformance oracle and the reference implementation, for an
 access of every register of the spec, on every architecture it has, and of an unknown id. The
-SMCCC filter's names are declared in spec/filter_names.py and held the same way, per operation.
+SMCCC filter's, the vcpu power tables' and the stolen-time tables' names are declared in
+spec/filter_names.py, spec/power_names.py and spec/stolen_time_names.py and held the same way,
+per operation.
 
 The reference may import nothing of the spec library, so these tests are what tie it to the
 declaration; each comparison is also shown failing on an implementation that gets a name wrong.
@@ -13,9 +15,11 @@ from collections.abc import Mapping
 
 import pytest
 
+from kvm_fwspec.conformance.guest.program import DATA_BASE, PROGRAM_MEMORY
 from kvm_fwspec.conformance.oracle import Access, Oracle
 from kvm_fwspec.conformance.power_oracle import PowerCall, PowerOracle
 from kvm_fwspec.conformance.profile import Profile, resolve_profile
+from kvm_fwspec.conformance.stolen_time_oracle import StolenTimeOracle
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.filter_names import FILTER_OPS, filter_names
 from kvm_fwspec.spec.loader import load_spec
@@ -23,6 +27,7 @@ from kvm_fwspec.spec.model import Register, Release
 from kvm_fwspec.spec.power_names import POWER_OPS, power_names
 from kvm_fwspec.spec.rule_language import Type
 from kvm_fwspec.spec.rule_names import OPS, RULE_NAMES, Vocabulary
+from kvm_fwspec.spec.stolen_time_names import STOLEN_TIME_OPS, stolen_time_names
 
 SPEC = load_spec()
 VOCABULARY = Vocabulary.of(SPEC)
@@ -247,4 +252,55 @@ def test_a_forgotten_power_name_and_a_wrong_type_show() -> None:
     counted["matching-on"] = True
     assert mismatch(counted, power_names("affinity-info", EVENTS)) == [
         "matching-on is True, not int"
+    ]
+
+
+# -- the stolen-time names (spec/stolen_time_names.py) ----------------------------------------
+
+# Each op's names are filled for a vcpu whose address is set, asked of an address in the
+# protocol's data region and, for PV_TIME_FEATURES, of PV_TIME_ST's id.
+ST_ADDRESS = DATA_BASE + 0x40
+ST_ID = next(f.function_id for f in SPEC.smccc_functions if f.name == "pv-time-st")
+
+
+def reference_stolen_time_names(op: str) -> dict[str, object]:
+    kvm = ReferenceKvm(str(SPEC.releases[-1]), HOST.name, memory=PROGRAM_MEMORY)
+    vcpu = kvm.create_vm().create_vcpu()
+    vcpu.init(["psci-0.2"])
+    attr = SPEC.stolen_time.attr.value
+    assert vcpu.set_attribute(SPEC.stolen_time.group.value, attr, ST_ADDRESS) is None
+    return dict(vcpu.stolen_time_names(op, attr, ST_ADDRESS, ST_ID))
+
+
+def oracle_stolen_time_names(op: str) -> dict[str, object]:
+    oracle = StolenTimeOracle(SPEC, resolve_profile(SPEC, str(SPEC.releases[-1]), HOST.name))
+    attr = SPEC.stolen_time.attr.value
+    names = {
+        "set": lambda: oracle.set_names(ST_ADDRESS, attr, ST_ADDRESS),
+        "get": lambda: oracle.get_names(attr),
+    }
+    if op in names:
+        return dict(names[op]())
+    return dict(oracle.call_names(op, ST_ADDRESS, ST_ID))
+
+
+@pytest.mark.parametrize("op", STOLEN_TIME_OPS)
+def test_the_reference_and_the_oracle_fill_exactly_the_declared_stolen_time_names(
+    op: str,
+) -> None:
+    assert mismatch(reference_stolen_time_names(op), stolen_time_names(op)) == []
+    assert mismatch(oracle_stolen_time_names(op), stolen_time_names(op)) == []
+    assert reference_stolen_time_names(op) == oracle_stolen_time_names(op)
+
+
+def test_a_forgotten_stolen_time_name_and_a_wrong_type_show() -> None:
+    """A reference that sets an address without looking at the VM's memory, and hands
+    PV_TIME_FEATURES its argument as a set."""
+    filled = reference_stolen_time_names("set")
+    del filled["ipa.in-memory"]
+    assert mismatch(filled, stolen_time_names("set")) == ["missing ipa.in-memory"]
+    asked = reference_stolen_time_names("pv-time-features")
+    asked["call.argument"] = frozenset({ST_ID})
+    assert mismatch(asked, stolen_time_names("pv-time-features")) == [
+        f"call.argument is {frozenset({ST_ID})}, not int"
     ]

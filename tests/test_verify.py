@@ -203,7 +203,8 @@ def test_capabilities_that_do_not_explain_a_verdict_are_refused(
     ) in problems
     assert (
         f"{path}: case {plain_id}: recorded not-applicable, but the run's capabilities "
-        "(call-results, enable-cap, psci-0.1-vcpus, smccc-filter, vcpu-power) include all it needs: it is an error"
+        "(call-results, enable-cap, psci-0.1-vcpus, smccc-filter, vcpu-attr, vcpu-power) "
+        "include all it needs: it is an error"
     ) in problems
 
 
@@ -535,7 +536,7 @@ def test_a_consistent_file_of_a_failed_run_says_it_failed(tmp_path: Path) -> Non
     assert certified.returncode == 1, certified.stderr
     result = run_verify(str(tmp_path / "r" / "results.json"))
     assert result.returncode == 0, result.stderr
-    assert "consistent: DOES NOT CONFORM (500 pass, 154 fail, 0 not-applicable, 0 error)" in (
+    assert "consistent: DOES NOT CONFORM (521 pass, 154 fail, 0 not-applicable, 0 error)" in (
         result.stdout
     )
 

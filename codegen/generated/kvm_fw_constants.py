@@ -2,10 +2,10 @@
 # Regenerate with: kvm-fwspec generate
 # source: spec/kernels.yaml sha256:9622e7ba236334f465033fbcaf986b299b5b65671910426eb9d7d7c612f90e85
 # source: spec/encoding.yaml sha256:2ccf03e731fd8e71de47fefd04aefeb72cf02a8aa3c75d3e588365f86cfb0fdd
-# source: spec/api.yaml sha256:024754208519de8f31acaf252235321d697a01deaf1fb7f6535b0157694a3053
+# source: spec/api.yaml sha256:cd7c46002559b73a8c44ae40daf0c4a01dc6790482be4f90f4563e3246a701df
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
 # source: spec/psci.yaml sha256:6e59a49e91fbfa72b512f4f99644ebd5bb282f46c4b9c498beb6aecf9e80dce0
-# source: spec/smccc.yaml sha256:4019893a366448792cdb3c4a77f46155928c8cf88015ba85c8b2901a0fe3c6bf
+# source: spec/smccc.yaml sha256:5afc29f64ac5d8d7e94607d3c88883250376af0ea01c59cd10cdf25d80b8f1b1
 # source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
 # source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
@@ -259,6 +259,7 @@ class Ioctl(IntEnum):
     KVM_ARM_PREFERRED_TARGET = 0x8020aeaf
     KVM_ARM_VCPU_FINALIZE = 0x4004aec2
     KVM_SET_DEVICE_ATTR = 0x4018aee1
+    KVM_GET_DEVICE_ATTR = 0x4018aee2
     KVM_HAS_DEVICE_ATTR = 0x4018aee3
     KVM_ENABLE_CAP = 0x4068aea3
     KVM_GET_MP_STATE = 0x8004ae98

@@ -7,7 +7,7 @@ from typing import Any
 
 from kvm_fwspec.conformance.adapters import Capabilities, refuse_unknown_options
 from kvm_fwspec.conformance.case import CASE_REQUIREMENTS
-from kvm_fwspec.conformance.guest.program import execute
+from kvm_fwspec.conformance.guest.program import PROGRAM_MEMORY, execute
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.reference_impl.kvm import ReferenceKvm
 from kvm_fwspec.spec.errors import UsageError
@@ -51,5 +51,7 @@ def create(profile: Profile, options: Mapping[str, str]) -> ReferenceAdapter:
     levels = {name: value.name for name, value in profile.host.levels.items()}
     # Always its generated tables, never the spec under test: under --spec-dir the reference
     # is an implementation held to that spec, and an edit it does not follow must fail it.
-    kvm = ReferenceKvm(str(profile.release), levels, profile.arch, stable=profile.stable)
+    kvm = ReferenceKvm(
+        str(profile.release), levels, profile.arch, stable=profile.stable, memory=PROGRAM_MEMORY
+    )
     return ReferenceAdapter(kvm, without)

@@ -33,6 +33,7 @@ def summary(spec: Spec) -> str:
         f"{len(spec.psci_versions)} PSCI versions, {functions} function ids, "
         f"{len(spec.rules)} rules, {len(spec.smccc_filter.rules)} SMCCC filter rules, "
         f"{len(spec.vcpu_power.rules)} vcpu power rules, "
+        f"{len(spec.stolen_time.rules)} stolen-time rules, "
         f"{len(spec.vmm_rules)} VMM rules, "
         f"releases {spec.releases[0]}-{spec.releases[-1]}"
     )

@@ -297,6 +297,7 @@ KVM_FEATURES = (
     "call-results",
     "vcpu-power",
     "enable-cap",
+    "vcpu-attr",
 )
 
 

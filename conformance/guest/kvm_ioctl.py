@@ -33,7 +33,13 @@ import time
 from typing import Any
 
 from kvm_fwspec.codegen.generated import kvm_fw_constants as abi
-from kvm_fwspec.conformance.guest.program import NOT_SUPPORTED_U64, Implementation, execute
+from kvm_fwspec.conformance.guest.program import (
+    DATA_BASE,
+    DATA_SIZE,
+    NOT_SUPPORTED_U64,
+    Implementation,
+    execute,
+)
 
 CODE = struct.pack("<III", 0xD4000002, 0xF9000260, 0x17FFFFFE)  # hvc #0; str x0, [x19]; b .-8
 SLOT_SIZE = 0x10000
@@ -167,8 +173,12 @@ class KvmVm:
         self.mmio = MMIO_BASE + serial % (1 << 20) * 64
         self.memory = _Buffer(SLOT_SIZE, SLOT_SIZE)
         self.memory.write(CODE)
-        region = struct.pack("<IIQQQ", 0, 0, self.code_base, SLOT_SIZE, self.memory.address)
-        fcntl.ioctl(self.fd, abi.Ioctl.KVM_SET_USER_MEMORY_REGION, bytearray(region))
+        self.data = _Buffer(DATA_SIZE, SLOT_SIZE)
+        for slot, (base, buffer) in enumerate(
+            ((self.code_base, self.memory), (DATA_BASE, self.data))
+        ):
+            region = struct.pack("<IIQQQ", slot, 0, base, buffer.size, buffer.address)
+            fcntl.ioctl(self.fd, abi.Ioctl.KVM_SET_USER_MEMORY_REGION, bytearray(region))
         target = bytearray(32)
         fcntl.ioctl(self.fd, abi.Ioctl.KVM_ARM_PREFERRED_TARGET, target)
         self.target = struct.unpack_from("<I", target)[0]
@@ -295,6 +305,27 @@ class KvmVcpu:
         errno_name = self.set_one_reg(self._core(name, index), value)
         if errno_name:
             raise OSError(f"setting core register {name}{index} failed with {errno_name}")
+
+    def _device_attr(self, request: int, group: int, attribute: int) -> str | None:
+        """A device-attribute ioctl on the vcpu, `addr` pointing at the u64 in self.value:
+        None, or the errno's name."""
+        attr = bytearray(KVM_DEVICE_ATTR.pack(0, group, attribute, self.value.address))
+        try:
+            fcntl.ioctl(self.fd, request, attr)
+        except OSError as exc:
+            return _errno_name(exc)
+        return None
+
+    def set_attribute(self, group: int, attr: int, value: int) -> str | None:
+        """KVM_SET_DEVICE_ATTR on the vcpu with a u64 (the stolen-time IPA's type)."""
+        self.value.write(value.to_bytes(8, "little"))
+        return self._device_attr(abi.Ioctl.KVM_SET_DEVICE_ATTR, group, attr)
+
+    def get_attribute(self, group: int, attr: int) -> tuple[str | None, int | None]:
+        """KVM_GET_DEVICE_ATTR on the vcpu into a u64."""
+        self.value.write(bytes(8))
+        failed = self._device_attr(abi.Ioctl.KVM_GET_DEVICE_ATTR, group, attr)
+        return (failed, None) if failed else (None, int.from_bytes(self.value.read(8), "little"))
 
     def mp_state(self) -> tuple[str | None, str | None]:
         """KVM_GET_MP_STATE: (None, the state's name in the spec), or (the errno, None)."""

@@ -13,6 +13,11 @@ from typing import Any, Protocol
 Outcome = dict[str, Any]
 MAX_VCPUS = 8  # the suite's programs use two
 NOT_SUPPORTED_U64 = (1 << 64) - 1  # SMCCC's NOT_SUPPORTED (-1) as a register holds it
+# Guest RAM every VM has for the program to point KVM at (a vcpu's stolen-time structure),
+# beside the agent's own code: DATA_SIZE bytes from guest-physical DATA_BASE.
+DATA_BASE = 0x9000_0000
+DATA_SIZE = 0x10000
+PROGRAM_MEMORY = ((DATA_BASE, DATA_SIZE),)  # the memory slots a program may rely on
 
 
 class Vcpu(Protocol):
@@ -27,6 +32,15 @@ class Vcpu(Protocol):
 
     def mp_state(self) -> tuple[str | None, str | None]:
         """KVM_GET_MP_STATE: (None, the state's name in the spec), or (the errno, None)."""
+        ...
+
+    def set_attribute(self, group: int, attr: int, value: int) -> str | None:
+        """KVM_SET_DEVICE_ATTR on the vcpu, `addr` pointing at `value` as a little-endian
+        u64: None, or the errno."""
+        ...
+
+    def get_attribute(self, group: int, attr: int) -> tuple[str | None, int | None]:
+        """KVM_GET_DEVICE_ATTR on the vcpu into a u64: (None, the value), or (the errno, None)."""
         ...
 
     def call(
@@ -72,6 +86,8 @@ STEP_FIELDS = {
     "smccc-filter": ("base", "nr-functions", "action", "pad"),
     "has-attr": ("group", "attr"),
     "enable-cap": ("cap",),
+    "set-vcpu-attr": ("group", "attr", "value"),
+    "get-vcpu-attr": ("group", "attr"),
 }
 VM_STEPS = ("smccc-filter", "has-attr", "enable-cap")  # made on the VM: they name no vcpu
 MAX_ARGS = 3  # a call's arguments go in x1 to x3
@@ -176,6 +192,12 @@ def _step(vm: Vm, vcpus: Sequence[Vcpu], step: Mapping[str, Any]) -> Outcome:
     if op == "mp-state":
         errno, state = vcpu.mp_state()
         return _errno_or(errno, {"mp-state": state})
+    if op == "set-vcpu-attr":
+        errno = vcpu.set_attribute(step["group"], step["attr"], step["value"])
+        return _errno_or(errno, {"ok": True})
+    if op == "get-vcpu-attr":
+        errno, value = vcpu.get_attribute(step["group"], step["attr"])
+        return _errno_or(errno, {"value": value})
     answer = step.get("answer", NOT_SUPPORTED_U64)
     results = step.get("results", 1)
     return dict(vcpu.call(step["function"], list(step.get("args", [])), answer, results))

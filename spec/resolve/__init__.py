@@ -6,7 +6,8 @@ ordered, rules type-check and every decision table ends in a default. All proble
 collected and raised together.
 
 One module resolves each spec file (kernels, encoding, api, registers, psci, smccc,
-smccc-filter, rules, vmm); context.py holds what they share. `resolve` runs them in three stages, each ending where
+smccc-filter, rules, vmm; smccc.yaml's stolen time and psci.yaml's power sections
+have modules of their own); context.py holds what they share. `resolve` runs them in three stages, each ending where
 the next would only trip over problems already found: what registers refer to, then the
 registers and the PSCI and SMCCC functions, then what is typed in the rule language.
 """
@@ -54,6 +55,7 @@ from kvm_fwspec.spec.resolve.smccc import (
     resolve_smccc_functions,
 )
 from kvm_fwspec.spec.resolve.smccc_filter import resolve_smccc_filter
+from kvm_fwspec.spec.resolve.stolen_time import resolve_stolen_time
 from kvm_fwspec.spec.resolve.vmm import resolve_vmm_rules
 from kvm_fwspec.spec.rule_names import Vocabulary
 from kvm_fwspec.spec.yaml_source import SourceDocument
@@ -95,8 +97,10 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
     smccc_functions = resolve_smccc_functions(ctx, smccc_id, services, psci_functions, registers)
     smccc_filter = resolve_smccc_filter(ctx, smccc_id, errnos, exit_reasons, releases)
     vcpu_power = resolve_vcpu_power(ctx, mp_states, system_events, vcpu_features, releases)
+    stolen_time = resolve_stolen_time(ctx, services, errnos, releases)
     ctx.stop_on_problems()
-    assert smccc_filter is not None  # its only None comes with a problem, and stopped above
+    # their only None comes with a problem, and stopped above
+    assert smccc_filter is not None and stolen_time is not None
 
     vocabulary = Vocabulary(state=state, reg_id=reg_id, psci_versions=psci_versions)
     registers = resolve_resets(ctx, registers, vocabulary)
@@ -143,4 +147,5 @@ def resolve(documents: Mapping[str, SourceDocument], files: tuple[SpecFile, ...]
         vmm_rules=vmm_rules,
         smccc_filter=smccc_filter,
         vcpu_power=vcpu_power,
+        stolen_time=stolen_time,
     )

@@ -12,7 +12,6 @@ from kvm_fwspec.spec.filter_names import FILTER_OPS, filter_scope
 from kvm_fwspec.spec.model import (
     Constant,
     Errno,
-    FilterField,
     FilterRange,
     FilterRule,
     Layout,
@@ -22,9 +21,11 @@ from kvm_fwspec.spec.model import (
 )
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
 from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults, checked_when
+from kvm_fwspec.spec.resolve.structs import resolve_struct
 from kvm_fwspec.spec.yaml_source import JsonPath
 
 STEM = "smccc-filter"
+FILTER_STRUCT_FIELDS = frozenset({"base", "nr-functions", "action", "pad"})  # what rules read
 
 
 def resolve_smccc_filter(
@@ -40,11 +41,7 @@ def resolve_smccc_filter(
     actions = tuple(_constant(a) for a in raw["actions"])
     ctx.unique(STEM, ("actions",), raw["actions"], "name", "action")
     ctx.unique(STEM, ("actions",), raw["actions"], "value", "action value")
-    fields = tuple(
-        FilterField(name=f["name"], offset=f["offset"], size=f["size"], doc=f["doc"])
-        for f in raw["struct"]["fields"]
-    )
-    _check_struct(ctx, raw["struct"], fields)
+    fields = resolve_struct(ctx, STEM, ("struct",), raw["struct"], FILTER_STRUCT_FIELDS)
     exit_reason = next((e for e in exit_reasons if e.name == raw["exit"]["reason"]), None)
     if exit_reason is None:
         ctx.error(STEM, ("exit", "reason"), f"no exit reason '{raw['exit']['reason']}' in api.yaml")
@@ -88,29 +85,6 @@ def _constant(raw: Raw, doc: str | None = None) -> Constant:
     return Constant(
         name=raw["name"], c_name=raw["c-name"], value=raw["value"], doc=doc or raw["doc"]
     )
-
-
-def _check_struct(ctx: Context, raw: Raw, fields: tuple[FilterField, ...]) -> None:
-    """The fields tile the struct: each where the previous ends, the last at its end, and
-    every field the filter's rules read is there."""
-    offset = 0
-    for i, f in enumerate(fields):
-        if f.offset != offset:
-            ctx.error(
-                STEM,
-                ("struct", "fields", i, "offset"),
-                f"field '{f.name}' starts at {f.offset}, not at {offset} where the previous field ends",
-            )
-        offset = f.offset + f.size
-    if offset != raw["size"]:
-        ctx.error(
-            STEM,
-            ("struct", "size"),
-            f"the fields end at byte {offset}, not at the struct's size {raw['size']}",
-        )
-    missing = {"base", "nr-functions", "action", "pad"} - {f.name for f in fields}
-    if missing:
-        ctx.error(STEM, ("struct", "fields"), f"no field {', '.join(sorted(missing))}")
 
 
 def _reserved(ctx: Context, path: JsonPath, raw: Raw, smccc: Layout) -> FilterRange:
