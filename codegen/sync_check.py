@@ -125,7 +125,18 @@ def expected_constants(spec: Spec, arch: str) -> dict[str, Expected]:
         if arch in feature.bits:
             found[feature.c_name] = Expected(feature.bits[arch], feature.lifetime)
     found.update(_smccc_filter_constants(spec, arch))
+    found.update(_stolen_time_constants(spec, arch))
     return found
+
+
+def _stolen_time_constants(spec: Spec, arch: str) -> dict[str, Expected]:
+    """The stolen-time attribute's group and id, with PV time's lifetime (5.5), on the
+    architectures whose uapi defines them (arm64's; 32-bit arm's never did)."""
+    stolen_time = spec.stolen_time
+    if arch not in stolen_time.architectures:
+        return {}
+    lifetime = stolen_time.service.lifetime
+    return {c.c_name: Expected(c.value, lifetime) for c in (stolen_time.group, stolen_time.attr)}
 
 
 def _smccc_filter_constants(spec: Spec, arch: str) -> dict[str, Expected]:
