@@ -337,3 +337,47 @@ def test_dump_records_the_host_the_agent_reports_with_host_auto(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     document = json.loads(output.read_text())
     assert (document["kernel"], document["host-profile"]) == ("6.1", "vulnerable")
+
+
+def stolen_time_run(source: str, target: str, stolen_time: bool) -> migration.MigrationReport:
+    src = migration.side_from_profile(SPEC, source)
+    dst = migration.side_from_profile(SPEC, target)
+    return migration.check(SPEC, src, dst.profile, dst.features, stolen_time=stolen_time)
+
+
+def test_a_vmm_that_gives_stolen_time_is_told_when_the_target_loses_it() -> None:
+    """5.10 has PV time and 5.4 does not (it came in 5.5): a guest whose VMM set its vcpus'
+    stolen-time addresses loses PV_TIME_ST, although no register says so; one whose VMM set
+    none sees NOT_SUPPORTED on both sides."""
+    with_it = stolen_time_run("5.10", "5.4", stolen_time=True)
+    assert with_it.guest_before[migration.STOLEN_TIME_KEY] == 0
+    assert with_it.guest_after[migration.STOLEN_TIME_KEY] == -1
+    assert "PV_TIME_FEATURES(pv-time-st): 0 -> -1" in with_it.changes
+    assert any(
+        a.startswith("PV_TIME_FEATURES(pv-time-st): 0 -> -1: the guest's stolen time")
+        for a in with_it.advice
+    )
+    without = stolen_time_run("5.10", "5.4", stolen_time=False)
+    assert without.guest_before[migration.STOLEN_TIME_KEY] == -1
+    assert not any(c.startswith(migration.STOLEN_TIME_KEY) for c in without.changes)
+
+
+def test_stolen_time_between_kernels_that_both_offer_pv_time_changes_nothing() -> None:
+    report = stolen_time_run("6.12", "7.2", stolen_time=True)
+    assert report.guest_before[migration.STOLEN_TIME_KEY] == 0
+    assert report.guest_after[migration.STOLEN_TIME_KEY] == 0
+
+
+def test_stolen_time_on_the_command_line_and_in_json() -> None:
+    result = migrate_check("--from", "5.10", "--to", "5.4", "--stolen-time")
+    assert result.returncode == 3, result.stderr  # every register restores; the guest sees a change
+    assert "  stolen-time addresses: set again by the VMM on every vcpu" in result.stdout
+    assert "  PV_TIME_FEATURES(pv-time-st): 0 -> -1" in result.stdout
+    as_json = json.loads(
+        migrate_check("--from", "6.12", "--to", "7.2", "--stolen-time", "--json").stdout
+    )
+    assert as_json["stolen-time"] is True
+    assert as_json["guest-after"]["PV_TIME_FEATURES(pv-time-st)"] == 0
+    plain = json.loads(migrate_check("--from", "6.12", "--to", "7.2", "--json").stdout)
+    assert plain["stolen-time"] is False
+    assert plain["guest-after"]["PV_TIME_FEATURES(pv-time-st)"] == -1

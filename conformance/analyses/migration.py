@@ -21,9 +21,11 @@ from kvm_fwspec.conformance.analyses.dump import parse_features as parse_feature
 from kvm_fwspec.conformance.analyses.dump import parse_psci_value
 from kvm_fwspec.conformance.analyses.dump_file import read_dump
 from kvm_fwspec.conformance.analyses.migration_filter import VmmRange, recreate, routed
+from kvm_fwspec.conformance.guest.program import DATA_BASE
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Oracle
 from kvm_fwspec.conformance.power_oracle import PowerCall, PowerOracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
+from kvm_fwspec.conformance.stolen_time_oracle import StolenTimeOracle
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.model import Register, Spec
 
@@ -70,6 +72,7 @@ class MigrationReport:
     target_features: tuple[str, ...]
     registers: list[RegisterVerdict] = field(default_factory=list)
     filter_ranges: list[FilterVerdict] = field(default_factory=list)  # the VMM's, on the target
+    stolen_time: bool = False  # the VMM gives each vcpu a stolen-time structure, on both sides
     guest_before: dict[str, Any] = field(default_factory=dict)
     guest_after: dict[str, Any] = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
@@ -136,6 +139,7 @@ class MigrationReport:
                 }
                 for r in self.filter_ranges
             ],
+            "stolen-time": self.stolen_time,
             "guest-before": self.guest_before,
             "guest-after": self.guest_after,
             "guest-changes": self.changes,
@@ -268,10 +272,12 @@ def check(
     target: Profile,
     target_features: tuple[str, ...],
     vmm_filter: tuple[VmmRange, ...] = (),
+    stolen_time: bool = False,
 ) -> MigrationReport:
     """The migration of `source` to a fresh VM of `target`, whose VMM, if it filters SMCCC
-    calls (`vmm_filter`), sets the same ranges there before the guest runs."""
-    report = MigrationReport(source, target, target_features)
+    calls (`vmm_filter`), sets the same ranges there before the guest runs, and, if it gives
+    each vcpu a stolen-time structure (`stolen_time`), sets its address there again."""
+    report = MigrationReport(source, target, target_features, stolen_time=stolen_time)
     oracle = Oracle(spec, target)
     stored = oracle.reset_values()
     psci_02 = bool(target_features)
@@ -339,10 +345,19 @@ def check(
         spec,
         source.profile,
         source_filter,
-        guest_view(spec, source.profile, source.features, dict(_stored_of(spec, source))),
+        guest_view(
+            spec,
+            source.profile,
+            source.features,
+            dict(_stored_of(spec, source)),
+            stolen_time=stolen_time,
+        ),
     )
     report.guest_after = routed(
-        spec, target, target_filter, guest_view(spec, target, target_features, stored)
+        spec,
+        target,
+        target_filter,
+        guest_view(spec, target, target_features, stored, stolen_time=stolen_time),
     )
     report.advice = advise(spec, report)
     return report
@@ -360,12 +375,17 @@ def _stored_of(spec: Spec, side: Side) -> dict[str, int]:
 
 
 UNDEFINED = "not recorded by the spec"
+# Where the VMM puts a vcpu's stolen-time structure: any address KVM accepts (its tables ask
+# only whether one is set), here the agent protocol's data region.
+VMM_ADDRESS = DATA_BASE
 # MPIDR_EL1's RES1 bit, which a guest reads set in its own MPIDR_EL1 and which lies outside
 # MPIDR_HWID_BITMASK: the target of AFFINITY_INFO in the guest view.
 MPIDR_RES1 = 1 << 31
 AFFINITY_KEY = f"AFFINITY_INFO({MPIDR_RES1:#x})"
+# What a guest asks to learn whether it has stolen time: PV_TIME_FEATURES(PV_TIME_ST).
+STOLEN_TIME_KEY = "PV_TIME_FEATURES(pv-time-st)"
 # The view's keys of the calls' own answers, beside PSCI_VERSION, PSCI_FEATURES and services.
-SMCCC_ANSWERS = ("ARCH_FEATURES(", "CALL(", AFFINITY_KEY)
+SMCCC_ANSWERS = ("ARCH_FEATURES(", "CALL(", AFFINITY_KEY, STOLEN_TIME_KEY)
 
 
 def guest_view(
@@ -374,6 +394,7 @@ def guest_view(
     features: tuple[str, ...],
     stored: dict[str, int],
     levels: Mapping[str, int] | None = None,
+    stolen_time: bool = False,
 ) -> dict[str, Any]:
     """What the guest can observe of its firmware: PSCI_VERSION and PSCI_FEATURES, the
     services it may call, SMCCC_ARCH_FEATURES of each call whose answer the spec gives (the
@@ -382,7 +403,9 @@ def guest_view(
     KVM_FEATURES). An answer the spec leaves open is UNDEFINED, which differs from any
     answer: a restore is not called safe on what the spec does not know. AFFINITY_INFO of the
     guest's vcpu 0 named by its whole MPIDR_EL1, the RES1 bit 31 set (AFFINITY_KEY), shows
-    whether KVM masks a PSCI target's reserved bits or refuses them."""
+    whether KVM masks a PSCI target's reserved bits or refuses them. PV_TIME_FEATURES of
+    PV_TIME_ST (STOLEN_TIME_KEY) shows whether the guest has stolen time: only where its VMM
+    gave the vcpu a stolen-time structure (`stolen_time`) and KVM offers PV time."""
     oracle = Oracle(spec, profile)
     if levels is None:
         levels = {name: value.value for name, value in profile.host.levels.items()}
@@ -403,7 +426,22 @@ def guest_view(
             "available" if _service(profile, oracle, service.name, stored) else "absent"
         )
     view.update(_smccc_answers(spec, profile, oracle, stored, levels))
+    view[STOLEN_TIME_KEY] = _stolen_time_answer(spec, profile, oracle, stored, stolen_time)
     return view
+
+
+def _stolen_time_answer(
+    spec: Spec, profile: Profile, oracle: Oracle, stored: dict[str, int], stolen_time: bool
+) -> int:
+    """PV_TIME_FEATURES(PV_TIME_ST) for a vcpu whose VMM set a stolen-time address, or not."""
+    service = spec.stolen_time.service.name
+    if not _service(profile, oracle, service, stored):
+        return NOT_SUPPORTED
+    st = next(f.function_id for f in spec.smccc_functions if f.name == "pv-time-st")
+    address = VMM_ADDRESS if stolen_time else None
+    answer = StolenTimeOracle(spec, profile).call("pv-time-features", address, st).value
+    assert answer is not None  # every pv-time-features rule answers in x0
+    return answer
 
 
 def _own_affinity(spec: Spec, profile: Profile, oracle: Oracle, version: int) -> int:
@@ -567,7 +605,15 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             "(RES1 bit 31 set) to CPU_ON or AFFINITY_INFO works on one side only; no register "
             "setting changes that: the guest must mask its MPIDR to the affinity fields"
         )
-    if len(from_host) + len(unknown) + len(masked) < len(report.changes):
+    lost = [c for c in report.changes if c.startswith(STOLEN_TIME_KEY)]
+    if lost:
+        advice.append(
+            f"{'; '.join(lost)}: the guest's stolen time depends on KVM offering PV time "
+            f"(since {spec.stolen_time.service.lifetime.since}, and while STD_HYP_BMAP keeps it) "
+            "and on the VMM setting each vcpu's stolen-time address again on the target "
+            f"(KVM_SET_DEVICE_ATTR, {spec.stolen_time.attr.c_name}), which no register carries"
+        )
+    if len(from_host) + len(unknown) + len(masked) + len(lost) < len(report.changes):
         advice.append(
             "the restore succeeds but the guest's firmware changes; save and restore every register the "
             "target lists, and clear new services in the target's bitmaps before the guest runs"
@@ -593,6 +639,8 @@ def render(report: MigrationReport) -> str:
     for f in report.filter_ranges:
         outcome = "set again" if f.restored else f"FAILS with {f.errno}"
         lines.append(f"  {f.range.label}: {outcome} ({f.rule})")
+    if report.stolen_time:
+        lines.append("  stolen-time addresses: set again by the VMM on every vcpu")
     lines.append("guest view changes:" + ("" if report.changes else " none"))
     lines += [f"  {change}" for change in report.changes]
     lines += [f"advice: {a}" for a in report.advice]

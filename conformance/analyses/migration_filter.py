@@ -101,5 +101,7 @@ def _called(key: str, psci: Mapping[str, int], smccc: Mapping[str, int]) -> int 
         return psci["psci-features"]
     if key.startswith("ARCH_FEATURES("):
         return smccc["smccc-arch-features"]
+    if key.startswith("PV_TIME_FEATURES("):
+        return smccc["pv-time-features"]
     called = re.fullmatch(r"CALL\((.+)\)", key)
     return smccc[called[1]] if called is not None else None

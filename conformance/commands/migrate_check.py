@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "FIRST[-LAST]=ACTION,... such as 0x84000000-0x8400001f=fwd-to-user: the VMM answers PSCI; "
         "given again, its ranges follow the earlier ones",
     )
+    parser.add_argument(
+        "--stolen-time",
+        action="store_true",
+        help="the VMM gives each vcpu a stolen-time structure and sets its address again on "
+        "the target (QEMU's kvm-steal-time, on by default for KVM guests): the guest then "
+        "sees PV time's PV_TIME_ST where KVM offers it",
+    )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
@@ -102,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             "migrates only between hosts of one architecture"
         )
     vmm_filter = tuple(r for text in args.filter or () for r in parse_filter(spec, text))
-    report = migration.check(spec, source, target.profile, target.features, vmm_filter)
+    report = migration.check(
+        spec, source, target.profile, target.features, vmm_filter, args.stolen_time
+    )
     print(json.dumps(report.to_json(), indent=1) if args.json else migration.render(report))
     return EXIT_CODES[report.verdict]
