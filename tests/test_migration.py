@@ -381,3 +381,71 @@ def test_stolen_time_on_the_command_line_and_in_json() -> None:
     plain = json.loads(migrate_check("--from", "6.12", "--to", "7.2", "--json").stdout)
     assert plain["stolen-time"] is False
     assert plain["guest-after"]["PV_TIME_FEATURES(pv-time-st)"] == -1
+
+
+def test_a_capability_the_vmm_enabled_is_enabled_again_or_fails_the_migration() -> None:
+    """SYSTEM_SUSPEND is offered only once the VMM enables KVM_CAP_ARM_SYSTEM_SUSPEND (since
+    5.19): between two kernels that have it the guest keeps PSCI_FEATURES(SYSTEM_SUSPEND), and
+    to 5.10 the VMM cannot enable it, which fails the migration with its own verdict line."""
+    safe = migrate_check("--from", "6.12", "--to", "7.2", "--enable-cap", "arm-system-suspend")
+    assert safe.returncode == 0, safe.stdout
+    assert "  KVM_CAP_ARM_SYSTEM_SUSPEND: enabled again" in safe.stdout
+    as_json = json.loads(
+        migrate_check("--from", "6.12", "--to", "7.2", "--enable-cap", "arm-system-suspend",
+                      "--json").stdout
+    )  # fmt: skip
+    assert as_json["guest-after"]["PSCI_FEATURES(system-suspend)"] == 0
+    assert as_json["capabilities"] == [
+        {"name": "arm-system-suspend", "c-name": "KVM_CAP_ARM_SYSTEM_SUSPEND", "enabled": True,
+         "why": "enabled since 5.19"}
+    ]  # fmt: skip
+    plain = json.loads(migrate_check("--from", "6.12", "--to", "7.2", "--json").stdout)
+    assert plain["guest-after"]["PSCI_FEATURES(system-suspend)"] == -1
+    src = migration.side_from_profile(SPEC, "6.12.y:mitigated:psci-0.2:0x10000")
+    to_510 = migration.check(
+        SPEC,
+        src,
+        migration.side_from_profile(SPEC, "5.10.y").profile,
+        migration.FEATURES,
+        capabilities=tuple(c for c in SPEC.capabilities if c.name == "arm-system-suspend"),
+    )
+    assert all(r.restored for r in to_510.registers if r.name == "psci-version")
+    assert [c.restored for c in to_510.capabilities] == [False]
+    assert to_510.verdict == "fails"
+    assert "PSCI_FEATURES(system-suspend): 0 -> -1" in to_510.changes
+    assert any(
+        a.startswith("KVM_CAP_ARM_SYSTEM_SUSPEND: KVM_ENABLE_CAP is EINVAL") for a in to_510.advice
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "stderr"),
+    [
+        (("--enable-cap", "system-suspend"),
+         "kvm-fwspec: --enable-cap system-suspend: not a capability a VM can enable; the spec "
+         "knows arm-system-suspend\n"),
+        (("--from", "5.10", "--enable-cap", "arm-system-suspend"),
+         "kvm-fwspec: --enable-cap arm-system-suspend: the source, arm64 5.10 host=mitigated, "
+         "cannot enable KVM_CAP_ARM_SYSTEM_SUSPEND (since 5.19), so no VM there has it\n"),
+    ],
+    ids=["typo", "source-lacks-it"],
+)  # fmt: skip
+def test_a_capability_that_cannot_be_is_one_line(args: tuple[str, ...], stderr: str) -> None:
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    result = migrate_check(
+        "--from", given.get("--from", "6.12"), "--to", "7.2", "--enable-cap", given["--enable-cap"]
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", stderr)
+
+
+def test_json_guest_changes_are_answers_before_and_after() -> None:
+    report = json.loads(migrate_check("--from", "5.10", "--to", "6.1", "--json").stdout)
+    affinity = next(
+        c for c in report["guest-changes"] if c["answer"] == "AFFINITY_INFO(0x80000000)"
+    )
+    assert affinity == {"answer": "AFFINITY_INFO(0x80000000)", "before": 0, "after": -2}
+    text = migrate_check("--from", "5.10", "--to", "6.1").stdout
+    assert (
+        "  AFFINITY_INFO(0x80000000): 0 (PSCI_0_2_AFFINITY_LEVEL_ON) -> -2 (PSCI_RET_INVALID_PARAMS)"
+        in text.splitlines()
+    )

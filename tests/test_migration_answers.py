@@ -122,9 +122,14 @@ def test_a_move_across_5_15_changes_how_a_whole_mpidr_target_is_answered() -> No
     guests have made this mistake; after the move their CPU_ON fails, which no register can
     prevent, and the advice says what to do instead."""
     report = run("5.10.y:mitigated", "6.1.y:mitigated")
-    assert "AFFINITY_INFO(0x80000000): 0 -> -2" in report.changes
+    assert (
+        "AFFINITY_INFO(0x80000000): 0 (PSCI_0_2_AFFINITY_LEVEL_ON) -> -2 (PSCI_RET_INVALID_PARAMS)"
+        in report.changes
+    )
     assert any(
-        a.startswith("AFFINITY_INFO(0x80000000): 0 -> -2: KVM refuses a PSCI target")
+        a.startswith(
+            "AFFINITY_INFO(0x80000000): 0 (PSCI_0_2_AFFINITY_LEVEL_ON) -> -2 (PSCI_RET_INVALID_PARAMS): KVM refuses"
+        )
         and "since 5.15" in a
         and "the guest must mask its MPIDR" in a
         for a in report.advice

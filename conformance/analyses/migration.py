@@ -27,7 +27,7 @@ from kvm_fwspec.conformance.power_oracle import PowerCall, PowerOracle
 from kvm_fwspec.conformance.profile import LEVELS_PREFIX, Profile, resolve_profile
 from kvm_fwspec.conformance.stolen_time_oracle import StolenTimeOracle
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import Register, Spec
+from kvm_fwspec.spec.model import Capability, Register, Spec
 
 Verdict = Literal["safe", "changes", "fails"]
 SIDE_SYNTAX = "KERNEL[:HOST[:FEATURES[:PSCI]]]"
@@ -65,6 +65,17 @@ class FilterVerdict:
     why: str
 
 
+@dataclass(frozen=True)
+class CapabilityVerdict:
+    """A capability the VMM enabled on the source's VM (KVM_ENABLE_CAP), enabled again on the
+    target before the guest runs: whether the target's KVM can."""
+
+    name: str
+    c_name: str
+    restored: bool
+    why: str
+
+
 @dataclass
 class MigrationReport:
     source: Side
@@ -73,20 +84,25 @@ class MigrationReport:
     registers: list[RegisterVerdict] = field(default_factory=list)
     filter_ranges: list[FilterVerdict] = field(default_factory=list)  # the VMM's, on the target
     stolen_time: bool = False  # the VMM gives each vcpu a stolen-time structure, on both sides
+    capabilities: list[CapabilityVerdict] = field(default_factory=list)  # enabled on the target
+    # The spec's names of the numbers some answers are (AFFINITY_INFO's states and errors)
+    answer_names: dict[str, dict[int, str]] = field(default_factory=dict)
     guest_before: dict[str, Any] = field(default_factory=dict)
     guest_after: dict[str, Any] = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
 
     @property
     def restored(self) -> bool:
-        return all(r.restored for r in self.registers) and all(
-            f.restored for f in self.filter_ranges
+        return (
+            all(r.restored for r in self.registers)
+            and all(f.restored for f in self.filter_ranges)
+            and all(c.restored for c in self.capabilities)
         )
 
     @property
     def changes(self) -> list[str]:
         """What the guest would notice, one line each (empty: nothing changes behind its back)."""
-        return view_changes(self.guest_before, self.guest_after)
+        return view_changes(self.guest_before, self.guest_after, self.answer_names)
 
     @property
     def safe(self) -> bool:
@@ -140,20 +156,53 @@ class MigrationReport:
                 for r in self.filter_ranges
             ],
             "stolen-time": self.stolen_time,
+            "capabilities": [
+                {"name": c.name, "c-name": c.c_name, "enabled": c.restored, "why": c.why}
+                for c in self.capabilities
+            ],
             "guest-before": self.guest_before,
             "guest-after": self.guest_after,
-            "guest-changes": self.changes,
+            "guest-changes": [
+                {
+                    "answer": key,
+                    "before": self.guest_before.get(key),
+                    "after": self.guest_after.get(key),
+                }
+                for key in changed_answers(self.guest_before, self.guest_after)
+            ],
             "advice": self.advice,
         }
 
 
-def view_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """`KEY: before -> after` for each answer of a guest view that differs, sorted by key."""
+def changed_answers(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The keys of a guest view whose answers differ, sorted (absent on one side counts)."""
+    return [key for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+def view_changes(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    names: Mapping[str, Mapping[int, str]] | None = None,
+) -> list[str]:
+    """`KEY: before -> after` for each answer of a guest view that differs, sorted by key; an
+    answer with a name in `names` (by key) is followed by it: `0 (PSCI_0_2_AFFINITY_LEVEL_ON)`."""
+    named = names or {}
+
+    def shown(key: str, value: Any) -> str:
+        name = named.get(key, {}).get(value) if isinstance(value, int) else None
+        return f"{show_value(value)} ({name})" if name else show_value(value)
+
     return [
-        f"{key}: {show_value(before.get(key))} -> {show_value(after.get(key))}"
-        for key in sorted(set(before) | set(after))
-        if before.get(key) != after.get(key)
+        f"{key}: {shown(key, before.get(key))} -> {shown(key, after.get(key))}"
+        for key in changed_answers(before, after)
     ]
+
+
+def answer_names(spec: Spec) -> dict[str, dict[int, str]]:
+    """AFFINITY_INFO's answers by their uapi names: the affinity states, and PSCI's errors."""
+    levels = next(g for g in spec.psci_constant_groups if g.name == "affinity-level")
+    codes = {c.value: c.c_name for c in spec.psci_return_codes if c.value < 0}
+    return {AFFINITY_KEY: codes | {c.value: c.c_name for c in levels.constants}}
 
 
 def show_value(value: Any) -> str:
@@ -273,11 +322,15 @@ def check(
     target_features: tuple[str, ...],
     vmm_filter: tuple[VmmRange, ...] = (),
     stolen_time: bool = False,
+    capabilities: tuple[Capability, ...] = (),
 ) -> MigrationReport:
     """The migration of `source` to a fresh VM of `target`, whose VMM, if it filters SMCCC
     calls (`vmm_filter`), sets the same ranges there before the guest runs, and, if it gives
-    each vcpu a stolen-time structure (`stolen_time`), sets its address there again."""
-    report = MigrationReport(source, target, target_features, stolen_time=stolen_time)
+    each vcpu a stolen-time structure (`stolen_time`), sets its address there again, and
+    enables there the `capabilities` it enabled on the source (KVM_ENABLE_CAP)."""
+    report = MigrationReport(
+        source, target, target_features, stolen_time=stolen_time, answer_names=answer_names(spec)
+    )
     oracle = Oracle(spec, target)
     stored = oracle.reset_values()
     psci_02 = bool(target_features)
@@ -330,6 +383,13 @@ def check(
             f"--filter {r.label.removeprefix('smccc-filter ')}: the source, {source.profile.label}, "
             f"refuses it ({errno}, {rule.id}), so no VM there has this filter"
         )
+    lacking = [c for c in capabilities if not source.profile.has(c.lifetime)]
+    if lacking:
+        raise UsageError(
+            f"--enable-cap {lacking[0].name}: the source, {source.profile.label}, cannot enable "
+            f"{lacking[0].c_name} (since {lacking[0].lifetime.since}), so no VM there has it"
+        )
+    report.capabilities = [_capability_verdict(target, c) for c in capabilities]
     target_filter, on_target = recreate(spec, target, vmm_filter)
     report.filter_ranges = [
         FilterVerdict(
@@ -351,16 +411,37 @@ def check(
             source.features,
             dict(_stored_of(spec, source)),
             stolen_time=stolen_time,
+            enabled=frozenset(c.name for c in capabilities),
         ),
     )
     report.guest_after = routed(
         spec,
         target,
         target_filter,
-        guest_view(spec, target, target_features, stored, stolen_time=stolen_time),
+        guest_view(
+            spec,
+            target,
+            target_features,
+            stored,
+            stolen_time=stolen_time,
+            enabled=frozenset(c.name for c in report.capabilities if c.restored),
+        ),
     )
     report.advice = advise(spec, report)
     return report
+
+
+def _capability_verdict(target: Profile, capability: Capability) -> CapabilityVerdict:
+    if target.has(capability.lifetime):
+        return CapabilityVerdict(
+            capability.name, capability.c_name, True, f"enabled since {capability.lifetime.since}"
+        )
+    return CapabilityVerdict(
+        capability.name,
+        capability.c_name,
+        False,
+        f"KVM_ENABLE_CAP is EINVAL: {target.label} lacks it (since {capability.lifetime.since})",
+    )
 
 
 def _stored_of(spec: Spec, side: Side) -> dict[str, int]:
@@ -395,6 +476,7 @@ def guest_view(
     stored: dict[str, int],
     levels: Mapping[str, int] | None = None,
     stolen_time: bool = False,
+    enabled: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """What the guest can observe of its firmware: PSCI_VERSION and PSCI_FEATURES, the
     services it may call, SMCCC_ARCH_FEATURES of each call whose answer the spec gives (the
@@ -405,7 +487,8 @@ def guest_view(
     guest's vcpu 0 named by its whole MPIDR_EL1, the RES1 bit 31 set (AFFINITY_KEY), shows
     whether KVM masks a PSCI target's reserved bits or refuses them. PV_TIME_FEATURES of
     PV_TIME_ST (STOLEN_TIME_KEY) shows whether the guest has stolen time: only where its VMM
-    gave the vcpu a stolen-time structure (`stolen_time`) and KVM offers PV time."""
+    gave the vcpu a stolen-time structure (`stolen_time`) and KVM offers PV time. PSCI_FEATURES
+    counts the capabilities the VMM `enabled` on the VM (SYSTEM_SUSPEND needs its own)."""
     oracle = Oracle(spec, profile)
     if levels is None:
         levels = {name: value.value for name, value in profile.host.levels.items()}
@@ -416,7 +499,7 @@ def guest_view(
     view["PSCI_VERSION"] = version
     for function in spec.psci_functions:
         fid = next(iter(function.ids.values()))
-        view[f"PSCI_FEATURES({function.name})"] = oracle.psci_features(fid, version)
+        view[f"PSCI_FEATURES({function.name})"] = oracle.psci_features(fid, version, enabled)
     if profile.arch == "arm64":  # the MPIDR layout the power tables name vcpus by
         view[AFFINITY_KEY] = _own_affinity(spec, profile, oracle, version)
     for service in spec.services:
@@ -558,6 +641,12 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             )
         else:
             advice.append(f"{verdict.name}: refused by {verdict.rule}")
+    for capability in report.capabilities:
+        if not capability.restored:
+            advice.append(
+                f"{capability.c_name}: {capability.why}; the VMM cannot give the guest the same "
+                "VM there: migrate to a kernel that has it, or do not enable it on the source"
+            )
     for refused in report.filter_ranges:
         if not refused.restored:
             instead = (
@@ -573,8 +662,10 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
                 if refused.rule.endswith("/absent")
                 else f"{name}: {target.label} refuses it ({refused.errno}, {refused.rule})"
             )
-    if not (report.restored and report.changes):
+    if not report.changes:
         return advice
+    # Said whether or not every register restores: a VMM that mends the refusals (pins the
+    # PSCI version, saves fewer registers) still leaves the guest these changes.
     unknown = [c for c in report.changes if UNDEFINED in c]
     if unknown:
         sides = f"{source.label} or {target.label}"
@@ -613,7 +704,8 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             "and on the VMM setting each vcpu's stolen-time address again on the target "
             f"(KVM_SET_DEVICE_ATTR, {spec.stolen_time.attr.c_name}), which no register carries"
         )
-    if len(from_host) + len(unknown) + len(masked) + len(lost) < len(report.changes):
+    explained = len(from_host) + len(unknown) + len(masked) + len(lost)
+    if report.restored and explained < len(report.changes):
         advice.append(
             "the restore succeeds but the guest's firmware changes; save and restore every register the "
             "target lists, and clear new services in the target's bitmaps before the guest runs"
@@ -639,6 +731,9 @@ def render(report: MigrationReport) -> str:
     for f in report.filter_ranges:
         outcome = "set again" if f.restored else f"FAILS with {f.errno}"
         lines.append(f"  {f.range.label}: {outcome} ({f.rule})")
+    for c in report.capabilities:
+        outcome = "enabled again" if c.restored else "FAILS: " + c.why
+        lines.append(f"  {c.c_name}: {outcome}")
     if report.stolen_time:
         lines.append("  stolen-time addresses: set again by the VMM on every vcpu")
     lines.append("guest view changes:" + ("" if report.changes else " none"))
@@ -646,6 +741,10 @@ def render(report: MigrationReport) -> str:
     lines += [f"advice: {a}" for a in report.advice]
     verdict = VERDICT_LINES[report.verdict]
     if report.verdict == "fails" and all(r.restored for r in report.registers):
-        verdict = "NOT SAFE: THE VMM'S SMCCC FILTER CANNOT BE SET AGAIN"
+        verdict = (
+            "NOT SAFE: THE VMM'S SMCCC FILTER CANNOT BE SET AGAIN"
+            if any(not f.restored for f in report.filter_ranges)
+            else "NOT SAFE: THE VMM CANNOT ENABLE A CAPABILITY AGAIN"
+        )
     lines.append(f"verdict: {verdict}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from kvm_fwspec.conformance.analyses import migration
 from kvm_fwspec.conformance.analyses.migration_filter import parse_filter
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
-from kvm_fwspec.spec.model import Spec
+from kvm_fwspec.spec.model import Capability, Spec
 
 HELP = "will a VM's firmware registers restore on another KVM?"
 
@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the target (QEMU's kvm-steal-time, on by default for KVM guests): the guest then "
         "sees PV time's PV_TIME_ST where KVM offers it",
     )
+    parser.add_argument(
+        "--enable-cap",
+        metavar="NAME",
+        action="append",
+        help="a capability the VMM enables on the VM with KVM_ENABLE_CAP, on both sides, such "
+        "as arm-system-suspend (PSCI SYSTEM_SUSPEND); may be given again",
+    )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
@@ -99,6 +106,18 @@ def _side(spec: Spec, text: str, option: str, arch: str = "arm64") -> migration.
         raise UsageError(f"{option}: {exc}") from None
 
 
+def _capability(spec: Spec, name: str) -> Capability:
+    """A capability a VM can enable, by the spec's name (or its KVM_CAP_* name)."""
+    enabled = [c for c in spec.capabilities if c.vm_enable]
+    found = next((c for c in enabled if name in (c.name, c.c_name)), None)
+    if found is None:
+        raise UsageError(
+            f"--enable-cap {name}: not a capability a VM can enable; the spec knows "
+            f"{', '.join(c.name for c in enabled)}"
+        )
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec_dir)
     source = _side(spec, args.source, "--from")
@@ -109,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
             "migrates only between hosts of one architecture"
         )
     vmm_filter = tuple(r for text in args.filter or () for r in parse_filter(spec, text))
+    capabilities = tuple(_capability(spec, name) for name in args.enable_cap or ())
     report = migration.check(
-        spec, source, target.profile, target.features, vmm_filter, args.stolen_time
+        spec, source, target.profile, target.features, vmm_filter, args.stolen_time, capabilities
     )
     print(json.dumps(report.to_json(), indent=1) if args.json else migration.render(report))
     return EXIT_CODES[report.verdict]
