@@ -16,6 +16,7 @@ from kvm_fwspec.conformance.analyses.migration_stream import StreamError, cpregs
 from kvm_fwspec.conformance.analyses.vmm_evidence import Load, Saved
 from kvm_fwspec.conformance.analyses.vmm_judge import (
     Matrix,
+    expected_answers,
     guest_calls,
     judge,
     qemu_named,
@@ -40,8 +41,11 @@ def firmware(profile: str) -> dict[int, int]:
 
 
 def saved(kernel: str, registers: dict[int, int], **changes: object) -> Saved:
-    before = [0] * len(CALLS)
-    before[0] = registers.get(PSCI_VERSION, -1)
+    """A save of a fresh VM of `kernel`, whose guest answered as the spec says it does."""
+    side = migration.side_from_profile(SPEC, f"{kernel}.y")
+    view = migration.check(SPEC, side, side.profile, migration.FEATURES).guest_before
+    answers = expected_answers(SPEC, CALLS, view)
+    before = [answers[c.label] if answers[c.label] is not None else 0 for c in CALLS]
     base = Saved(kernel, f"{kernel}.0-test", "unstable", None, "11.1.3", before,
                  {**registers, ID_REG: 0x11}, sorted({*registers, ID_REG}), ["psci-0.2"],
                  {"cpu.kvm-psci-version": "Set PSCI version. Valid values are 0.1, 1.0"}, b"")  # fmt: skip
@@ -104,6 +108,30 @@ def test_a_firmware_answer_unlike_migrate_check_is_a_disagreement() -> None:
     assert [(b.name, b.answer, b.predicted) for b in judged.disagreements] == [
         ("KVM_REG_ARM_PSCI_VERSION", "accepted", "EINVAL")
     ]
+
+
+def test_a_guest_answer_unlike_migrate_check_is_named_and_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A guest whose ARCH_FEATURES(WORKAROUND_1) answered 1 where the spec gives its host 0:
+    the judgement names the answer, the report counts it, and vmm-certify exits 1."""
+    index = [c.label for c in CALLS].index("ARCH_FEATURES(smccc-arch-workaround-1)")
+    before = list(SOURCE.before)
+    before[index] = 1
+    source = dataclasses.replace(SOURCE, before=before)
+    judged = judge(SPEC, load({}, completed=False, source=source), TARGET, CALLS)
+    assert judged.answer_disagreements == [
+        f"before the save, ARCH_FEATURES(smccc-arch-workaround-1): spec {SOURCE.before[index]}, "
+        "guest 1"
+    ]
+    assert judged.answers_compared == len(CALLS)
+    matrix = Matrix(["7.2", "5.10"], ["unstable"], [source, TARGET], [judged], [])
+    monkeypatch.setattr(vmm_certification, "run_matrix", lambda *_: matrix)
+    assert main(["vmm-certify", "--kernels", "7.2", "--report", str(tmp_path / "vmm")]) == 1
+    out = capsys.readouterr().out
+    assert f"guest answers unlike migrate-check: 1 of {len(CALLS)}" in out
+    document = json.loads((tmp_path / "vmm" / "vmm-report.json").read_text())
+    assert document["migrations"][0]["predictions-agree"] is False
 
 
 def test_a_guest_that_sees_a_change_breaks_the_unchanged_rule() -> None:

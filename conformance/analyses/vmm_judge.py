@@ -9,25 +9,33 @@ gets a verdict with its evidence: `holds`, `broken` or `not-applicable`, never s
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvm_fwspec.conformance.analyses import migration, vmm_evidence
 from kvm_fwspec.conformance.analyses.vmm_evidence import Load, Saved
+from kvm_fwspec.conformance.oracle import NOT_SUPPORTED
 from kvm_fwspec.conformance.profile import Profile, observed_host, resolve_profile
 from kvm_fwspec.spec.decode import find_register
 from kvm_fwspec.spec.model import Spec
 
 PSCI_SETTING = f"cpu.{vmm_evidence.PSCI_SETTING}"  # as QEMU's cpu properties name it
+# QEMU's cpu property for stolen time. Its default, `auto`, gives every vcpu a stolen-time
+# structure where KVM offers PV time (kvm_arm_steal_time_finalize, virt machines since 5.2):
+# a QEMU that has the property gives its guests stolen time.
+STEAL_TIME = "cpu.kvm-steal-time"
 
 
 @dataclass(frozen=True)
 class GuestCall:
-    """One call the tiny guest makes each round, and how the report names it."""
+    """One call the tiny guest makes each round, how the report names it, and the key of
+    migrate-check's guest view that predicts its answer."""
 
     label: str
     function_id: int
     argument: int
+    view_key: str
 
 
 def guest_calls(spec: Spec) -> list[GuestCall]:
@@ -36,19 +44,23 @@ def guest_calls(spec: Spec) -> list[GuestCall]:
     hypercall service a bitmap can hide (TRNG, PV time, KVM's vendor services)."""
     psci = {f.name: f for f in spec.psci_functions}
     smccc = {f.name: f for f in spec.smccc_functions}
-    calls = [GuestCall("PSCI_VERSION", psci["psci-version"].ids["smc32"], 0)]
+    calls = [GuestCall("PSCI_VERSION", psci["psci-version"].ids["smc32"], 0, "PSCI_VERSION")]
     for function in spec.psci_functions:
         for convention, fid in sorted(function.ids.items()):
             calls.append(GuestCall(f"PSCI_FEATURES({function.name}/{convention})",
-                                   psci["psci-features"].ids["smc32"], fid))  # fmt: skip
-    calls.append(GuestCall("SMCCC_VERSION", smccc["smccc-version"].function_id, 0))
+                                   psci["psci-features"].ids["smc32"], fid,
+                                   f"PSCI_FEATURES({function.name})"))  # fmt: skip
+    calls.append(GuestCall("SMCCC_VERSION", smccc["smccc-version"].function_id, 0,
+                           "CALL(smccc-version)"))  # fmt: skip
     for name in ("smccc-arch-workaround-1", "smccc-arch-workaround-2", "smccc-arch-workaround-3"):
         calls.append(GuestCall(f"ARCH_FEATURES({name})", smccc["smccc-arch-features"].function_id,
-                               smccc[name].function_id))  # fmt: skip
-    calls.append(GuestCall("TRNG_VERSION", smccc["trng-version"].function_id, 0))
-    calls.append(GuestCall("PV_TIME_FEATURES(pv-time-st)", smccc["pv-time-features"].function_id,
-                           smccc["pv-time-st"].function_id))  # fmt: skip
-    calls.append(GuestCall("KVM_FEATURES", smccc["vendor-hyp-kvm-features"].function_id, 0))
+                               smccc[name].function_id, f"ARCH_FEATURES({name})"))  # fmt: skip
+    calls.append(GuestCall("TRNG_VERSION", smccc["trng-version"].function_id, 0,
+                           "CALL(trng-version)"))  # fmt: skip
+    calls.append(GuestCall(migration.STOLEN_TIME_KEY, smccc["pv-time-features"].function_id,
+                           smccc["pv-time-st"].function_id, migration.STOLEN_TIME_KEY))  # fmt: skip
+    calls.append(GuestCall("KVM_FEATURES", smccc["vendor-hyp-kvm-features"].function_id, 0,
+                           "CALL(vendor-hyp-kvm-features)"))  # fmt: skip
     return calls
 
 
@@ -90,6 +102,10 @@ class Judgement:
     refused: list[Blame] = field(default_factory=list)  # every register the target refused
     length_note: str = ""
     verdicts: list[RuleVerdict] = field(default_factory=list)
+    # The guest's answers held to migrate-check's view of the pair: those that differ, and how
+    # many were compared (an answer the spec leaves undefined is not)
+    answer_disagreements: list[str] = field(default_factory=list)
+    answers_compared: int = 0
 
     @property
     def changes(self) -> list[str]:
@@ -142,22 +158,81 @@ def is_firmware(spec: Spec, reg_id: int) -> bool:
 def profile_of(spec: Spec, saved: Saved) -> Profile:
     """The spec's profile for the host that saved `saved`: its kernel's stable line and the
     workaround levels its KVM reported (the stream holds them)."""
+    return profile_for(spec, saved.kernel, saved.registers)
+
+
+def profile_for(spec: Spec, kernel: str, registers: Mapping[int, int]) -> Profile:
+    """The profile of a host of Debian line `kernel` whose workaround registers hold what
+    `registers` (a VM's, by id) says."""
     levels = {
-        r.name: saved.registers[r.ids["arm64"]]
+        r.name: registers[r.ids["arm64"]]
         for r in spec.registers
-        if r.kind == "level" and r.ids.get("arm64") in saved.registers
+        if r.kind == "level" and r.ids.get("arm64") in registers
     }
-    return resolve_profile(spec, f"{saved.kernel}.y", observed_host(spec, levels))
+    return resolve_profile(spec, f"{kernel}.y", observed_host(spec, levels))
+
+
+def predict(
+    spec: Spec, saved: Saved, target: Profile, stolen_time: bool
+) -> migration.MigrationReport:
+    """migrate-check's report for the save's VM moved to a fresh VM of `target`, by QEMU."""
+    features = () if saved.setting == "0.1" else migration.FEATURES
+    source = migration.Side(profile_of(spec, saved), features,
+                            {i: v for i, v in saved.registers.items() if is_firmware(spec, i)},
+                            f"QEMU {saved.qemu} on {saved.uname}")  # fmt: skip
+    return migration.check(spec, source, target, features, stolen_time=stolen_time)
+
+
+def expected_answers(
+    spec: Spec, calls: list[GuestCall], view: Mapping[str, Any]
+) -> dict[str, int | None]:
+    """What migrate-check's guest `view` says each call answers; None where the view leaves it
+    undefined (UNDEFINED) or holds no number for it. The view's PSCI_VERSION is the guest's
+    PSCI version; the call answers it only from the version KVM has the call in (0.2): a PSCI
+    0.1 guest gets NOT_SUPPORTED."""
+    psci_version = next(f for f in spec.psci_functions if f.name == "psci-version").kvm
+    assert psci_version is not None  # KVM answers PSCI_VERSION (psci.yaml)
+    expected: dict[str, int | None] = {}
+    for call in calls:
+        value = view.get(call.view_key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            expected[call.label] = None
+        elif call.view_key == "PSCI_VERSION" and value < psci_version.from_version.encoded:
+            expected[call.label] = NOT_SUPPORTED
+        else:
+            expected[call.label] = value
+    return expected
+
+
+def compare_answers(
+    spec: Spec,
+    calls: list[GuestCall],
+    predicted: migration.MigrationReport,
+    before: Mapping[str, int],
+    after: Mapping[str, int] | None,
+) -> tuple[list[str], int]:
+    """Each answer of the guest (before the save; after the resume, if it resumed) that
+    differs from migrate-check's view of its side, and how many were compared: an answer the
+    view leaves undefined is skipped, never agreed with."""
+    differ, compared = [], 0
+    rounds = [("before the save", before, predicted.guest_before)]
+    if after is not None:
+        rounds.append(("after the resume", after, predicted.guest_after))
+    for when, seen, view in rounds:
+        for label, expected in expected_answers(spec, calls, view).items():
+            if expected is None:
+                continue
+            compared += 1
+            if seen[label] != expected:
+                differ.append(f"{when}, {label}: spec {show(expected)}, guest {show(seen[label])}")
+    return differ, compared
 
 
 def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall]) -> Judgement:
     """`load` judged; `target_default` is the target's own save (its KVM's host levels)."""
     saved = load.source
-    features = () if saved.setting == "0.1" else migration.FEATURES
-    source = migration.Side(profile_of(spec, saved), features,
-                            {i: v for i, v in saved.registers.items() if is_firmware(spec, i)},
-                            f"QEMU {saved.qemu} on {saved.uname}")  # fmt: skip
-    predicted = migration.check(spec, source, profile_of(spec, target_default), features)
+    stolen_time = STEAL_TIME in saved.properties
+    predicted = predict(spec, saved, profile_of(spec, target_default), stolen_time)
     by_id = {v.reg_id: v for v in predicted.registers}
     labels = [c.label for c in calls]
     judgement = Judgement(load, state_name(saved.setting), predicted.changes,
@@ -182,6 +257,9 @@ def judge(spec: Spec, load: Load, target_default: Saved, calls: list[GuestCall])
             "QEMU lists; QEMU before 10.2 refuses such a stream before it looks at any register"
         )
     judgement.verdicts = _verdicts(spec, judgement)
+    judgement.answer_disagreements, judgement.answers_compared = compare_answers(
+        spec, calls, predicted, judgement.seen_before, judgement.seen_after
+    )
     return judgement
 
 
@@ -332,7 +410,9 @@ def to_json(judgement: Judgement) -> dict[str, Any]:
             {"rule": v.rule, "verdict": v.verdict, "evidence": v.evidence}
             for v in judgement.verdicts
         ],
-        "predictions-agree": not judgement.disagreements,
+        "answer-disagreements": judgement.answer_disagreements,
+        "answers-compared": judgement.answers_compared,
+        "predictions-agree": not judgement.disagreements and not judgement.answer_disagreements,
     }
 
 

@@ -47,6 +47,9 @@ def summary(matrix: Matrix) -> list[str]:
             f"{sum(j.load.completed for j in judged)} completed; rules broken: "
             + (", ".join(f"{r} x{n}" for r, n in sorted(broken.items())) or "none")
             + f"; firmware answers unlike migrate-check: {sum(len(j.disagreements) for j in judged)}"
+            + f"; guest answers unlike migrate-check: "
+            f"{sum(len(j.answer_disagreements) for j in judged)} of "
+            f"{sum(j.answers_compared for j in judged)}"
         )
     lines += matrix.vcpu_mismatches or [f"the vcpu the target KVM was asked about lists exactly the registers "
                             f"QEMU saved, in all {len(matrix.saves)} saves"]  # fmt: skip
@@ -164,6 +167,12 @@ def _details(judgement: Judgement) -> list[str]:
     elif judgement.firmware:
         out.append(f"- all {len(judgement.firmware)} saved firmware registers answered as "
                    "migrate-check predicts")  # fmt: skip
+    if judgement.answer_disagreements:
+        out.append("- GUEST ANSWERS DISAGREE WITH THE SPEC: "
+                   + "; ".join(judgement.answer_disagreements))  # fmt: skip
+    else:
+        out.append(f"- all {judgement.answers_compared} of the guest's answers the spec defines "
+                   "are migrate-check's")  # fmt: skip
     if load.completed:
         out.append("- the guest after the resume: "
                    + ("; ".join(judgement.changes) if judgement.changes else "saw no change"))  # fmt: skip

@@ -119,8 +119,8 @@ def run_certification(
     jobs: int | None,
 ) -> int:  # fmt: skip
     """`kvm-fwspec vmm-certify`: run the matrix, write the report, print its summary. Exit 1 when
-    a firmware register answered otherwise than migrate-check predicts (the spec is wrong
-    there), or when the vcpu asked about the registers is not QEMU's (the attribution would
+    a firmware register or the guest answered otherwise than migrate-check predicts (the
+    spec is wrong there), or when the vcpu asked about the registers is not QEMU's (the attribution would
     not hold). QEMU breaking a VMM rule is a finding of the report, not a failure of the run."""
 
     spec = load_spec()
@@ -135,5 +135,5 @@ def run_certification(
     for line in summary(matrix):
         print(line)
     print(f"report: {', '.join(str(p) for p in paths)}")
-    disagree = any(j.disagreements for j in matrix.judgements)
+    disagree = any(j.disagreements or j.answer_disagreements for j in matrix.judgements)
     return 1 if disagree or matrix.vcpu_mismatches else 0
