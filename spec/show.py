@@ -7,7 +7,15 @@ import difflib
 
 from kvm_fwspec.spec.decode import describe_register
 from kvm_fwspec.spec.errors import UsageError
-from kvm_fwspec.spec.model import Constant, FilterRule, HostProfile, PowerRule, Rule, Spec
+from kvm_fwspec.spec.model import (
+    Constant,
+    FilterRule,
+    HostProfile,
+    PowerRule,
+    Rule,
+    Spec,
+    StolenTimeRule,
+)
 
 
 def describe_rule(rule: Rule) -> list[str]:
@@ -31,7 +39,9 @@ def describe_rule(rule: Rule) -> list[str]:
     return _rule_lines(rule, f"{rule.op} on {target}, {', '.join(rule.architectures)}", outcome)
 
 
-def _rule_lines(rule: Rule | FilterRule | PowerRule, applies: str, outcome: str) -> list[str]:
+def _rule_lines(
+    rule: Rule | FilterRule | PowerRule | StolenTimeRule, applies: str, outcome: str
+) -> list[str]:
     """A rule of any decision table: what it applies to and when, its outcome, why, where from."""
     until = f" until {rule.lifetime.until}" if rule.lifetime.until else ""
     return [
@@ -80,6 +90,25 @@ def describe_power_rule(rule: PowerRule) -> list[str]:
         "system-event": "a guest's call that exits with a system event",
     }[rule.op]
     return _rule_lines(rule, f"{table}, arm64", "; ".join(parts))
+
+
+def describe_stolen_time_rule(rule: StolenTimeRule) -> list[str]:
+    """A stolen-time rule: the ioctl or PV time call it decides, its condition and outcome."""
+    if rule.errno:
+        outcome = f"errno {rule.errno.name} ({rule.errno.value})"
+    elif rule.x0 is not None:
+        outcome = f"the guest's x0 is {rule.x0}"
+    elif rule.address:
+        outcome = "the vcpu's stolen-time address (all ones while unset)"
+    else:
+        outcome = "accepted: the vcpu's address from now on"
+    table = {
+        "set": "KVM_SET_DEVICE_ATTR of a vcpu's stolen-time address",
+        "get": "KVM_GET_DEVICE_ATTR of a vcpu's stolen-time address",
+        "pv-time-features": "a guest's PV_TIME_FEATURES",
+        "pv-time-st": "a guest's PV_TIME_ST",
+    }[rule.op]
+    return _rule_lines(rule, f"{table}, arm64", outcome)
 
 
 def api_entries(spec: Spec) -> list[tuple[str, str, str]]:
@@ -134,6 +163,25 @@ def filter_constants(spec: Spec) -> list[tuple[str, Constant]]:
         *(("an SMCCC filter action", a) for a in f.actions),
         ("the exit reason of a call the SMCCC filter forwards", f.exit_reason),
         *(("a flag of KVM_EXIT_HYPERCALL", flag) for flag in f.exit_flags),
+    ]
+
+
+def stolen_time_constants(spec: Spec) -> list[tuple[str, Constant]]:
+    """The stolen-time attribute's named numbers: its vcpu attribute group and attribute."""
+    t = spec.stolen_time
+    return [
+        ("the vcpu attribute group of stolen time", t.group),
+        ("the vcpu attribute of the stolen-time structure's address", t.attr),
+    ]
+
+
+def describe_stolen_time_constant(spec: Spec, wanted: str) -> list[str]:
+    """The stolen-time numbers named `wanted`, by spec name or C name (any case)."""
+    since = spec.stolen_time.service.lifetime.since
+    return [
+        f"{what} (since {since}): {c.c_name} ({c.name}) = {c.value}: {' '.join(c.doc.split())}"
+        for what, c in stolen_time_constants(spec)
+        if wanted == c.name or wanted.upper() == c.c_name
     ]
 
 
@@ -198,10 +246,14 @@ def show(spec: Spec, name: str) -> list[str]:
     for power_rule in spec.vcpu_power.rules:
         if wanted == power_rule.id:
             lines += describe_power_rule(power_rule)
+    for stolen_time_rule in spec.stolen_time.rules:
+        if wanted == stolen_time_rule.id:
+            lines += describe_stolen_time_rule(stolen_time_rule)
     for spec_name, c_name, line in api_entries(spec):
         if wanted == spec_name or upper == c_name:
             lines.append(line)
     lines += describe_filter_constant(spec, wanted)
+    lines += describe_stolen_time_constant(spec, wanted)
     for function in spec.psci_functions:
         if wanted == function.name or upper in function.c_names.values():
             ids = ", ".join(f"{conv} {fid:#010x}" for conv, fid in sorted(function.ids.items()))
@@ -234,8 +286,10 @@ def names(spec: Spec) -> list[str]:
     found |= {rule.id for rule in spec.rules}
     found |= {rule.id for rule in spec.smccc_filter.rules}
     found |= {rule.id for rule in spec.vcpu_power.rules}
+    found |= {rule.id for rule in spec.stolen_time.rules}
     found |= {n for spec_name, c_name, _ in api_entries(spec) for n in (spec_name, c_name)}
     found |= {n for _, c in filter_constants(spec) for n in (c.name, c.c_name)}
+    found |= {n for _, c in stolen_time_constants(spec) for n in (c.name, c.c_name)}
     found |= {host.name for host in spec.host_profiles}
     for function in spec.psci_functions:
         found |= {function.name, *function.c_names.values()}

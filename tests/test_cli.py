@@ -93,6 +93,20 @@ def test_show_an_smccc_filter_rule_and_suggest_it_for_a_typo() -> None:
     assert "did you mean smccc-filter/call/forward," in typo.stderr
 
 
+def test_show_a_stolen_time_rule_its_attribute_and_suggest_it_for_a_typo() -> None:
+    rule = kvm_fwspec("show", "stolen-time/pv-time-st/address")
+    assert "a guest's PV_TIME_ST, arm64, since 5.5" in rule.stdout
+    assert "then: the vcpu's stolen-time address (all ones while unset)" in rule.stdout
+    attribute = kvm_fwspec("show", "kvm_arm_vcpu_pvtime_ctrl")
+    assert attribute.stdout.startswith(
+        "the vcpu attribute group of stolen time (since 5.5): KVM_ARM_VCPU_PVTIME_CTRL "
+        "(pvtime-ctrl) = 2: "
+    )
+    typo = kvm_fwspec("show", "stolen-time/set/alredy-set")
+    assert typo.returncode == 2
+    assert "did you mean stolen-time/set/already-set," in typo.stderr
+
+
 def test_show_names_the_smccc_filter_s_abi_by_its_kernel_names() -> None:
     action = kvm_fwspec("show", "kvm_smccc_filter_fwd_to_user")
     assert action.stdout.startswith(
