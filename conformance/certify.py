@@ -22,6 +22,7 @@ from kvm_fwspec.conformance.oracle import Oracle
 from kvm_fwspec.conformance.plugin import OpenedAdapter, load_document
 from kvm_fwspec.conformance.profile import Profile, resolve_profile
 from kvm_fwspec.conformance.report_folder import RESULTS, ReportFolder
+from kvm_fwspec.conformance.results import lacking_capabilities
 from kvm_fwspec.conformance.signing import check_signing_key, sign_results
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
@@ -178,14 +179,11 @@ def _this_runs_document(
 
 def _not_applicable(document: dict[str, Any]) -> str:
     """`28 of 527 cases not applicable: needs guest-calls`, or empty when all applied."""
-    skipped = [c for c in document["cases"] if c["outcome"] == "not-applicable"]
+    skipped = document["summary"]["not-applicable"]
     if not skipped:
         return ""
-    lacking = sorted(
-        {need.strip() for c in skipped for need in c["reason"].removeprefix("needs ").split(",")}
-    )
-    total = document["summary"]["total"]
-    return f"{len(skipped)} of {total} cases not applicable: needs {', '.join(lacking)}"
+    lacking = ", ".join(lacking_capabilities(document))
+    return f"{skipped} of {document['summary']['total']} cases not applicable: needs {lacking}"
 
 
 def _show_failures(document: dict[str, Any]) -> None:

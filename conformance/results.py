@@ -131,6 +131,15 @@ def junit_xml(document: dict[str, Any]) -> bytes:
     return data + b"\n"
 
 
+def lacking_capabilities(document: dict[str, Any]) -> list[str]:
+    """The capabilities the run's not-applicable cases needed and its implementation lacked,
+    sorted: what `needs ...` in their reasons names."""
+    skipped = [c for c in document["cases"] if c["outcome"] == "not-applicable"]
+    return sorted(
+        {need.strip() for c in skipped for need in c["reason"].removeprefix("needs ").split(",")}
+    )
+
+
 def html_report(document: dict[str, Any]) -> str:
     by_rule: dict[str, Counter[str]] = {}
     for case in document["cases"]:
@@ -145,6 +154,7 @@ def html_report(document: dict[str, Any]) -> str:
         by_rule=dict(sorted(by_rule.items())),
         failures=dict(sorted(failures.items())),
         outcomes=OUTCOMES,
+        lacking=lacking_capabilities(document),
     )
 
 

@@ -105,6 +105,13 @@ class _StolenTimeCases:
     def program(self, **kwargs: Any) -> _Program:
         return _Program(self.oracle, **kwargs)
 
+    def absent_cases(self) -> Iterator[Case]:
+        """Before PV time: setting an address in guest memory, and reading it, are refused."""
+        p = self.program()
+        yield p.case("in-memory", p.set(self.address).id)
+        p = self.program()
+        yield p.case("unset", p.get().id)
+
     def cases(self) -> Iterator[Case]:
         yield from self._attribute_cases()
         yield from self._address_cases()
@@ -217,6 +224,7 @@ class _StolenTimeCases:
 
 
 def stolen_time_cases(spec: Spec, profile: Profile) -> list[Case]:
-    """Every stolen-time case of `profile`; none where KVM has no PV time."""
+    """Every stolen-time case of `profile`; where KVM has no PV time, a set and a get of the
+    address, which the group's absence decides."""
     builder = _StolenTimeCases(spec, profile)
-    return list(builder.cases()) if builder.oracle.exists else []
+    return list(builder.cases() if builder.oracle.exists else builder.absent_cases())

@@ -38,7 +38,8 @@ class StolenTimeOracle:
 
     @property
     def exists(self) -> bool:
-        """Whether KVM of this profile has PV time, and so the attribute."""
+        """Whether KVM of this profile has PV time, and so the attribute (before it, every
+        set and get of the group is refused)."""
         return self.profile.has(self.table.service.lifetime)
 
     def set_names(self, address: int | None, attr: int, ipa: int) -> dict[str, rl.Value]:

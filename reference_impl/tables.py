@@ -5,7 +5,7 @@
 # source: spec/api.yaml sha256:cd7c46002559b73a8c44ae40daf0c4a01dc6790482be4f90f4563e3246a701df
 # source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
 # source: spec/psci.yaml sha256:6e59a49e91fbfa72b512f4f99644ebd5bb282f46c4b9c498beb6aecf9e80dce0
-# source: spec/smccc.yaml sha256:5afc29f64ac5d8d7e94607d3c88883250376af0ea01c59cd10cdf25d80b8f1b1
+# source: spec/smccc.yaml sha256:151e26a8341842032256d8aad47146da6fa572d02e96c3901c65f1ab40043a0b
 # source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
 # source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
 # source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
@@ -1801,7 +1801,20 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                        {'name': 'attributes', 'offset': 4, 'size': 4},
                                        {'name': 'stolen-time', 'offset': 8, 'size': 8},
                                        {'name': 'padding', 'offset': 16, 'size': 48}]},
-                 'rules': [{'id': 'stolen-time/set/unknown-attribute',
+                 'rules': [{'id': 'stolen-time/set/absent',
+                            'doc': 'Before PV time (5.5) the vcpu has no stolen-time group: '
+                                   "KVM_SET_DEVICE_ATTR falls to the default of the vcpu's "
+                                   'attribute groups, ENXIO.\n',
+                            'op': 'set',
+                            'since': '4.16',
+                            'until': '5.5',
+                            'when': None,
+                            'result': {'errno': 'ENXIO', 'ok': False, 'x0': None, 'address': False},
+                            'source': {'file': 'arch/arm64/kvm/guest.c',
+                                       'note': 'kvm_arm_vcpu_arch_set_attr: no case for the group, '
+                                               'ret = -ENXIO.',
+                                       'confirmed-on': []}},
+                           {'id': 'stolen-time/set/unknown-attribute',
                             'doc': 'An attribute of the stolen-time group other than its address '
                                    'is ENXIO.',
                             'op': 'set',
@@ -1887,6 +1900,18 @@ MODEL: Final[dict[str, Any]] = {'releases': ['4.16',
                                                         '6.1.192',
                                                         '6.12.118',
                                                         '7.2.13']}},
+                           {'id': 'stolen-time/get/absent',
+                            'doc': 'Before PV time (5.5) KVM_GET_DEVICE_ATTR of the group is '
+                                   'ENXIO, as a set is.',
+                            'op': 'get',
+                            'since': '4.16',
+                            'until': '5.5',
+                            'when': None,
+                            'result': {'errno': 'ENXIO', 'ok': False, 'x0': None, 'address': False},
+                            'source': {'file': 'arch/arm64/kvm/guest.c',
+                                       'note': 'kvm_arm_vcpu_arch_get_attr: no case for the group, '
+                                               'ret = -ENXIO.',
+                                       'confirmed-on': []}},
                            {'id': 'stolen-time/get/unknown-attribute',
                             'doc': 'An attribute of the stolen-time group other than its address '
                                    'is ENXIO.',

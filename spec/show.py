@@ -98,8 +98,10 @@ def describe_stolen_time_rule(rule: StolenTimeRule) -> list[str]:
         outcome = f"errno {rule.errno.name} ({rule.errno.value})"
     elif rule.x0 is not None:
         outcome = f"the guest's x0 is {rule.x0}"
-    elif rule.address:
+    elif rule.address and rule.op == "get":
         outcome = "the vcpu's stolen-time address (all ones while unset)"
+    elif rule.address:
+        outcome = "the vcpu's stolen-time address"
     else:
         outcome = "accepted: the vcpu's address from now on"
     table = {
@@ -173,6 +175,19 @@ def stolen_time_constants(spec: Spec) -> list[tuple[str, Constant]]:
         ("the vcpu attribute group of stolen time", t.group),
         ("the vcpu attribute of the stolen-time structure's address", t.attr),
     ]
+
+
+def describe_stolen_time(spec: Spec) -> list[str]:
+    """The stolen-time section: what it is, its attribute, and its rules by table."""
+    t = spec.stolen_time
+    lines = [
+        f"stolen time (PV time, since {t.service.lifetime.since}): {' '.join(t.doc.split())}",
+        f"  attribute: {t.group.c_name} = {t.group.value}, {t.attr.c_name} = {t.attr.value} on "
+        f"the vcpu; unset address {t.unset:#x}; struct {t.struct_c_name}, {t.struct_size} bytes",
+    ]
+    for op in dict.fromkeys(r.op for r in t.rules):
+        lines.append(f"  {op}: {', '.join(r.id for r in t.table(op))}")
+    return lines
 
 
 def describe_stolen_time_constant(spec: Spec, wanted: str) -> list[str]:
@@ -254,6 +269,8 @@ def show(spec: Spec, name: str) -> list[str]:
             lines.append(line)
     lines += describe_filter_constant(spec, wanted)
     lines += describe_stolen_time_constant(spec, wanted)
+    if wanted in ("stolen-time", spec.stolen_time.struct_c_name):
+        lines += describe_stolen_time(spec)
     for function in spec.psci_functions:
         if wanted == function.name or upper in function.c_names.values():
             ids = ", ".join(f"{conv} {fid:#010x}" for conv, fid in sorted(function.ids.items()))
@@ -287,6 +304,7 @@ def names(spec: Spec) -> list[str]:
     found |= {rule.id for rule in spec.smccc_filter.rules}
     found |= {rule.id for rule in spec.vcpu_power.rules}
     found |= {rule.id for rule in spec.stolen_time.rules}
+    found |= {"stolen-time", spec.stolen_time.struct_c_name}
     found |= {n for spec_name, c_name, _ in api_entries(spec) for n in (spec_name, c_name)}
     found |= {n for _, c in filter_constants(spec) for n in (c.name, c.c_name)}
     found |= {n for _, c in stolen_time_constants(spec) for n in (c.name, c.c_name)}

@@ -190,6 +190,11 @@ def test_a_run_without_guest_calls_never_earns_a_bare_conforms(tmp_path: Path) -
     result = certify(*narrow)
     assert result.returncode == 0, result.stderr
     assert "CONFORMS (121 of 759 cases not applicable: needs guest-calls)" in result.stdout
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert (
+        "121 of 759 cases were not applicable</b>: the implementation lacks what they need" in page
+    )
+    assert "lacks what they need (guest-calls), so they were not judged" in page
     strict = certify(*narrow, "--require-all")
     assert strict.returncode == 1
     assert "DOES NOT CONFORM (--require-all: 121 of 759" in strict.stdout

@@ -96,11 +96,16 @@ def test_show_an_smccc_filter_rule_and_suggest_it_for_a_typo() -> None:
 def test_show_a_stolen_time_rule_its_attribute_and_suggest_it_for_a_typo() -> None:
     rule = kvm_fwspec("show", "stolen-time/pv-time-st/address")
     assert "a guest's PV_TIME_ST, arm64, since 5.5" in rule.stdout
-    assert "then: the vcpu's stolen-time address (all ones while unset)" in rule.stdout
+    assert "then: the vcpu's stolen-time address\n" in rule.stdout
     attribute = kvm_fwspec("show", "kvm_arm_vcpu_pvtime_ctrl")
     assert attribute.stdout.startswith(
         "the vcpu attribute group of stolen time (since 5.5): KVM_ARM_VCPU_PVTIME_CTRL "
         "(pvtime-ctrl) = 2: "
+    )
+    section = kvm_fwspec("show", "stolen-time").stdout.splitlines()
+    assert section[0].startswith("stolen time (PV time, since 5.5): ")
+    assert section[-1] == (
+        "  pv-time-st: stolen-time/pv-time-st/no-address, stolen-time/pv-time-st/address"
     )
     typo = kvm_fwspec("show", "stolen-time/set/alredy-set")
     assert typo.returncode == 2

@@ -135,7 +135,10 @@ def test_the_exit_codes_are_in_the_help() -> None:
                             text=True, env={**os.environ, "COLUMNS": "400"})  # fmt: skip
     assert "Exit status: 0 safe" in result.stdout
     assert "3 restores, but the guest sees its firmware change" in result.stdout
-    assert "1 a register does not restore; 2 a usage error" in result.stdout
+    assert (
+        "1 the target cannot take the VM: a register does not restore, or the VMM cannot set its "
+        "SMCCC filter, a capability or stolen time up again there; 2 a usage error"
+    ) in result.stdout
 
 
 def test_a_levels_host_inside_a_side() -> None:
@@ -353,6 +356,13 @@ def test_a_vmm_that_gives_stolen_time_is_told_when_the_target_loses_it() -> None
     assert with_it.guest_before[migration.STOLEN_TIME_KEY] == 0
     assert with_it.guest_after[migration.STOLEN_TIME_KEY] == -1
     assert "PV_TIME_FEATURES(pv-time-st): 0 -> -1" in with_it.changes
+    # the VMM's KVM_SET_DEVICE_ATTR is ENXIO there: the VM cannot be made the same
+    (setting,) = with_it.settings
+    assert (setting.name, setting.restored) == ("stolen-time", False)
+    assert setting.why == (
+        "KVM_SET_DEVICE_ATTR is ENXIO on arm64 5.4 host=mitigated (stolen-time/set/absent)"
+    )
+    assert with_it.verdict == "fails"
     assert any(
         a.startswith("PV_TIME_FEATURES(pv-time-st): 0 -> -1: the guest's stolen time")
         for a in with_it.advice
@@ -370,9 +380,24 @@ def test_stolen_time_between_kernels_that_both_offer_pv_time_changes_nothing() -
 
 def test_stolen_time_on_the_command_line_and_in_json() -> None:
     result = migrate_check("--from", "5.10", "--to", "5.4", "--stolen-time")
-    assert result.returncode == 3, result.stderr  # every register restores; the guest sees a change
-    assert "  stolen-time addresses: set again by the VMM on every vcpu" in result.stdout
+    assert result.returncode == 1, result.stderr  # every register restores, stolen time does not
+    assert (
+        "  stolen-time (KVM_ARM_VCPU_PVTIME_IPA): FAILS: KVM_SET_DEVICE_ATTR is ENXIO on arm64 "
+        "5.4 host=mitigated (stolen-time/set/absent)" in result.stdout
+    )
     assert "  PV_TIME_FEATURES(pv-time-st): 0 -> -1" in result.stdout
+    assert result.stdout.splitlines()[-1] == "verdict: NOT SAFE: THE VMM CANNOT SET THE VM UP AGAIN"
+    kept = migrate_check("--from", "6.12", "--to", "7.2", "--stolen-time")
+    assert (
+        "  stolen-time (KVM_ARM_VCPU_PVTIME_IPA): done again: set again on every vcpu "
+        "(stolen-time/set/accepted)" in kept.stdout
+    )
+    refused = migrate_check("--from", "5.4", "--to", "5.10", "--stolen-time")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        "kvm-fwspec: --stolen-time: the source, arm64 5.4 host=mitigated, has no PV time "
+        "(since 5.5), so no vcpu there has a stolen-time address\n"
+    )
     as_json = json.loads(
         migrate_check("--from", "6.12", "--to", "7.2", "--stolen-time", "--json").stdout
     )
@@ -389,14 +414,20 @@ def test_a_capability_the_vmm_enabled_is_enabled_again_or_fails_the_migration() 
     to 5.10 the VMM cannot enable it, which fails the migration with its own verdict line."""
     safe = migrate_check("--from", "6.12", "--to", "7.2", "--enable-cap", "arm-system-suspend")
     assert safe.returncode == 0, safe.stdout
-    assert "  KVM_CAP_ARM_SYSTEM_SUSPEND: enabled again" in safe.stdout
+    assert (
+        "  arm-system-suspend (KVM_CAP_ARM_SYSTEM_SUSPEND): done again: enabled since 5.19"
+        in safe.stdout.splitlines()
+    )
+    twice = migrate_check("--from", "6.12", "--to", "7.2", "--enable-cap", "arm-system-suspend",
+                          "--enable-cap", "KVM_CAP_ARM_SYSTEM_SUSPEND")  # fmt: skip
+    assert twice.stdout.count("KVM_CAP_ARM_SYSTEM_SUSPEND") == 1
     as_json = json.loads(
         migrate_check("--from", "6.12", "--to", "7.2", "--enable-cap", "arm-system-suspend",
                       "--json").stdout
     )  # fmt: skip
     assert as_json["guest-after"]["PSCI_FEATURES(system-suspend)"] == 0
-    assert as_json["capabilities"] == [
-        {"name": "arm-system-suspend", "c-name": "KVM_CAP_ARM_SYSTEM_SUSPEND", "enabled": True,
+    assert as_json["settings"] == [
+        {"name": "arm-system-suspend", "c-name": "KVM_CAP_ARM_SYSTEM_SUSPEND", "restored": True,
          "why": "enabled since 5.19"}
     ]  # fmt: skip
     plain = json.loads(migrate_check("--from", "6.12", "--to", "7.2", "--json").stdout)
@@ -410,7 +441,7 @@ def test_a_capability_the_vmm_enabled_is_enabled_again_or_fails_the_migration() 
         capabilities=tuple(c for c in SPEC.capabilities if c.name == "arm-system-suspend"),
     )
     assert all(r.restored for r in to_510.registers if r.name == "psci-version")
-    assert [c.restored for c in to_510.capabilities] == [False]
+    assert [c.restored for c in to_510.settings] == [False]
     assert to_510.verdict == "fails"
     assert "PSCI_FEATURES(system-suspend): 0 -> -1" in to_510.changes
     assert any(

@@ -66,9 +66,10 @@ class FilterVerdict:
 
 
 @dataclass(frozen=True)
-class CapabilityVerdict:
-    """A capability the VMM enabled on the source's VM (KVM_ENABLE_CAP), enabled again on the
-    target before the guest runs: whether the target's KVM can."""
+class VmmSetting:
+    """What the VMM did to the source's VM besides its registers (a capability it enabled with
+    KVM_ENABLE_CAP, the vcpus' stolen-time addresses), done again on the target before the
+    guest runs: whether the target's KVM takes it."""
 
     name: str
     c_name: str
@@ -84,7 +85,7 @@ class MigrationReport:
     registers: list[RegisterVerdict] = field(default_factory=list)
     filter_ranges: list[FilterVerdict] = field(default_factory=list)  # the VMM's, on the target
     stolen_time: bool = False  # the VMM gives each vcpu a stolen-time structure, on both sides
-    capabilities: list[CapabilityVerdict] = field(default_factory=list)  # enabled on the target
+    settings: list[VmmSetting] = field(default_factory=list)  # done again on the target
     # The spec's names of the numbers some answers are (AFFINITY_INFO's states and errors)
     answer_names: dict[str, dict[int, str]] = field(default_factory=dict)
     guest_before: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +97,7 @@ class MigrationReport:
         return (
             all(r.restored for r in self.registers)
             and all(f.restored for f in self.filter_ranges)
-            and all(c.restored for c in self.capabilities)
+            and all(c.restored for c in self.settings)
         )
 
     @property
@@ -156,9 +157,9 @@ class MigrationReport:
                 for r in self.filter_ranges
             ],
             "stolen-time": self.stolen_time,
-            "capabilities": [
-                {"name": c.name, "c-name": c.c_name, "enabled": c.restored, "why": c.why}
-                for c in self.capabilities
+            "settings": [
+                {"name": c.name, "c-name": c.c_name, "restored": c.restored, "why": c.why}
+                for c in self.settings
             ],
             "guest-before": self.guest_before,
             "guest-after": self.guest_after,
@@ -389,7 +390,15 @@ def check(
             f"--enable-cap {lacking[0].name}: the source, {source.profile.label}, cannot enable "
             f"{lacking[0].c_name} (since {lacking[0].lifetime.since}), so no VM there has it"
         )
-    report.capabilities = [_capability_verdict(target, c) for c in capabilities]
+    pv_time = spec.stolen_time.service.lifetime
+    if stolen_time and not source.profile.has(pv_time):
+        raise UsageError(
+            f"--stolen-time: the source, {source.profile.label}, has no PV time (since "
+            f"{pv_time.since}), so no vcpu there has a stolen-time address"
+        )
+    report.settings = [_capability_verdict(target, c) for c in capabilities]
+    if stolen_time:
+        report.settings.append(_stolen_time_verdict(spec, target))
     target_filter, on_target = recreate(spec, target, vmm_filter)
     report.filter_ranges = [
         FilterVerdict(
@@ -423,24 +432,41 @@ def check(
             target,
             target_features,
             stored,
-            stolen_time=stolen_time,
-            enabled=frozenset(c.name for c in report.capabilities if c.restored),
+            stolen_time=any(c.restored for c in report.settings if c.name == STOLEN_TIME),
+            enabled=frozenset(c.name for c in report.settings if c.restored),
         ),
     )
     report.advice = advise(spec, report)
     return report
 
 
-def _capability_verdict(target: Profile, capability: Capability) -> CapabilityVerdict:
+def _capability_verdict(target: Profile, capability: Capability) -> VmmSetting:
     if target.has(capability.lifetime):
-        return CapabilityVerdict(
+        return VmmSetting(
             capability.name, capability.c_name, True, f"enabled since {capability.lifetime.since}"
         )
-    return CapabilityVerdict(
+    return VmmSetting(
         capability.name,
         capability.c_name,
         False,
         f"KVM_ENABLE_CAP is EINVAL: {target.label} lacks it (since {capability.lifetime.since})",
+    )
+
+
+STOLEN_TIME = "stolen-time"  # the settings' name for the vcpus' stolen-time addresses
+
+
+def _stolen_time_verdict(spec: Spec, target: Profile) -> VmmSetting:
+    """The VMM setting each vcpu's stolen-time address again: the target's set rule for an
+    address in guest memory on a vcpu without one, as the VMM makes it."""
+    oracle = StolenTimeOracle(spec, target)
+    rule = oracle.set(None, spec.stolen_time.attr.value, VMM_ADDRESS)
+    c_name = spec.stolen_time.attr.c_name
+    if rule.ok:
+        return VmmSetting(STOLEN_TIME, c_name, True, f"set again on every vcpu ({rule.id})")
+    errno = rule.errno.name if rule.errno else "refused"
+    return VmmSetting(
+        STOLEN_TIME, c_name, False, f"KVM_SET_DEVICE_ATTR is {errno} on {target.label} ({rule.id})"
     )
 
 
@@ -641,11 +667,11 @@ def advise(spec: Spec, report: MigrationReport) -> list[str]:
             )
         else:
             advice.append(f"{verdict.name}: refused by {verdict.rule}")
-    for capability in report.capabilities:
-        if not capability.restored:
+    for setting in report.settings:
+        if not setting.restored:
             advice.append(
-                f"{capability.c_name}: {capability.why}; the VMM cannot give the guest the same "
-                "VM there: migrate to a kernel that has it, or do not enable it on the source"
+                f"{setting.c_name}: {setting.why}; the VMM cannot give the guest the same VM "
+                "there: migrate to a kernel that has it, or do not use it on the source"
             )
     for refused in report.filter_ranges:
         if not refused.restored:
@@ -731,11 +757,9 @@ def render(report: MigrationReport) -> str:
     for f in report.filter_ranges:
         outcome = "set again" if f.restored else f"FAILS with {f.errno}"
         lines.append(f"  {f.range.label}: {outcome} ({f.rule})")
-    for c in report.capabilities:
-        outcome = "enabled again" if c.restored else "FAILS: " + c.why
-        lines.append(f"  {c.c_name}: {outcome}")
-    if report.stolen_time:
-        lines.append("  stolen-time addresses: set again by the VMM on every vcpu")
+    for c in report.settings:
+        outcome = ("done again: " if c.restored else "FAILS: ") + c.why
+        lines.append(f"  {c.name} ({c.c_name}): {outcome}")
     lines.append("guest view changes:" + ("" if report.changes else " none"))
     lines += [f"  {change}" for change in report.changes]
     lines += [f"advice: {a}" for a in report.advice]
@@ -744,7 +768,7 @@ def render(report: MigrationReport) -> str:
         verdict = (
             "NOT SAFE: THE VMM'S SMCCC FILTER CANNOT BE SET AGAIN"
             if any(not f.restored for f in report.filter_ranges)
-            else "NOT SAFE: THE VMM CANNOT ENABLE A CAPABILITY AGAIN"
+            else "NOT SAFE: THE VMM CANNOT SET THE VM UP AGAIN"
         )
     lines.append(f"verdict: {verdict}")
     return "\n".join(lines)

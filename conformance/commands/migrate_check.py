@@ -27,8 +27,9 @@ EPILOG = (
     f"{SIDES} Exit status: {EXIT_CODES['safe']} safe (every register restores, the guest sees "
     f"no change); {EXIT_CODES['changes']} restores, but the guest sees its firmware change "
     f"(PSCI version, PSCI_FEATURES answers, services, or an SMCCC call's answer such as "
-    f"ARCH_FEATURES of a workaround); {EXIT_CODES['fails']} a register does "
-    "not restore; 2 a usage error."
+    f"ARCH_FEATURES of a workaround); {EXIT_CODES['fails']} the target cannot take the VM: a "
+    "register does not restore, or the VMM cannot set its SMCCC filter, a capability or "
+    "stolen time up again there; 2 a usage error."
 )
 
 
@@ -128,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             "migrates only between hosts of one architecture"
         )
     vmm_filter = tuple(r for text in args.filter or () for r in parse_filter(spec, text))
-    capabilities = tuple(_capability(spec, name) for name in args.enable_cap or ())
+    # given twice, a capability is enabled once
+    capabilities = tuple(dict.fromkeys(_capability(spec, n) for n in args.enable_cap or ()))
     report = migration.check(
         spec, source, target.profile, target.features, vmm_filter, args.stolen_time, capabilities
     )

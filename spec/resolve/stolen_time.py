@@ -2,7 +2,8 @@
 
 The service is smccc.yaml's, the tables' `pv-time-functions` are that service's functions,
 and each rule's `when` is typed in the stolen-time vocabulary (spec/stolen_time_names.py).
-Every table must end, in every release the service exists in, in a rule without `when`.
+Every table must end, in every release it has a rule in, in a rule without `when`; the
+attribute's tables have one in every release.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def resolve_stolen_time(
     )
     ctx.unique(STEM, (*PATH, "rules"), raw["rules"], "id", "rule id")
     if not ctx.problems:
-        live = tuple(r for r in releases if service.lifetime.covers(r))
-        check_tables_end_in_defaults(ctx, STEM, (*PATH, "rules"), rules, STOLEN_TIME_OPS, live)
+        # The calls' tables exist only where PV time does; the attribute's in every release
+        # (before PV time, the group is ENXIO)
+        calls = ("pv-time-features", "pv-time-st")
+        check_tables_end_in_defaults(
+            ctx, STEM, (*PATH, "rules"), rules, STOLEN_TIME_OPS, releases, optional=calls
+        )
     attribute = raw["attribute"]
     return StolenTime(
         doc=raw["doc"],

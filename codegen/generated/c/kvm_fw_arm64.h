@@ -6,7 +6,7 @@
  * source: spec/api.yaml sha256:cd7c46002559b73a8c44ae40daf0c4a01dc6790482be4f90f4563e3246a701df
  * source: spec/registers.yaml sha256:2464b16a92a29350924916818898aa8d808f09ccc2ea2b1b38ec324a7ca0ef26
  * source: spec/psci.yaml sha256:6e59a49e91fbfa72b512f4f99644ebd5bb282f46c4b9c498beb6aecf9e80dce0
- * source: spec/smccc.yaml sha256:5afc29f64ac5d8d7e94607d3c88883250376af0ea01c59cd10cdf25d80b8f1b1
+ * source: spec/smccc.yaml sha256:151e26a8341842032256d8aad47146da6fa572d02e96c3901c65f1ab40043a0b
  * source: spec/smccc-filter.yaml sha256:bde3eff714d30e1050de2078822653a9f3bbc7cbe42668019c7ae460dbeaa7aa
  * source: spec/rules.yaml sha256:036711c67887849116e79370c4d56ff46f0433188c1f3fb5acc873dc6d3c5ace
  * source: spec/vmm.yaml sha256:cb1b246e794036648b13c6171c5c34a281123dfc624d4b8d0a577584bb8cc35c
