@@ -9,14 +9,14 @@ forwarded to the agent's own userspace handler whose answer the guest then read.
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvm_fwspec.spec.loader import default_spec_dir, load_spec
+from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
+from tests import real_kvm_record as record
 from tests.real_kvm_record import judge as judge_record
 from tests.real_kvm_record import load_record
 
@@ -36,7 +36,7 @@ def test_real_kvm_answered_every_filter_case_as_the_spec_says(run: dict[str, Any
 
 
 def run_of(line: str) -> dict[str, Any]:
-    return next(r for r in RECORD["runs"] if r["line"] == line)
+    return record.run_of(RECORD, line)
 
 
 def test_the_filter_is_absent_before_6_4_and_there_from_it() -> None:
@@ -63,16 +63,13 @@ def test_the_code_reading_of_the_whole_id_space_would_fail_against_real_kvm(
 ) -> None:
     """Without the rule real KVM taught the spec, the overlap's EEXIST is expected for an empty
     range at base 0, and the kept answers (EINVAL) fail it."""
-    copy_dir = tmp_path / "spec"
-    shutil.copytree(
-        default_spec_dir(), copy_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    spec = record.spec_without(
+        tmp_path,
+        "smccc-filter.yaml",
+        "  - id: smccc-filter/set/whole-id-space\n",
+        "  - id: smccc-filter/set/overlap\n",
     )
-    path = copy_dir / "smccc-filter.yaml"
-    text = path.read_text()
-    start = text.index("  - id: smccc-filter/set/whole-id-space\n")
-    end = text.index("  - id: smccc-filter/set/overlap\n")
-    path.write_text(text[:start] + text[end:])
-    problems = judge(load_spec(copy_dir), run_of("6.12"))
+    problems = judge(spec, run_of("6.12"))
     assert any(
         "empty-at-zero: spec [{'errno': 'EEXIST'}], real KVM [{'errno': 'EINVAL'}]" in p
         for p in problems

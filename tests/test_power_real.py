@@ -17,6 +17,7 @@ import pytest
 
 from kvm_fwspec.spec.loader import default_spec_dir, load_spec
 from kvm_fwspec.spec.model import Spec
+from tests import real_kvm_record as record
 from tests.real_kvm_record import judge as judge_record
 from tests.real_kvm_record import load_record
 
@@ -29,14 +30,11 @@ def judge(spec: Spec, run: dict[str, Any]) -> list[str]:
 
 
 def run_of(line: str) -> dict[str, Any]:
-    return next(r for r in RECORD["runs"] if r["line"] == line)
+    return record.run_of(RECORD, line)
 
 
 def observed(line: str, case_id: str) -> list[dict[str, Any]]:
-    answers: list[dict[str, Any]] = next(
-        c["observed"] for c in run_of(line)["cases"] if c["id"] == case_id
-    )
-    return answers
+    return record.observed(RECORD, line, case_id)
 
 
 @pytest.mark.parametrize("run", RECORD["runs"], ids=[r["line"] for r in RECORD["runs"]])

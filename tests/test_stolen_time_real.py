@@ -9,14 +9,14 @@ the guest's PV_TIME_FEATURES and PV_TIME_ST before and after, with PV time offer
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvm_fwspec.spec.loader import default_spec_dir, load_spec
+from kvm_fwspec.spec.loader import load_spec
 from kvm_fwspec.spec.model import Spec
+from tests import real_kvm_record as record
 from tests.real_kvm_record import judge as judge_record
 from tests.real_kvm_record import load_record
 
@@ -30,14 +30,11 @@ def judge(spec: Spec, run: dict[str, Any]) -> list[str]:
 
 
 def run_of(line: str) -> dict[str, Any]:
-    return next(r for r in RECORD["runs"] if r["line"] == line)
+    return record.run_of(RECORD, line)
 
 
 def observed(line: str, case_id: str) -> list[dict[str, Any]]:
-    answers: list[dict[str, Any]] = next(
-        c["observed"] for c in run_of(line)["cases"] if c["id"] == case_id
-    )
-    return answers
+    return record.observed(RECORD, line, case_id)
 
 
 @pytest.mark.parametrize("run", RECORD["runs"], ids=[r["line"] for r in RECORD["runs"]])
@@ -73,17 +70,14 @@ def test_withholding_pv_time_refuses_both_calls_from_the_bitmaps_on() -> None:
 def test_the_spec_without_the_already_set_rule_fails_against_real_kvm(tmp_path: Path) -> None:
     """Deleting stolen-time/set/already-set (a second address replaces the first) fails the
     kept answers on every line, where KVM refused the second address with EEXIST."""
-    copy_dir = tmp_path / "spec"
-    shutil.copytree(
-        default_spec_dir(), copy_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    spec = record.spec_without(
+        tmp_path,
+        "smccc.yaml",
+        "    - id: stolen-time/set/already-set\n",
+        "    - id: stolen-time/set/not-in-memory\n",
     )
-    path = copy_dir / "smccc.yaml"
-    text = path.read_text()
-    start = text.index("    - id: stolen-time/set/already-set\n")
-    end = text.index("    - id: stolen-time/set/not-in-memory\n")
-    path.write_text(text[:start] + text[end:])
     for line in ("5.10", "7.2"):
-        assert judge(load_spec(copy_dir), run_of(line)) == [
+        assert judge(spec, run_of(line)) == [
             f"{line}: stolen-time.set.accepted.twice: spec [{{'ok': True}}, {{'ok': True}}, "
             f"{{'ok': True}}, {{'value': {ADDRESS}}}], real KVM [{{'ok': True}}, "
             f"{{'errno': 'EEXIST'}}, {{'errno': 'EEXIST'}}, {{'value': {ADDRESS}}}]"

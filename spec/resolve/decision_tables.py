@@ -1,13 +1,14 @@
-"""What every decision table of its own (the SMCCC filter's, the vcpu power tables) must be:
-for each operation, a table that ends, in every release, in a rule without `when`, so that
-nothing is left undecided."""
+"""What every decision table of its own (the SMCCC filter's, the vcpu power tables, the
+stolen-time tables) must be: rules whose ids and results fit their operation, and for each
+operation a table that ends, in every release, in a rule without `when`, so that nothing is
+left undecided."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 from kvm_fwspec.spec import rule_language as rl
-from kvm_fwspec.spec.model import Lifetime, Release
+from kvm_fwspec.spec.model import Errno, Lifetime, Release
 from kvm_fwspec.spec.resolve.context import Context, Raw
 from kvm_fwspec.spec.rule_language import Expr
 from kvm_fwspec.spec.yaml_source import JsonPath
@@ -54,3 +55,30 @@ def checked_when(ctx: Context, stem: str, path: JsonPath, raw: Raw, scope: rl.Sc
     except rl.ExpressionError as exc:
         ctx.error(stem, (*path, "when"), str(exc))
         return None
+
+
+def checked_rule(
+    ctx: Context,
+    stem: str,
+    path: JsonPath,
+    raw: Raw,
+    table: str,
+    allowed: set[str],
+    errnos: tuple[Errno, ...],
+) -> Errno | None:
+    """A table rule's id (`TABLE/OP/...`) and result keys checked against its op, and its
+    errno, if its result is one, resolved (None, reported, when api.yaml has no such errno)."""
+    op = raw["op"]
+    if not raw["id"].startswith(f"{table}/{op}/"):
+        ctx.error(stem, (*path, "id"), f"rule id must start with '{table}/{op}/'")
+    result = raw["result"]
+    if not set(result) <= allowed:
+        ctx.error(
+            stem, (*path, "result"), f"a {op} rule's result is one of {', '.join(sorted(allowed))}"
+        )
+    if "errno" not in result:
+        return None
+    errno = next((e for e in errnos if e.name == result["errno"]), None)
+    if errno is None:
+        ctx.error(stem, (*path, "result", "errno"), f"unknown errno '{result['errno']}'")
+    return errno

@@ -20,7 +20,11 @@ from kvm_fwspec.spec.model import (
     SmcccFilter,
 )
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
-from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults, checked_when
+from kvm_fwspec.spec.resolve.decision_tables import (
+    check_tables_end_in_defaults,
+    checked_rule,
+    checked_when,
+)
 from kvm_fwspec.spec.resolve.structs import resolve_struct
 from kvm_fwspec.spec.yaml_source import JsonPath
 
@@ -120,19 +124,9 @@ def _rule(
     actions: tuple[str, ...],
 ) -> FilterRule:
     op = raw["op"]
-    if not raw["id"].startswith(f"smccc-filter/{op}/"):
-        ctx.error(STEM, (*path, "id"), f"rule id must start with 'smccc-filter/{op}/'")
     result = raw["result"]
     allowed = {"has": {"errno", "ok"}, "set": {"errno", "ok"}, "call": {"x0", "exit", "kvm"}}[op]
-    if not set(result) <= allowed:
-        ctx.error(
-            STEM, (*path, "result"), f"a {op} rule's result is one of {', '.join(sorted(allowed))}"
-        )
-    errno = None
-    if "errno" in result:
-        errno = next((e for e in errnos if e.name == result["errno"]), None)
-        if errno is None:
-            ctx.error(STEM, (*path, "result", "errno"), f"unknown errno '{result['errno']}'")
+    errno = checked_rule(ctx, STEM, path, raw, STEM, allowed, errnos)
     if "exit" in result and result["exit"] != exit_reason.name:
         ctx.error(
             STEM,

@@ -19,7 +19,11 @@ from kvm_fwspec.spec.model import (
     StolenTimeRule,
 )
 from kvm_fwspec.spec.resolve.context import Context, Raw, source
-from kvm_fwspec.spec.resolve.decision_tables import check_tables_end_in_defaults, checked_when
+from kvm_fwspec.spec.resolve.decision_tables import (
+    check_tables_end_in_defaults,
+    checked_rule,
+    checked_when,
+)
 from kvm_fwspec.spec.resolve.structs import resolve_struct
 from kvm_fwspec.spec.stolen_time_names import STOLEN_TIME_OPS, stolen_time_scope
 from kvm_fwspec.spec.yaml_source import JsonPath
@@ -86,19 +90,8 @@ def _rule(
     ctx: Context, path: JsonPath, raw: Raw, service: Service, errnos: tuple[Errno, ...]
 ) -> StolenTimeRule:
     op = raw["op"]
-    if not raw["id"].startswith(f"stolen-time/{op}/"):
-        ctx.error(STEM, (*path, "id"), f"rule id must start with 'stolen-time/{op}/'")
     result = raw["result"]
-    allowed = ALLOWED_RESULTS[op]
-    if not set(result) <= allowed:
-        ctx.error(
-            STEM, (*path, "result"), f"a {op} rule's result is one of {', '.join(sorted(allowed))}"
-        )
-    errno = None
-    if "errno" in result:
-        errno = next((e for e in errnos if e.name == result["errno"]), None)
-        if errno is None:
-            ctx.error(STEM, (*path, "result", "errno"), f"unknown errno '{result['errno']}'")
+    errno = checked_rule(ctx, STEM, path, raw, "stolen-time", ALLOWED_RESULTS[op], errnos)
     return StolenTimeRule(
         id=raw["id"],
         doc=raw["doc"],
