@@ -50,6 +50,9 @@ class Request:
     quiet: bool = False
     require_all: bool = False
     sign: Path | None = None
+    # The user named the kernel to judge the implementation as, whatever it says it is (a
+    # build judged with `qemu --kernel-image --release`): its claim is not held against it.
+    judged_as_named: bool = False
 
 
 def certify(request: Request) -> int:
@@ -103,7 +106,9 @@ def _run_suite(
 ) -> tuple[str, pytest.ExitCode | int]:
     """Greet the adapter, resolve `--host auto` from what it reports, run pytest into
     `staging`; the resolved host profile's name and pytest's exit code."""
-    adapter = greeted_adapter(request.adapter, spec, profile, request.options)
+    adapter = greeted_adapter(
+        request.adapter, spec, profile, request.options, kernel_from_hello=request.judged_as_named
+    )
     try:
         host = reported_host(adapter, spec) if request.host == "auto" else request.host
         resolve_profile(spec, request.kernel, host, request.arch)  # a reported host is valid
@@ -147,6 +152,8 @@ def _pytest_arguments(request: Request, host: str, staging: Path) -> list[str]:
         args.append("--fwspec-progress")
     if request.require_all:
         args.append("--fwspec-require-all")
+    if request.judged_as_named:
+        args.append("--fwspec-judged-as-named")
     return args + [f"--fwspec-option={key}={value}" for key, value in request.options.items()]
 
 

@@ -31,17 +31,19 @@ class KernelLine:
 
 @dataclass(frozen=True)
 class Kernel:
-    """An unpacked kernel: its Image, the virtio modules the guest must load, and provenance."""
+    """An unpacked kernel: its Image, the virtio modules the guest must load, and provenance:
+    Debian's packages, or for a kernel someone built (`source`) the image it came from."""
 
     line: str
     packages: tuple[Package, ...]
     image: Path
     modules: tuple[Path, ...]
     uname: str
+    source: str = ""
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{p.name} {p.version}" for p in self.packages)
+        return ", ".join(f"{p.name} {p.version}" for p in self.packages) or self.source
 
 
 def kernel_lines() -> list[KernelLine]:
@@ -118,11 +120,11 @@ def _unpack(cache: Path, release: str, packages: tuple[Package, ...], debs: list
     if not images:
         raise UsageError(f"{packages[0].name} contains no vmlinuz")
     return Kernel(
-        release, packages, images[0], _virtio_modules(module_dirs[0], root / "modules"), uname
+        release, packages, images[0], virtio_modules(module_dirs[0], root / "modules"), uname
     )
 
 
-def _virtio_modules(modules: Path, out: Path) -> tuple[Path, ...]:
+def virtio_modules(modules: Path, out: Path) -> tuple[Path, ...]:
     """The virtio modules this kernel builds as modules, decompressed, in load order."""
     builtin = (
         set((modules / "modules.builtin").read_text().split())

@@ -1,7 +1,9 @@
-"""Real KVM: a Debian arm64 kernel booted under QEMU, its /dev/kvm served by the kvm agent.
+"""Real KVM: an arm64 kernel booted under QEMU, its /dev/kvm served by the kvm agent.
 
-Options: `kernel-package=NAME` pins an exact package instead of the newest of the release
-line; `cache=DIR` (default ~/.cache/kvm-fwspec) keeps downloads, kernels and images.
+Options: `kernel-package=NAME` pins an exact Debian package instead of the newest of the
+release line; `kernel-image=PATH` (with `modules=DIR` where drivers are modules) boots a
+kernel someone built instead; `cache=DIR` (default ~/.cache/kvm-fwspec) keeps downloads,
+kernels and images.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kvm_fwspec.conformance.adapters import (
 from kvm_fwspec.conformance.adapters.agent import AgentAdapter
 from kvm_fwspec.conformance.lab.debian import IsolatedApt, cache_lock
 from kvm_fwspec.conformance.lab.initramfs import build
+from kvm_fwspec.conformance.lab.kernel_image import inspect
 from kvm_fwspec.conformance.lab.kernels import Kernel, fetch_kernel, line_for
 from kvm_fwspec.conformance.lab.qemu import BOOT_TIMEOUT, Guest
 from kvm_fwspec.conformance.profile import Profile
@@ -39,7 +42,8 @@ class QemuAdapter(AgentAdapter):
         self.guest = guest
 
     def describe(self) -> dict[str, str]:
-        return {"kernel-packages": self.kernel.label, "kernel-uname": self.kernel.uname}
+        origin = "kernel-packages" if self.kernel.packages else "kernel-image"
+        return {origin: self.kernel.label, "kernel-uname": self.kernel.uname}
 
 
 def prepare(release: str, cache: Path, exact: str | None = None) -> tuple[Kernel, Path]:
@@ -51,7 +55,16 @@ def prepare(release: str, cache: Path, exact: str | None = None) -> tuple[Kernel
         return kernel, build(apt, cache, kernel)
 
 
-OPTIONS = ("cache", "line", "kernel-package", "batch", "timeout")
+def prepare_built(image: Path, modules: Path | None, cache: Path) -> tuple[Kernel, Path]:
+    """A kernel someone built, checked to be able to serve, and its initramfs."""
+    kernel = inspect(image, modules, cache).kernel
+    with cache_lock(cache):
+        apt = IsolatedApt(cache / "apt")
+        apt.update()
+        return kernel, build(apt, cache, kernel)
+
+
+OPTIONS = ("cache", "line", "kernel-package", "kernel-image", "modules", "batch", "timeout")
 
 
 def create(profile: Profile, options: Mapping[str, str]) -> QemuAdapter:
@@ -61,9 +74,13 @@ def create(profile: Profile, options: Mapping[str, str]) -> QemuAdapter:
     refuse_unknown_options("qemu", options, OPTIONS)
     batch = whole_number_option(options, "batch", 256)
     timeout = seconds_option(options, "timeout", BOOT_TIMEOUT)
-    line = line_for(options.get("line", str(profile.release))).release
     cache = Path(options.get("cache", default_cache()))
-    kernel, initramfs = prepare(line, cache, options.get("kernel-package"))
+    if "kernel-image" in options:
+        modules = Path(options["modules"]) if "modules" in options else None
+        kernel, initramfs = prepare_built(Path(options["kernel-image"]), modules, cache)
+    else:
+        line = line_for(options.get("line", str(profile.release))).release
+        kernel, initramfs = prepare(line, cache, options.get("kernel-package"))
     adapter = QemuAdapter(kernel, Guest(kernel, initramfs), batch)
     adapter.timeout = timeout
     return adapter
