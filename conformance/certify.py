@@ -8,6 +8,7 @@ completed and executed cases.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kvm_fwspec.conformance.adapters import adapter_names, reported_host
+from kvm_fwspec.conformance.adapters import Adapter, adapter_names, reported_host
 from kvm_fwspec.conformance.cases import build_cases
 from kvm_fwspec.conformance.greeting import greeted_adapter
 from kvm_fwspec.conformance.oracle import Oracle
@@ -60,6 +61,42 @@ def certify(request: Request) -> int:
     spec = load_spec()
     if request.adapter not in adapter_names():
         raise UsageError(f"no adapter '{request.adapter}'; installed: {', '.join(adapter_names())}")
+    opened = None
+    if request.kernel == "auto":
+        opened, claimed = _kernel_from_hello(spec, request)
+        request = dataclasses.replace(request, kernel=claimed)
+    try:
+        return _certify(spec, request, opened)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _kernel_from_hello(spec: Spec, request: Request) -> tuple[Adapter, str]:
+    """`--kernel auto`: the adapter, greeted, and the kernel its hello names (`uname -r` on
+    real KVM), which the rest of the run judges it as."""
+    if request.adapter == "reference":
+        raise UsageError(
+            "--kernel auto: the in-process reference is whichever kernel --kernel names; name one"
+        )
+    placeholder = spec.host_profiles[0].name if request.host == "auto" else request.host
+    profile = resolve_profile(spec, "latest", placeholder, request.arch)
+    adapter = greeted_adapter(
+        request.adapter, spec, profile, request.options, kernel_from_hello=True
+    )
+    claimed = adapter.capabilities().kernel
+    assert claimed is not None  # greeted_adapter refuses a hello without one
+    try:
+        parse_kernel_name(spec, claimed)
+    except UsageError as exc:
+        adapter.close()
+        raise UsageError(
+            f"--kernel auto: the implementation says it is KVM {claimed}: {exc}"
+        ) from None
+    return adapter, claimed
+
+
+def _certify(spec: Spec, request: Request, opened: Adapter | None) -> int:
     placeholder = spec.host_profiles[0].name if request.host == "auto" else request.host
     profile = resolve_profile(spec, request.kernel, placeholder, request.arch)
     if not Oracle(spec, profile).registers:  # the filter's absence alone is not worth a run
@@ -78,7 +115,7 @@ def certify(request: Request) -> int:
     if request.kernel not in (str(kernel), *SELF_EXPLAINING):  # say what a uname -r is judged as
         print(f"kvm-fwspec: {kernel.how}")
     try:
-        host, code = _run_suite(spec, profile, request, folder.staging)
+        host, code = _run_suite(spec, profile, request, folder.staging, opened)
         document = _this_runs_document(spec, profile, host, folder.staging, code)
         if request.sign is not None:
             sign_results(folder.staging / RESULTS, request.sign)
@@ -102,11 +139,12 @@ def certify(request: Request) -> int:
 
 
 def _run_suite(
-    spec: Spec, profile: Profile, request: Request, staging: Path
+    spec: Spec, profile: Profile, request: Request, staging: Path, opened: Adapter | None
 ) -> tuple[str, pytest.ExitCode | int]:
-    """Greet the adapter, resolve `--host auto` from what it reports, run pytest into
-    `staging`; the resolved host profile's name and pytest's exit code."""
-    adapter = greeted_adapter(
+    """Greet the adapter (unless `opened`, greeted already, whose caller closes it), resolve
+    `--host auto` from what it reports, run pytest into `staging`; the resolved host
+    profile's name and pytest's exit code."""
+    adapter = opened or greeted_adapter(
         request.adapter, spec, profile, request.options, kernel_from_hello=request.judged_as_named
     )
     try:
@@ -127,7 +165,8 @@ def _run_suite(
         plugins = [] if parallel else [OpenedAdapter(adapter)]
         code = pytest.main(args, plugins=plugins)
     finally:
-        adapter.close()
+        if opened is None:
+            adapter.close()
     if code == pytest.ExitCode.INTERRUPTED:
         raise KeyboardInterrupt  # the CLI says so; the report folder was left as it was
     return host, code

@@ -27,8 +27,9 @@ NOT_ARM64 = os.uname().machine not in ("aarch64", "arm64")
         ["fingerprint", "--adapter", "kvm", "--kernel", "auto", "--host", "auto"],
         ["dump", "--adapter", "kvm", "--kernel", "auto", "--host", "auto", "--output", "d.json"],
         ["certify", "--adapter", "kvm", "--kernel", "6.1"],
+        ["certify", "--adapter", "kvm", "--kernel", "auto", "--host", "auto"],
     ],
-    ids=["fingerprint", "dump", "certify"],
+    ids=["fingerprint", "dump", "certify", "certify-auto"],
 )
 def test_a_machine_that_is_not_arm64_is_one_line(command: list[str], tmp_path: object) -> None:
     result = subprocess.run(

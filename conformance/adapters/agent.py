@@ -18,13 +18,12 @@ import shlex
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from kvm_fwspec.conformance.adapters import (
     AdapterError,
@@ -45,6 +44,9 @@ from kvm_fwspec.conformance.guest.wire import (
 )
 from kvm_fwspec.conformance.profile import Profile
 from kvm_fwspec.spec.errors import UsageError
+
+if TYPE_CHECKING:
+    import ssl
 
 PROTOCOL = PROTOCOLS[0]  # what the client offers; it also speaks every older one in PROTOCOLS
 DEFAULT_BATCH = 256
@@ -492,9 +494,17 @@ def _shape_problem(answer: Any, programs: list[dict[str, Any]]) -> str | None:
 
 def _client_tls(options: Mapping[str, str]) -> ssl.SSLContext | None:
     """TLS to the agent when `tls-ca` names the CA that signed its certificate; `tls-cert` and
-    `tls-key` are this client's own, for an agent that requires them."""
+    `tls-key` are this client's own, for an agent that requires them. The ssl module is loaded
+    only then: a minimal arm64 host without OpenSSL's library (as the lab's guests are) runs
+    every command that needs no TLS."""
     if "tls-ca" not in options:
         return None
+    try:
+        import ssl
+    except ImportError as exc:
+        raise UsageError(
+            f"option tls-ca: TLS needs Python's ssl module, which cannot load here ({exc})"
+        ) from None
     for key in ("tls-ca", "tls-cert", "tls-key"):
         if key in options and not os.path.isfile(options[key]):
             raise UsageError(f"option {key}={options[key]}: no such file")
@@ -513,6 +523,8 @@ def _client_tls(options: Mapping[str, str]) -> ssl.SSLContext | None:
 
 
 def _tls_problem(exc: OSError) -> str:
+    import ssl  # loaded already: only TLS setup gets here
+
     if isinstance(exc, ssl.SSLError):  # OpenSSL's reason is often bare ("PEM lib") or absent
         return f"not a PEM file TLS can use ({exc.reason or 'no usable certificate or key in it'})"
     return exc.strerror or str(exc)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvm_fwspec.conformance.commands._arguments import add_profile_arguments
 from kvm_fwspec.conformance.guest.agent import (
@@ -22,6 +22,9 @@ from kvm_fwspec.conformance.profile import resolve_profile
 from kvm_fwspec.conformance.reference_agent import reference_served
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.loader import load_spec
+
+if TYPE_CHECKING:
+    import ssl
 
 HELP = "serve an implementation over the agent protocol (stdio or TCP)"
 MAX_MESSAGE_LIMIT = 1 << 30  # a request is read into memory whole: bound what a client may send
@@ -117,6 +120,8 @@ def _checked_limits(args: argparse.Namespace) -> tuple[Guard, ssl.SSLContext | N
         ):
             if path is not None:
                 _read(Path(path), option)
+        import ssl  # only a TLS listener needs OpenSSL's library, which a minimal host may lack
+
         try:
             tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
         except ssl.SSLError as exc:  # OpenSSL's reason is often bare ("PEM lib")

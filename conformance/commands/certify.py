@@ -17,7 +17,7 @@ HELP = "certify an implementation through an adapter and write the report"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default="reference", help="adapter name (default: reference)")
-    add_profile_arguments(parser)
+    add_profile_arguments(parser, auto=True)
     add_adapter_options(parser)
     parser.add_argument(
         "-n",

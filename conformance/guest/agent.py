@@ -276,7 +276,11 @@ def check_kvm_host(device: str, machine: str) -> None:
     try:
         os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
     except FileNotFoundError:
-        raise KvmUnavailable(f"{device} does not exist: KVM is not enabled on this host") from None
+        raise KvmUnavailable(
+            f"{device} does not exist: KVM is not enabled on this host (it needs a kernel with "
+            "CONFIG_KVM booted at EL2: bare metal, or a virtual machine with nested "
+            "virtualization)"
+        ) from None
     except PermissionError:
         raise KvmUnavailable(
             f"cannot open {device}: permission denied (add this user to the group that owns "

@@ -24,6 +24,9 @@ from kvm_fwspec.conformance.lab.vmm import VmmBuild
 USERLAND = ("busybox-static", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
             "libc6", "zlib1g", "libexpat1")  # fmt: skip
 USERLAND_SUITES = ("bookworm-security", "bookworm")
+# What an installed kvm-fwspec needs beyond the agent: its dependencies' compiled wheels (rpds-py,
+# a Rust extension) link against the GCC runtime.
+WHOLE_USERLAND = (*USERLAND, "libgcc-s1")
 # Parts of the stdlib and libc the agent never touches; leaving them out shortens the boot.
 PRUNE = ("usr/share", "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
          "usr/lib/python3.11/ensurepip", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data",
@@ -43,7 +46,10 @@ i=0
 while [ ! -e {port} ] && [ $i -lt 200 ]; do /bin/busybox usleep 20000; i=$((i+1)); done
 [ -e /dev/kvm ] || echo "kvm-fwspec: no /dev/kvm in this guest"
 export PYTHONPATH=/opt/kvm-fwspec PYTHONDONTWRITEBYTECODE=1
-if [ -d /vmm ]; then
+if [ -d /wheels ]; then
+  echo "kvm-fwspec: installing kvm-fwspec from /wheels and certifying from that install"
+  /usr/bin/python3.11 -m kvm_fwspec.conformance.guest.installed_run --port {port} --wheels /wheels
+elif [ -d /vmm ]; then
   echo "kvm-fwspec: starting the VMM agent on {port}"
   /usr/bin/python3.11 -m kvm_fwspec.conformance.guest.vmm_agent --channel {port}
 else
@@ -55,11 +61,14 @@ echo "kvm-fwspec: agent exited with $?"
 """
 
 
-def userland(apt: IsolatedApt, cache: Path) -> Path:
-    """Busybox, Python and its libraries, unpacked once per set of package versions."""
-    found = apt.candidates("|".join(name.replace(".", r"\.") for name in USERLAND), USERLAND_SUITES)
+def userland(apt: IsolatedApt, cache: Path, whole: bool = False) -> Path:
+    """Busybox, Python and its libraries, unpacked once per set of package versions; `whole`
+    keeps the standard library whole (pip and pytest use what the agent never does) and adds
+    what the dependencies' compiled wheels link against."""
+    names = WHOLE_USERLAND if whole else USERLAND
+    found = apt.candidates("|".join(name.replace(".", r"\.") for name in names), USERLAND_SUITES)
     packages = []
-    for name in USERLAND:
+    for name in names:
         newest = next((p for p in found if p.name == name), None)
         if newest is None:
             raise RuntimeError(f"{name} not found in {', '.join(USERLAND_SUITES)}")
@@ -67,12 +76,12 @@ def userland(apt: IsolatedApt, cache: Path) -> Path:
     key = hashlib.sha256("\n".join(f"{p.name}={p.version}" for p in packages).encode()).hexdigest()[
         :16
     ]
-    root = cache / "userland" / key
+    root = cache / "userland" / (f"{key}-whole" if whole else key)
     if not (root / ".complete").exists():
         shutil.rmtree(root, ignore_errors=True)
         for package in packages:
             extract(apt.download(package), root / "tree")
-        for prune in PRUNE:
+        for prune in () if whole else PRUNE:
             shutil.rmtree(root / "tree" / prune, ignore_errors=True)
         _precompile(root / "tree" / "usr/lib/python3.11")
         (root / ".complete").touch()
@@ -142,15 +151,26 @@ def agent_tree(cache: Path) -> Path:
     return tree
 
 
-def build(apt: IsolatedApt, cache: Path, kernel: Kernel, vmms: tuple[VmmBuild, ...] = ()) -> Path:
+def build(
+    apt: IsolatedApt,
+    cache: Path,
+    kernel: Kernel,
+    vmms: tuple[VmmBuild, ...] = (),
+    wheels: tuple[Path, ...] = (),
+) -> Path:
     """The initramfs for `kernel`, rebuilt only when an input changed; with `vmms`, those QEMU
-    builds under /vmm/NAME and the VMM agent instead of the kvm agent."""
-    tree = userland(apt, cache)
+    builds under /vmm/NAME and the VMM agent instead of the kvm agent; with `wheels`, those
+    under /wheels, and a guest that installs kvm-fwspec from them and certifies from there."""
+    tree = userland(apt, cache, whole=bool(wheels))
     inputs = hashlib.sha256(tree.parent.name.encode() + INIT.encode())
     for vmm in vmms:
         inputs.update(f"{vmm.name}:{vmm.tree.parent.name}".encode())
     payload = guest_payload().files
-    for name, path in (*payload.items(), *((m.name, m) for m in kernel.modules)):
+    for name, path in (
+        *payload.items(),
+        *((m.name, m) for m in kernel.modules),
+        *((f"wheels/{w.name}", w) for w in wheels),
+    ):
         inputs.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
     path = cache / "initramfs" / f"{kernel.uname}-{inputs.hexdigest()[:16]}.cpio"
     if path.exists():
@@ -164,6 +184,10 @@ def build(apt: IsolatedApt, cache: Path, kernel: Kernel, vmms: tuple[VmmBuild, .
     archive.add_tree(agent, "opt/kvm-fwspec/")
     for module in kernel.modules:
         archive.add(f"modules/{module.name}", stat.S_IFREG | 0o644, module.read_bytes())
+    if wheels:
+        archive.add("wheels", stat.S_IFDIR | 0o755)
+    for wheel in wheels:
+        archive.add(f"wheels/{wheel.name}", stat.S_IFREG | 0o644, wheel.read_bytes())
     if vmms:
         archive.add("vmm", stat.S_IFDIR | 0o755)
     for vmm in vmms:
