@@ -10,6 +10,7 @@ the spec). A mistake in the command line itself stays a usage error, 2, as for e
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import dataclass
@@ -104,11 +105,13 @@ def rule_ids(spec: Spec) -> list[str]:
 
 
 def checked_rule_ids(spec: Spec, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """`wanted`, each a rule of the spec; a misspelt one is named with the closest there are,
+    before anything boots (a bisection would otherwise judge every build by nothing)."""
     known = rule_ids(spec)
     for rule in wanted:
         if rule not in known:
-            close = [k for k in known if k.startswith(rule.rsplit("/", 1)[0] + "/")][:3]
-            hint = f"; rules of that table: {', '.join(close)}" if close else ""
+            close = difflib.get_close_matches(rule, known, n=3, cutoff=0.8)
+            hint = f"; did you mean {', '.join(close)}?" if close else " (kvm-fwspec show RULE-ID)"
             raise UsageError(f"--only {rule}: no such rule in the spec{hint}")
     return wanted
 
@@ -124,5 +127,6 @@ def judged_by(only: tuple[str, ...], document: dict[str, Any]) -> int:
             f"--only {', '.join(absent)}: no case of this kernel's run is filed under it"
         )
     verdict = "passes" if not bad else f"FAILS ({', '.join(c['id'] for c in bad)})"
-    print(f"kvm-fwspec: judged by --only {' '.join(only)}: {len(cases)} cases, {verdict}")
+    counted = f"{len(cases)} case" + ("s" if len(cases) != 1 else "")
+    print(f"kvm-fwspec: judged by --only {' '.join(only)}: {counted}, {verdict}")
     return DOES_NOT_CONFORM if bad else CONFORMS
