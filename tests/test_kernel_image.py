@@ -139,10 +139,10 @@ def test_an_unsuitable_build_exits_125_for_git_bisect_without_booting(tmp_path: 
     image = build_tree(tmp_path / "linux", config)
     result = qemu("--kernel-image", str(image), "--cache", str(tmp_path / "c"), cwd=tmp_path)
     assert result.returncode == 125, result.stdout + result.stderr
-    assert result.stdout.splitlines() == [
+    assert (result.stdout, result.stderr.splitlines()) == ("", [
         f"kvm-fwspec: cannot test this build: {image} cannot serve as a KVM host "
         f"({tmp_path / 'linux' / '.config'}): CONFIG_KVM is n, it must be y"
-    ]
+    ])  # fmt: skip
     assert not (tmp_path / "reports").exists()
 
 
@@ -153,7 +153,7 @@ def test_a_release_the_spec_does_not_judge_exits_125_and_asks_for_release(tmp_pa
     )
     result = qemu("--kernel-image", str(image), "--cache", str(tmp_path / "c"), cwd=tmp_path)
     assert result.returncode == 125
-    (line,) = result.stdout.splitlines()
+    (line,) = result.stderr.splitlines()
     assert line.startswith("kvm-fwspec: cannot test this build: its release 6.8.0-01234-gabcdef012")
     assert line.endswith("; give --release")
 
@@ -167,11 +167,28 @@ def test_a_release_the_spec_does_not_judge_exits_125_and_asks_for_release(tmp_pa
         (("--kernel-image", "Image", "--only", "psci-power/cpu-on/reserved-afinity-bits"),
          "kvm-fwspec: --only psci-power/cpu-on/reserved-afinity-bits: no such rule in the spec; "
          "did you mean psci-power/cpu-on/reserved-affinity-bits?\n"),
+        (("--kernel-image", "Image", "--release", "6.12.x"),
+         "kvm-fwspec: kernel '6.12.x' is not a kernel name: give a release (6.12, v6.12), its "
+         "stable series (6.12.y), a stable or rc release (6.12.18, 6.9-rc2), what uname -r "
+         "prints, or latest\n"),
     ],
-    ids=["modules-alone", "two-kernels", "rule-typo"],
+    ids=["modules-alone", "two-kernels", "rule-typo", "release-typo"],
 )  # fmt: skip
 def test_a_command_line_mistake_stays_a_usage_error(
     tmp_path: Path, args: tuple[str, ...], stderr: str
 ) -> None:
     result = qemu(*args, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", stderr)
+
+
+def test_modules_of_another_release_are_refused(tmp_path: Path) -> None:
+    """A --modules folder of another kernel would load that kernel's virtio modules."""
+    modules = tmp_path / "mod" / "lib" / "modules" / "5.10.0-32-arm64"
+    modules.mkdir(parents=True)
+    image = build_tree(tmp_path / "linux")
+    with pytest.raises(UsageError) as refused:
+        inspect(image, modules, tmp_path / "cache")
+    assert str(refused.value) == (
+        f"--modules {modules} holds the modules of 5.10.0-32-arm64, and the image is "
+        "6.12.18-local: give its own lib/modules/6.12.18-local"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +46,14 @@ class BuiltRun:
 
 def run_built_kernel(run: BuiltRun) -> int:
     spec = load_spec()
-    only = checked_rule_ids(spec, run.only)  # the user's mistake: a usage error, exit 2
+    # The user's mistakes, not the build's: usage errors, exit 2, which stop a bisection
+    only = checked_rule_ids(spec, run.only)
+    named = parse_kernel_name(spec, run.release) if run.release is not None else None
     cache = run.cache or default_cache()
     started = time.monotonic()
     try:
         built = inspect(run.image, run.modules, cache)
-        name = judged_as(spec, built.kernel.uname, run.release)
+        name = named or judged_as(spec, built.kernel.uname)
     except UsageError as exc:
         return _cannot_test(str(exc))
     print(f"kvm-fwspec: {built.banner}")
@@ -81,14 +84,13 @@ def run_built_kernel(run: BuiltRun) -> int:
 
 
 def _cannot_test(reason: str) -> int:
-    print(f"kvm-fwspec: cannot test this build: {reason}")
+    """Exit 125 with its reason on stderr, where every command's refusals go."""
+    print(f"kvm-fwspec: cannot test this build: {reason}", file=sys.stderr)
     return CANNOT_TEST
 
 
-def judged_as(spec: Spec, uname: str, release: str | None) -> KernelName:
-    """The spec's kernel for this build: `--release` if given, else its banner's release."""
-    if release is not None:
-        return parse_kernel_name(spec, release)
+def judged_as(spec: Spec, uname: str) -> KernelName:
+    """The spec's kernel for a build, by the release its banner names."""
     try:
         return parse_kernel_name(spec, uname)
     except UsageError as exc:
@@ -128,5 +130,8 @@ def judged_by(only: tuple[str, ...], document: dict[str, Any]) -> int:
         )
     verdict = "passes" if not bad else f"FAILS ({', '.join(c['id'] for c in bad)})"
     counted = f"{len(cases)} case" + ("s" if len(cases) != 1 else "")
-    print(f"kvm-fwspec: judged by --only {' '.join(only)}: {counted}, {verdict}")
+    print(
+        f"kvm-fwspec: judged by --only {' '.join(only)}: {counted}, {verdict}; the exit status "
+        "follows these rules (the whole run's verdict above is for information)"
+    )
     return DOES_NOT_CONFORM if bad else CONFORMS

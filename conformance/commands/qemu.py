@@ -56,7 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="judge the build by these rules' cases alone (a bisection's regression)",
     )
     add_cache_option(parser)
-    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="report directory")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=DEFAULT_REPORT,
+        help="report directory (default: reports/real-kvm, or reports/built-kernel with "
+        "--kernel-image)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

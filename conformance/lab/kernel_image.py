@@ -63,13 +63,22 @@ def inspect(image: Path, modules: Path | None, cache: Path) -> BuiltKernel:
         )
     banner = found[0].decode("utf-8", "replace")
     uname = found[1].decode("utf-8", "replace")
+    if modules is not None and modules.name != uname:
+        raise UsageError(
+            f"--modules {modules} holds the modules of {modules.name}, and the image is "
+            f"{uname}: give its own lib/modules/{uname}"
+        )
     text, source = _config(data, image, uname, modules)
     config = parse_config(text)
     missing = missing_options(config, modules)
     if missing:
         raise UsageError(f"{image} cannot serve as a KVM host ({source}): {'; '.join(missing)}")
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
-    out = cache / "built-kernels" / digest[:16] / "modules"
+    # the modules it loads are decompressed afresh whenever the image or a module changed
+    inputs = hashlib.sha256(digest.encode())
+    for path in sorted(modules.glob("kernel/drivers/*/virtio*.ko*")) if modules else ():
+        inputs.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    out = cache / "built-kernels" / inputs.hexdigest()[:16] / "modules"
     out.mkdir(parents=True, exist_ok=True)
     kernel = Kernel(
         line=uname,
@@ -77,7 +86,8 @@ def inspect(image: Path, modules: Path | None, cache: Path) -> BuiltKernel:
         image=image,
         modules=virtio_modules(modules, out) if modules is not None else (),
         uname=uname,
-        source=f"{image} (sha256 {digest[:16]})",
+        source=f"{image.resolve()} (sha256 {digest})"
+        + (f", modules {modules.resolve()}" if modules is not None else ""),
     )
     return BuiltKernel(kernel, banner, source)
 
