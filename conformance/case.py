@@ -46,6 +46,12 @@ class Case:
         return f"{self.rule.replace('/', '.')}[{self.scenario}]"
 
 
+def as_x0(word: int) -> int:
+    """An expected x0 as the guest reads it, signed: a u64 (userspace's answer, an address)
+    or a value already negative (NOT_SUPPORTED) alike."""
+    return word - (1 << 64) if word >= 1 << 63 else word
+
+
 def dotted(rule_id: str) -> str:
     """A rule id as the start of a case id: `psci-power/cpu-on/x` is `psci-power.cpu-on.x`."""
     return rule_id.replace("/", ".")

@@ -20,6 +20,7 @@ from kvm_fwspec.conformance.case import (
     REQUIRES_PSCI_01,
     REQUIRES_RESULTS,
     Case,
+    as_x0,
     dotted,
 )
 from kvm_fwspec.conformance.filter_oracle import FilterOracle, VmFilter
@@ -197,9 +198,8 @@ class _Simulation:
         if rule is not None and rule.exit is not None:
             step["answer"] = answer
             # HVC from A64, as every guest call of the harness is: neither exit flag applies.
-            signed = answer - (1 << 64) if answer >> 63 else answer
             expected: int | dict[str, Any] = {
-                "x0": signed,
+                "x0": as_x0(answer),
                 "hypercall": function_id,
                 "hypercall-flags": 0,
             }

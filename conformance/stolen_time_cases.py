@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kvm_fwspec.conformance.case import REQUIRES_GUEST, REQUIRES_VCPU_ATTR, Case, dotted
+from kvm_fwspec.conformance.case import (
+    REQUIRES_GUEST,
+    REQUIRES_VCPU_ATTR,
+    Case,
+    as_x0,
+    dotted,
+)
 from kvm_fwspec.conformance.guest.program import DATA_BASE, DATA_SIZE
 from kvm_fwspec.conformance.oracle import NOT_SUPPORTED, Access, Oracle
 from kvm_fwspec.conformance.profile import Profile
@@ -70,7 +76,7 @@ class _Program:
         assert x0 is not None  # every call rule answers
         args = [] if argument is None else [argument]
         step = {"op": "call", "vcpu": CALLER, "function": function_id, "args": args}
-        self.step(step, {"x0": x0 - (1 << 64) if x0 >= 1 << 63 else x0})  # x0 read signed
+        self.step(step, {"x0": as_x0(x0)})
         return answer.rule
 
     def case(self, variant: str, rule_id: str, scenario: str = "psci-0.2") -> Case:

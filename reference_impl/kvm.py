@@ -178,20 +178,30 @@ class ReferenceKvm:
         )
 
     def decide_filter(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
-        """The SMCCC filter's rule for `op` (has, set or call): the first of this release
-        whose `when` holds, as for the registers."""
-        table = [r for r in self.filter_rules if r["op"] == op]
-        return _first_holding(table, names, f"no SMCCC filter rule decides {op} in {self.release}")
+        """The SMCCC filter's rule for `op` (has, set or call)."""
+        return self._decide_table(self.filter_rules, "SMCCC filter", op, names)
 
     def decide_stolen_time(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
         """The stolen-time rule for `op` (set, get, pv-time-features, pv-time-st)."""
-        table = [r for r in self.stolen_time_rules if r["op"] == op]
-        return _first_holding(table, names, f"no stolen-time rule decides {op} in {self.release}")
+        return self._decide_table(self.stolen_time_rules, "stolen-time", op, names)
 
     def decide_power(self, op: str, names: Mapping[str, Value]) -> dict[str, Any]:
         """The vcpu power rule for `op` (run, cpu-on, cpu-off, affinity-info, system-event)."""
-        table = [r for r in self.power_rules if r["op"] == op]
-        return _first_holding(table, names, f"no vcpu power rule decides {op} in {self.release}")
+        return self._decide_table(self.power_rules, "vcpu power", op, names)
+
+    def _decide_table(
+        self, rules: list[dict[str, Any]], what: str, op: str, names: Mapping[str, Value]
+    ) -> dict[str, Any]:
+        """A decision table of its own: the first of this release's rules for `op` whose
+        `when` holds, as for the registers."""
+        table = [r for r in rules if r["op"] == op]
+        return _first_holding(table, names, f"no {what} rule decides {op} in {self.release}")
+
+
+def _signed(word: int) -> int:
+    """x0 as the guest reads it, signed: a u64 (userspace's answer, an address) or a value
+    already negative (NOT_SUPPORTED)."""
+    return word - (1 << 64) if word >= 1 << 63 else word
 
 
 def _first_holding(
@@ -360,7 +370,7 @@ class ReferenceVm:
             if result["exit"] != exit_["reason"]["name"]:
                 raise SpecGap(f"{rule['id']}: the reference knows no {result['exit']} exit")
             return {
-                "x0": answer - (1 << 64) if answer >> 63 else answer,  # x0 read signed
+                "x0": _signed(answer),
                 "hypercall": function_id,
                 "hypercall-flags": _exit_flags(exit_["flags"]),
             }
@@ -738,8 +748,9 @@ class ReferenceVcpu:
         kvm = self.vm.kvm
         if any(r["op"] == function["name"] for r in kvm.stolen_time_rules):
             names = self.stolen_time_names(function["name"], argument=args[0] if args else 0)
-            x0 = self._stolen_time_answer(kvm.decide_stolen_time(function["name"], names))
-            return x0 - (1 << 64) if x0 >= 1 << 63 else x0  # x0 read signed
+            return _signed(
+                self._stolen_time_answer(kvm.decide_stolen_time(function["name"], names))
+            )
         row = self._call_row(function, args)
         if row is not None:
             return _word(row["answers"][0])
