@@ -717,5 +717,17 @@ class Spec:
     def layout(self, name: str) -> Layout:
         return next(lay for lay in self.layouts if lay.name == name)
 
+    @property
+    def rule_ids(self) -> list[str]:
+        """Every rule a case can be filed under, sorted: the registers', the SMCCC filter's,
+        the vcpu power tables' and the stolen-time tables'."""
+        tables = (
+            self.rules,
+            self.smccc_filter.rules,
+            self.vcpu_power.rules,
+            self.stolen_time.rules,
+        )
+        return sorted(rule.id for table in tables for rule in table)
+
     def psci_latest_in(self, release: Release) -> PsciVersion:
         return next(p.version for p in self.psci_latest if p.lifetime.covers(release))

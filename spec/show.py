@@ -300,10 +300,7 @@ def names(spec: Spec) -> list[str]:
         found |= {register.name, register.c_name}
         found |= {v.name for v in register.values} | {v.c_name for v in register.values}
         found |= {b.name for b in register.bits} | {b.c_name for b in register.bits}
-    found |= {rule.id for rule in spec.rules}
-    found |= {rule.id for rule in spec.smccc_filter.rules}
-    found |= {rule.id for rule in spec.vcpu_power.rules}
-    found |= {rule.id for rule in spec.stolen_time.rules}
+    found |= set(spec.rule_ids)
     found |= {"stolen-time", spec.stolen_time.struct_c_name}
     found |= {n for spec_name, c_name, _ in api_entries(spec) for n in (spec_name, c_name)}
     found |= {n for _, c in filter_constants(spec) for n in (c.name, c.c_name)}

@@ -99,17 +99,10 @@ def judged_as(spec: Spec, uname: str) -> KernelName:
         ) from None
 
 
-def rule_ids(spec: Spec) -> list[str]:
-    """Every rule a case can be filed under: the registers', the SMCCC filter's, the vcpu
-    power tables' and the stolen-time tables'."""
-    tables = (spec.rules, spec.smccc_filter.rules, spec.vcpu_power.rules, spec.stolen_time.rules)
-    return sorted(rule.id for table in tables for rule in table)
-
-
 def checked_rule_ids(spec: Spec, wanted: tuple[str, ...]) -> tuple[str, ...]:
     """`wanted`, each a rule of the spec; a misspelt one is named with the closest there are,
     before anything boots (a bisection would otherwise judge every build by nothing)."""
-    known = rule_ids(spec)
+    known = spec.rule_ids
     for rule in wanted:
         if rule not in known:
             close = difflib.get_close_matches(rule, known, n=3, cutoff=0.8)

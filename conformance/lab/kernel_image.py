@@ -18,7 +18,12 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvm_fwspec.conformance.lab.kernels import Kernel, virtio_modules
+from kvm_fwspec.conformance.lab.kernels import (
+    VIRTIO_MODULES,
+    Kernel,
+    module_files,
+    virtio_modules,
+)
 from kvm_fwspec.spec.errors import UsageError
 
 # arm64's Image header (Documentation/arch/arm64/booting.rst): the magic "ARM\x64" at 0x38.
@@ -55,7 +60,8 @@ def inspect(image: Path, modules: Path | None, cache: Path) -> BuiltKernel:
     """`image` (and `modules`, a `lib/modules/RELEASE` folder) read and checked; UsageError in
     one line for any reason it cannot serve as a guest host. The virtio modules the guest
     loads are copied, decompressed, under `cache`, never into the user's tree."""
-    data = _image_bytes(image)
+    raw = _read(image)
+    data = _image_bytes(image, raw)
     found = BANNER.search(data)
     if found is None:
         raise UsageError(
@@ -73,10 +79,11 @@ def inspect(image: Path, modules: Path | None, cache: Path) -> BuiltKernel:
     missing = missing_options(config, modules)
     if missing:
         raise UsageError(f"{image} cannot serve as a KVM host ({source}): {'; '.join(missing)}")
-    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    digest = hashlib.sha256(raw).hexdigest()
     # the modules it loads are decompressed afresh whenever the image or a module changed
     inputs = hashlib.sha256(digest.encode())
-    for path in sorted(modules.glob("kernel/drivers/*/virtio*.ko*")) if modules else ():
+    wanted = [f for m in VIRTIO_MODULES for f in module_files(modules, m)] if modules else []
+    for path in wanted:
         inputs.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
     out = cache / "built-kernels" / inputs.hexdigest()[:16] / "modules"
     out.mkdir(parents=True, exist_ok=True)
@@ -92,15 +99,19 @@ def inspect(image: Path, modules: Path | None, cache: Path) -> BuiltKernel:
     return BuiltKernel(kernel, banner, source)
 
 
-def _image_bytes(image: Path) -> bytes:
-    """The Image's bytes, decompressed from a gzip vmlinuz or an EFI zboot image."""
+def _read(image: Path) -> bytes:
+    """The file's bytes, read once: they are both decompressed and hashed."""
     if not image.exists():
         raise UsageError(f"{image}: no such kernel image")
     if not image.is_file():
         raise UsageError(
             f"{image} is not a file: give the Image (arch/arm64/boot/Image) or a vmlinuz"
         )
-    data = image.read_bytes()
+    return image.read_bytes()
+
+
+def _image_bytes(image: Path, data: bytes) -> bytes:
+    """The Image's bytes, decompressed from a gzip vmlinuz or an EFI zboot image."""
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
@@ -178,4 +189,4 @@ def missing_options(config: dict[str, str], modules: Path | None) -> list[str]:
 
 
 def _has_module(modules: Path, name: str) -> bool:
-    return any(modules.glob(f"kernel/drivers/*/{name}.ko*"))
+    return bool(module_files(modules, name))

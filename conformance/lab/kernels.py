@@ -124,6 +124,11 @@ def _unpack(cache: Path, release: str, packages: tuple[Package, ...], debs: list
     )
 
 
+def module_files(modules: Path, name: str) -> list[Path]:
+    """A module's files in a modules tree (`lib/modules/RELEASE`), compressed or not."""
+    return sorted(modules.glob(f"kernel/drivers/*/{name}.ko*"))
+
+
 def virtio_modules(modules: Path, out: Path) -> tuple[Path, ...]:
     """The virtio modules this kernel builds as modules, decompressed, in load order."""
     builtin = (
@@ -134,7 +139,7 @@ def virtio_modules(modules: Path, out: Path) -> tuple[Path, ...]:
     out.mkdir(exist_ok=True)
     result = []
     for name in VIRTIO_MODULES:
-        found = sorted(modules.glob(f"kernel/drivers/*/{name}.ko*"))
+        found = module_files(modules, name)
         if not found or any(b.endswith(f"/{name}.ko") for b in builtin):
             continue
         target = out / f"{name}.ko"
