@@ -18,7 +18,7 @@ import pytest
 
 from kvm_fwspec.conformance.adapters import Adapter, adapter_names, reported_host
 from kvm_fwspec.conformance.cases import build_cases
-from kvm_fwspec.conformance.greeting import greeted_adapter
+from kvm_fwspec.conformance.greeting import greeted_adapter, greeted_for_its_kernel
 from kvm_fwspec.conformance.oracle import Oracle
 from kvm_fwspec.conformance.plugin import OpenedAdapter, load_document
 from kvm_fwspec.conformance.profile import Profile, resolve_profile
@@ -75,17 +75,10 @@ def certify(request: Request) -> int:
 def _kernel_from_hello(spec: Spec, request: Request) -> tuple[Adapter, str]:
     """`--kernel auto`: the adapter, greeted, and the kernel its hello names (`uname -r` on
     real KVM), which the rest of the run judges it as."""
-    if request.adapter == "reference":
-        raise UsageError(
-            "--kernel auto: the in-process reference is whichever kernel --kernel names; name one"
-        )
     placeholder = spec.host_profiles[0].name if request.host == "auto" else request.host
-    profile = resolve_profile(spec, "latest", placeholder, request.arch)
-    adapter = greeted_adapter(
-        request.adapter, spec, profile, request.options, kernel_from_hello=True
+    adapter, claimed = greeted_for_its_kernel(
+        request.adapter, spec, placeholder, request.arch, request.options
     )
-    claimed = adapter.capabilities().kernel
-    assert claimed is not None  # greeted_adapter refuses a hello without one
     try:
         parse_kernel_name(spec, claimed)
     except UsageError as exc:

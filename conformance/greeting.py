@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kvm_fwspec.conformance.adapters import Adapter, describe_failure, load_adapter
-from kvm_fwspec.conformance.profile import Profile, claims_profile
+from kvm_fwspec.conformance.profile import Profile, claims_profile, resolve_profile
 from kvm_fwspec.spec.errors import UsageError
 from kvm_fwspec.spec.kernel_names import parse_kernel_name
 from kvm_fwspec.spec.model import Spec
@@ -67,6 +67,24 @@ def greeted_adapter(
         )
         raise UsageError(f"{capabilities.implementation} says it is KVM {claimed}; {wanted}")
     return adapter
+
+
+def greeted_for_its_kernel(
+    name: str, spec: Spec, host: str, arch: str, options: Mapping[str, str]
+) -> tuple[Adapter, str]:
+    """`--kernel auto`: the adapter, greeted, and the kernel its hello names (`uname -r` on
+    real KVM), which the command then judges it as. The adapter is opened with the newest
+    release's profile, which its claim then replaces; the in-process reference has no kernel
+    of its own to claim."""
+    if name == "reference":
+        raise UsageError(
+            "--kernel auto: the in-process reference is whichever kernel --kernel names; name one"
+        )
+    placeholder = resolve_profile(spec, "latest", host, arch)
+    adapter = greeted_adapter(name, spec, placeholder, options, kernel_from_hello=True)
+    claimed = adapter.capabilities().kernel
+    assert claimed is not None  # greeted_adapter refuses a hello without one
+    return adapter, claimed
 
 
 def _kernel_hint(spec: Spec, claimed: str) -> str:

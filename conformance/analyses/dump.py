@@ -18,7 +18,7 @@ from typing import Any
 from kvm_fwspec.codegen.atomic import write_atomically
 from kvm_fwspec.conformance.adapters import Adapter, reported_host
 from kvm_fwspec.conformance.adapters.agent import AgentError
-from kvm_fwspec.conformance.greeting import greeted_adapter
+from kvm_fwspec.conformance.greeting import greeted_adapter, greeted_for_its_kernel
 from kvm_fwspec.conformance.oracle import Access, Oracle
 from kvm_fwspec.conformance.profile import (
     LEVELS_PREFIX,
@@ -130,17 +130,13 @@ def greeted_as_host(
     `--kernel auto` takes the kernel its hello reports (`uname -r` on real KVM)."""
     kernel, host, arch = profile_name
     first_host = spec.host_profiles[0].name if host == "auto" else host
-    auto = kernel == "auto"
-    if auto and adapter_name == "reference":
-        raise UsageError(
-            "--kernel auto: the in-process reference is whichever kernel --kernel names; name one"
-        )
-    profile = resolve_profile(spec, "latest" if auto else kernel, first_host, arch)
-    adapter = greeted_adapter(adapter_name, spec, profile, options, kernel_from_hello=auto)
+    if kernel == "auto":
+        adapter, kernel = greeted_for_its_kernel(adapter_name, spec, first_host, arch, options)
+    else:
+        named = resolve_profile(spec, kernel, first_host, arch)
+        adapter = greeted_adapter(adapter_name, spec, named, options)
     try:
-        if auto:
-            kernel = reported_kernel(adapter)
-            profile = resolve_profile(spec, kernel, first_host, arch)
+        profile = resolve_profile(spec, kernel, first_host, arch)
         if host == "auto":
             profile = resolve_profile(spec, kernel, reported_host(adapter, spec), arch)
         else:
